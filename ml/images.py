@@ -1,0 +1,87 @@
+"""Image plumbing shared by every family: any input to uint8 RGB, resizing, and batches of model-ready tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ml.backbones import Preprocessing
+
+_PIL_FILTERS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """Any grayscale (H x W or H x W x 1), RGB, RGBA, 16-bit, float [0, 1] or bool image -> H x W x 3 uint8 RGB.
+
+    16-bit images are scaled by 255 / 65535; floats are taken as [0, 1]; alpha is dropped (not composited).
+    """
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"expected an H x W, H x W x 1, H x W x 3 or H x W x 4 image, got shape {image.shape}")
+    image = image[..., :3]
+    if image.dtype == np.uint8:
+        return np.ascontiguousarray(image)
+    if image.dtype == bool:
+        return image.astype(np.uint8) * 255
+    if image.dtype == np.uint16:
+        return (image.astype(np.float32) * (255.0 / 65535.0)).round().astype(np.uint8)
+    if np.issubdtype(image.dtype, np.floating):
+        return (np.clip(image, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    if np.issubdtype(image.dtype, np.integer):  # e.g. int32 from PIL "I" mode holding 16-bit data
+        scale = 255.0 / 65535.0 if image.max() > 255 else 1.0
+        return np.clip(image.astype(np.float32) * scale, 0, 255).round().astype(np.uint8)
+    raise ValueError(f"unsupported image dtype {image.dtype}")
+
+
+def read_image(path: Path | str) -> np.ndarray:
+    """Reads any Pillow-readable file (8/16-bit gray, RGB, RGBA, palette) as H x W x 3 uint8 RGB."""
+    with Image.open(path) as pil:
+        if pil.mode in ("I;16", "I;16B", "I;16L", "I"):
+            return to_rgb(np.asarray(pil))
+        return np.asarray(pil.convert("RGB")).copy()
+
+
+def read_mask(path: Path | str) -> np.ndarray:
+    """Reads a defect mask file (0 / non-zero) as H x W bool."""
+    with Image.open(path) as pil:
+        return np.asarray(pil.convert("L")) > 127
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int], interpolation: str = "bilinear") -> np.ndarray:
+    """H x W x 3 uint8 -> size[0] x size[1] x 3 uint8, with Pillow's antialiased filters."""
+    if image.shape[:2] == tuple(size):
+        return image
+    pil = Image.fromarray(image).resize((size[1], size[0]), _PIL_FILTERS[interpolation])
+    return np.asarray(pil)
+
+
+def resize_map(values: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of maps: h x w or N x h x w -> size[0] x size[1] (or N x ...), float32 tensor."""
+    tensor = torch.as_tensor(values, dtype=torch.float32)
+    squeeze = tensor.ndim == 2
+    batch = tensor[None, None] if squeeze else tensor[:, None]
+    resized = F.interpolate(batch, size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    return resized[0] if squeeze else resized
+
+
+def to_tensor(images: Sequence[np.ndarray], preprocessing: Preprocessing, size: tuple[int, int]) -> torch.Tensor:
+    """A batch of images (any of `to_rgb`'s inputs, any sizes) -> N x 3 x size[0] x size[1] normalised float32."""
+    batch = np.stack([resize_image(to_rgb(image), size, preprocessing.interpolation) for image in images])
+    tensor = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(preprocessing.mean).view(1, 3, 1, 1)
+    std = torch.tensor(preprocessing.std).view(1, 3, 1, 1)
+    return (tensor - mean) / std

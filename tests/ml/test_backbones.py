@@ -1,0 +1,96 @@
+import pytest
+import torch
+
+from ml.backbones import (
+    create_feature_extractor,
+    lite0_weights_path,
+    load_pretrained_state_dict,
+    preprocessing_for,
+)
+
+
+def test_lite0_weights_map_onto_timm_names_exactly():
+    # given
+    import timm
+
+    expected = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+
+    # when
+    state = load_pretrained_state_dict("tf_efficientnet_lite0")
+
+    # then
+    assert set(state) == set(expected)
+    assert all(state[key].shape == expected[key].shape for key in expected)
+
+
+def test_lite0_weights_are_the_packaged_ones():
+    # given
+    packaged = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+
+    # when
+    state = load_pretrained_state_dict()
+
+    # then: flat block 7 is the third block of stage 3 (stage depths 1, 2, 2, 3, ...)
+    assert torch.equal(state["conv_stem.weight"], packaged["_conv_stem.weight"])
+    assert torch.equal(state["blocks.3.2.bn2.running_var"], packaged["_blocks.7._bn1.running_var"])
+    assert torch.equal(state["classifier.weight"], packaged["_fc.weight"])
+
+
+def test_pretrained_extractor_carries_imagenet_statistics_not_init():
+    # given
+    pretrained = create_feature_extractor(out_indices=(2, 3), pretrained=True)
+    random = create_feature_extractor(out_indices=(2, 3), pretrained=False)
+
+    # when
+    trained_var = pretrained.bn1.running_var
+    init_var = random.bn1.running_var
+
+    # then: timm initialises running_var to ones; ImageNet training moved it far away
+    assert torch.all(init_var == 1)
+    assert (trained_var - 1).abs().mean() > 0.5
+    with torch.no_grad():
+        x = torch.randn(1, 3, 64, 64)
+        assert not torch.allclose(pretrained(x)[0], random(x)[0], atol=1e-2)
+
+
+def test_extractor_runs_only_needed_stages_and_reports_shapes():
+    # given
+    model = create_feature_extractor(out_indices=(2, 3), pretrained=False)
+
+    # when
+    with torch.no_grad():
+        features = model(torch.zeros(2, 3, 64, 64))
+
+    # then
+    assert model.feature_info.channels() == [40, 112]
+    assert model.feature_info.reduction() == [8, 16]
+    assert len(model.blocks) == 5  # stages 5 and 6 (stride 32) are gone
+    assert [tuple(f.shape) for f in features] == [(2, 40, 8, 8), (2, 112, 4, 4)]
+
+
+def test_other_backbone_with_local_weights_file(tmp_path):
+    # given
+    import timm
+
+    source = timm.create_model("resnet18", pretrained=False)
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+
+    # when
+    model = create_feature_extractor("resnet18", out_indices=(1, 2), weights_path=path)
+
+    # then
+    assert torch.equal(model.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
+
+
+def test_unknown_bundled_weights_raise():
+    with pytest.raises(ValueError, match="no bundled weights"):
+        load_pretrained_state_dict("resnet18")
+
+
+def test_preprocessing_comes_from_timm_config():
+    preprocessing = preprocessing_for("tf_efficientnet_lite0")
+    assert preprocessing.mean == (0.5, 0.5, 0.5)
+    assert preprocessing.std == (0.5, 0.5, 0.5)
+    assert preprocessing.interpolation == "bicubic"
+    assert type(preprocessing).from_dict(preprocessing.to_dict()) == preprocessing
