@@ -1,0 +1,20 @@
+"""Test settings: the app's own settings with a throwaway secret, media in a temporary folder and a file-based
+SQLite test database (a separate Celery worker process must see the same data)."""
+
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("KENSA_SECRET_KEY", "test-only-secret-key")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+_scratch = Path(os.environ.setdefault("KENSA_TEST_SCRATCH", tempfile.mkdtemp(prefix="kensa-tests-")))
+os.environ.setdefault("KENSA_MEDIA_ROOT", str(_scratch / "media"))
+os.environ.setdefault("KENSA_DATA_DIR", str(_scratch / "data"))
+
+from webapp.settings import *  # noqa: E402,F403
+from webapp.settings import DATABASES  # noqa: E402
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["TEST"] = {"NAME": str(_scratch / "test.sqlite3")}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
+STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405

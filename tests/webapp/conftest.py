@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from django.contrib.auth.models import User
+from PIL import Image as PILImage
+
+from ml.synthetic import make_image
+from webapp.projects.models import Membership, Project, Role
+from webapp.projects.services import project_create
+
+
+@pytest.fixture(autouse=True)
+def _use_test_broker(broker, settings, tmp_path):
+    """Every web test sends tasks to the session's own redis-server and stores media in its own folder."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    from django.core.files.storage import default_storage
+
+    default_storage._wrapped = None  # re-read MEDIA_ROOT for this test
+    yield
+    default_storage._wrapped = None
+
+
+def make_user(username: str, **extra) -> User:
+    return User.objects.create_user(username=username, password="pw-for-tests-1", **extra)
+
+
+@pytest.fixture
+def owner(db) -> User:
+    return make_user("olivia")
+
+
+@pytest.fixture
+def project(owner) -> Project:
+    return project_create(name="Brackets", owner=owner)
+
+
+@pytest.fixture
+def member_with(project):
+    """member_with(role) -> a new user holding `role` in `project`."""
+
+    def create(role: str) -> User:
+        user = make_user(f"{role}-user")
+        Membership.objects.create(project=project, user=user, role=role)
+        return user
+
+    return create
+
+
+@pytest.fixture
+def outsider(db) -> User:
+    return make_user("oscar")
+
+
+def png_bytes(seed: int = 0, *, size: int = 64, mode: str = "RGB", defect: str | None = None) -> bytes:
+    """A distinct small synthetic part as PNG bytes (mode L, RGB, RGBA or I;16)."""
+    rgb = make_image(seed, size=size, defect=defect).image
+    if mode == "RGB":
+        picture = PILImage.fromarray(rgb)
+    elif mode == "RGBA":
+        picture = PILImage.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]), "RGBA")
+    elif mode == "L":
+        picture = PILImage.fromarray(rgb[..., 0])
+    elif mode == "I;16":
+        picture = PILImage.fromarray(rgb[..., 0].astype(np.uint16) * 257)
+    else:
+        raise ValueError(mode)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def encode(array: np.ndarray, fmt: str, **params) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.fromarray(array).save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+ROLES = [Role.OWNER, Role.ANNOTATOR, Role.REVIEWER, Role.VIEWER]

@@ -1,0 +1,107 @@
+"""Writes about projects, members and defect classes. Views and tasks call these; nothing else writes."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import ProtectedError
+
+from webapp.projects.models import DefectClass, Membership, Project, Role
+from webapp.storage import stored_files_delete_on_commit
+
+PALETTE = ("#e4572e", "#17bebb", "#ffc914", "#76b041", "#7b2cbf", "#f46036", "#2e86ab", "#c5283d", "#3bceac")
+
+LAST_OWNER_MESSAGE = "A project needs at least one owner."
+NO_SUCH_USER_MESSAGE = "No user with that name."
+CLASS_IN_USE_MESSAGE = "This defect class still has drawn masks or boxes; remove them first."
+
+
+@transaction.atomic
+def project_create(*, name: str, owner: AbstractBaseUser, description: str = "") -> Project:
+    project = Project(name=name.strip(), description=description, created_by=owner)
+    project.full_clean()
+    project.save()
+    Membership.objects.create(project=project, user=owner, role=Role.OWNER)
+    return project
+
+
+def project_rename(*, project: Project, name: str) -> Project:
+    project.name = name.strip()
+    project.full_clean()
+    project.save(update_fields=["name"])
+    return project
+
+
+@transaction.atomic
+def project_delete(*, project: Project) -> None:
+    """Deletes the project, its images and annotations, and (after commit) their stored files."""
+    from webapp.images.models import Annotation, Image
+
+    names = list(Image.objects.filter(project=project).values_list("file", flat=True))
+    names += [n for n in Image.objects.filter(project=project).values_list("thumbnail", flat=True) if n]
+    names += [n for n in Annotation.objects.filter(image__project=project).values_list("mask", flat=True) if n]
+    Annotation.objects.filter(image__project=project).delete()
+    project.delete()
+    stored_files_delete_on_commit(names)
+
+
+def membership_set(*, project: Project, username: str, role: str) -> Membership:
+    """Adds a user to the project or changes their role."""
+    if role not in Role.values:
+        raise ValidationError(f"Unknown role {role!r}.")
+    user = get_user_model().objects.filter(username=username.strip()).first()
+    if user is None:
+        raise ValidationError(NO_SUCH_USER_MESSAGE)
+    with transaction.atomic():
+        membership, _ = Membership.objects.select_for_update().get_or_create(
+            project=project, user=user, defaults={"role": role}
+        )
+        if membership.role == Role.OWNER and role != Role.OWNER:
+            _ensure_another_owner(project, membership)
+        membership.role = role
+        membership.save(update_fields=["role"])
+    return membership
+
+
+def membership_remove(*, project: Project, membership: Membership) -> None:
+    with transaction.atomic():
+        if membership.role == Role.OWNER:
+            _ensure_another_owner(project, membership)
+        membership.delete()
+
+
+def _ensure_another_owner(project: Project, membership: Membership) -> None:
+    others = Membership.objects.filter(project=project, role=Role.OWNER).exclude(pk=membership.pk)
+    if not others.exists():
+        raise ValidationError(LAST_OWNER_MESSAGE)
+
+
+def defect_class_create(*, project: Project, name: str, colour: str = "") -> DefectClass:
+    if not colour:
+        colour = PALETTE[DefectClass.objects.filter(project=project).count() % len(PALETTE)]
+    defect_class = DefectClass(project=project, name=name.strip(), colour=colour)
+    defect_class.full_clean()
+    defect_class.save()
+    return defect_class
+
+
+def defect_class_get_or_create(*, project: Project, name: str) -> DefectClass:
+    existing = DefectClass.objects.filter(project=project, name=name).first()
+    return existing or defect_class_create(project=project, name=name)
+
+
+def defect_class_update(*, defect_class: DefectClass, name: str, colour: str) -> DefectClass:
+    defect_class.name = name.strip()
+    defect_class.colour = colour
+    defect_class.full_clean()
+    defect_class.save()
+    return defect_class
+
+
+def defect_class_delete(*, defect_class: DefectClass) -> None:
+    try:
+        defect_class.delete()
+    except ProtectedError:
+        raise ValidationError(CLASS_IN_USE_MESSAGE) from None

@@ -1,0 +1,34 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from webapp.accounts import views as accounts
+from webapp.images import views as images
+from webapp.projects import views as projects
+
+P = "projects/<uuid:project_id>"
+
+urlpatterns = [
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/users/", accounts.user_list, name="user_list"),
+    path("admin/", admin.site.urls),
+    path("", projects.project_list, name="project_list"),
+    path("projects/sample/", projects.sample_create, name="sample_create"),
+    path(f"{P}/", projects.project_detail, name="project_detail"),
+    path(f"{P}/settings/", projects.project_settings, name="project_settings"),
+    path(f"{P}/rename/", projects.project_rename, name="project_rename"),
+    path(f"{P}/delete/", projects.project_delete, name="project_delete"),
+    path(f"{P}/members/", projects.member_set, name="member_set"),
+    path(f"{P}/members/<int:membership_id>/remove/", projects.member_remove, name="member_remove"),
+    path(f"{P}/classes/", projects.defect_class_create, name="defect_class_create"),
+    path(f"{P}/classes/<int:class_id>/delete/", projects.defect_class_delete, name="defect_class_delete"),
+    path(f"{P}/images/", images.image_grid, name="image_grid"),
+    path(f"{P}/images/bulk/", images.image_bulk, name="image_bulk"),
+    path(f"{P}/images/upload/", images.image_upload, name="image_upload"),
+    path(f"{P}/images/rebalance/", images.splits_rebalance_view, name="splits_rebalance"),
+    path(f"{P}/images/<uuid:image_id>/", images.image_detail, name="image_detail"),
+    path(f"{P}/images/<uuid:image_id>/original/", images.image_file, {"kind": "original"}, name="image_original"),
+    path(f"{P}/images/<uuid:image_id>/thumbnail/", images.image_file, {"kind": "thumbnail"}, name="image_thumbnail"),
+    path(f"{P}/masks/<int:annotation_id>/", images.annotation_mask, name="annotation_mask"),
+]

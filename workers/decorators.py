@@ -1,0 +1,45 @@
+"""One decorator for every Kensa task: a stable name, a queue, time limits, and retries of transient errors only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.db import InterfaceError, OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from workers.celery import app
+
+DEFAULT_QUEUE = "default"
+TRAIN_QUEUE = "train"
+
+# Worth another try: the database or the broker blinked. Anything else is a bug or bad data; retrying hides it.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
+
+
+def kensa_task(
+    name: str,
+    *,
+    queue: str = DEFAULT_QUEUE,
+    soft_time_limit: int = 300,
+    time_limit: int = 360,
+    max_retries: int = 3,
+    **options,
+) -> Callable:
+    """Registers a task under `name` (never the module path, so moving code does not strand queued messages)."""
+
+    def register(func: Callable) -> Callable:
+        return app.task(
+            name=name,
+            queue=queue,
+            soft_time_limit=soft_time_limit,
+            time_limit=time_limit,
+            autoretry_for=TRANSIENT_ERRORS,
+            max_retries=max_retries,
+            retry_backoff=True,
+            retry_backoff_max=60,
+            ignore_result=True,
+            **options,
+        )(func)
+
+    return register
