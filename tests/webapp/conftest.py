@@ -15,12 +15,7 @@ from webapp.projects.services import project_create
 @pytest.fixture(autouse=True)
 def _use_test_broker(broker, settings, tmp_path):
     """Every web test sends tasks to the session's own redis-server and stores media in its own folder."""
-    settings.MEDIA_ROOT = tmp_path / "media"
-    from django.core.files.storage import default_storage
-
-    default_storage._wrapped = None  # re-read MEDIA_ROOT for this test
-    yield
-    default_storage._wrapped = None
+    settings.MEDIA_ROOT = tmp_path / "media"  # FileSystemStorage follows the change (setting_changed signal)
 
 
 def make_user(username: str, **extra) -> User:

@@ -1,0 +1,114 @@
+"""Every project page: anonymous users go to the login page, strangers get 404, viewers cannot change anything."""
+
+import pytest
+from django.urls import reverse
+
+from tests.webapp.conftest import png_bytes
+from webapp.images.intake.ingest import uploads_ingest
+from webapp.images.models import Image
+from webapp.projects.access import Action, role_allows
+from webapp.projects.models import DefectClass, Role
+
+# (url name, which objects the URL names, method, the action it needs)
+ROUTES = [
+    ("project_detail", {}, "get", Action.VIEW),
+    ("project_settings", {}, "get", Action.VIEW),
+    ("image_grid", {}, "get", Action.VIEW),
+    ("image_detail", {"image": True}, "get", Action.VIEW),
+    ("image_original", {"image": True}, "get", Action.VIEW),
+    ("image_upload", {}, "get", Action.EDIT_DATA),
+    ("image_upload", {}, "post", Action.EDIT_DATA),
+    ("image_bulk", {}, "post", Action.EDIT_DATA),
+    ("image_detail", {"image": True}, "post", Action.EDIT_DATA),
+    ("splits_rebalance", {}, "post", Action.EDIT_DATA),
+    ("defect_class_create", {}, "post", Action.EDIT_DATA),
+    ("defect_class_delete", {"class": True}, "post", Action.EDIT_DATA),
+    ("project_rename", {}, "post", Action.MANAGE),
+    ("project_delete", {}, "get", Action.MANAGE),
+    ("project_delete", {}, "post", Action.MANAGE),
+    ("member_set", {}, "post", Action.MANAGE),
+    ("member_remove", {"membership": True}, "post", Action.MANAGE),
+]
+
+
+@pytest.fixture
+def target(project, owner):
+    uploads_ingest(project=project, user=owner, uploads=[_file()])
+    image = Image.objects.get(project=project)
+    defect_class = DefectClass.objects.create(project=project, name="scratch", colour="#ff0000")
+    return {"image": image, "class": defect_class, "membership": project.memberships.get(user=owner)}
+
+
+def _file():
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    return SimpleUploadedFile("a.png", png_bytes(1))
+
+
+def _url(name, needs, project, target):
+    kwargs = {"project_id": project.public_id}
+    if needs.get("image"):
+        kwargs["image_id"] = target["image"].public_id
+    if needs.get("class"):
+        kwargs["class_id"] = target["class"].id
+    if needs.get("membership"):
+        kwargs["membership_id"] = target["membership"].id
+    return reverse(name, kwargs=kwargs)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("name", "needs", "method", "action"), ROUTES)
+def test_anonymous_is_sent_to_login(client, project, target, name, needs, method, action):
+    response = getattr(client, method)(_url(name, needs, project, target))
+    assert response.status_code == 302
+    assert response.url.startswith(reverse("login"))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("name", "needs", "method", "action"), ROUTES)
+def test_non_members_get_404(client, project, target, outsider, name, needs, method, action):
+    client.force_login(outsider)
+    response = getattr(client, method)(_url(name, needs, project, target))
+    assert response.status_code == 404
+
+
+FORBIDDEN = [
+    (role, *route)
+    for role in (Role.VIEWER, Role.REVIEWER, Role.ANNOTATOR)
+    for route in ROUTES
+    if not role_allows(role, route[3])
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("role", "name", "needs", "method", "action"), FORBIDDEN)
+def test_roles_without_the_right_get_403(client, project, target, member_with, role, name, needs, method, action):
+    client.force_login(member_with(role))
+    response = getattr(client, method)(_url(name, needs, project, target))
+    assert response.status_code == 403
+    assert project.images.count() == 1 and project.defect_classes.count() == 1
+
+
+@pytest.mark.django_db
+def test_project_list_shows_only_my_projects(client, project, outsider):
+    client.force_login(outsider)
+    response = client.get(reverse("project_list"))
+    assert response.status_code == 200
+    assert "Brackets" not in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_viewer_sees_the_project_but_no_edit_controls(client, project, target, member_with):
+    client.force_login(member_with(Role.VIEWER))
+    page = client.get(reverse("image_grid", kwargs={"project_id": project.public_id})).content.decode()
+    assert "a.png" in page
+    assert "Apply to selected" not in page
+
+
+def test_user_admin_page_is_for_staff_only(client, db):
+    from tests.webapp.conftest import make_user
+
+    client.force_login(make_user("plain"))
+    assert client.get(reverse("user_list")).status_code == 302
+    client.force_login(make_user("boss", is_staff=True))
+    assert client.get(reverse("user_list")).status_code == 200
