@@ -95,6 +95,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "webapp" / "static"]
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env_str("KENSA_MEDIA_ROOT", str(BASE_DIR / "media")))
 

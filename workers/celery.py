@@ -11,3 +11,4 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 app = Celery("kensa", include=["workers.tasks"])
 app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.task_routes = ("workers.decorators.route_task",)

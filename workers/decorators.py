@@ -17,6 +17,15 @@ TRAIN_QUEUE = "train"
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
 
 
+# task name -> queue, filled by @kensa_task and read by the router Celery calls for every message sent.
+TASK_QUEUES: dict[str, str] = {}
+
+
+def route_task(name: str, args, kwargs, options, task=None, **extra) -> dict | None:
+    queue = TASK_QUEUES.get(name)
+    return {"queue": queue} if queue else None
+
+
 def kensa_task(
     name: str,
     *,
@@ -29,9 +38,9 @@ def kensa_task(
     """Registers a task under `name` (never the module path, so moving code does not strand queued messages)."""
 
     def register(func: Callable) -> Callable:
+        TASK_QUEUES[name] = queue
         return app.task(
             name=name,
-            queue=queue,
             soft_time_limit=soft_time_limit,
             time_limit=time_limit,
             autoretry_for=TRANSIENT_ERRORS,
