@@ -46,11 +46,13 @@ system-packages-test: ## redis-server and chromium from apt, when missing
 run: venv-run system-packages ## migrate, then run redis, Celery workers and the web server on http://127.0.0.1:8000
 	$(PY) scripts/run_all.py
 
-test: venv system-packages-test ## ruff, then every test except those marked slow
+test: venv system-packages-test ## lint checks, then every test except those marked slow (pytest -m 'not slow')
+	$(PY) scripts/check_env_example.py
 	$(PY) -m ruff check .
 	$(TEST_ENV) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-all: venv system-packages-test ## ruff, then every test including slow ones
+test-all: venv system-packages-test ## lint checks, then every test including slow ones
+	$(PY) scripts/check_env_example.py
 	$(PY) -m ruff check .
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
