@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "webapp.accounts",
     "webapp.projects",
     "webapp.images",
+    "webapp.training",
 ]
 
 MIDDLEWARE = [
@@ -164,4 +165,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("KENSA_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+CELERY_BEAT_SCHEDULE = {
+    "reap-stale-training-runs": {"task": "training.reap", "schedule": 60.0},
 }

@@ -5,6 +5,7 @@ from django.urls import path
 from webapp.accounts import views as accounts
 from webapp.images import views as images
 from webapp.projects import views as projects
+from webapp.training import views as training
 
 P = "projects/<uuid:project_id>"
 
@@ -31,4 +32,9 @@ urlpatterns = [
     path(f"{P}/images/<uuid:image_id>/original/", images.image_file, {"kind": "original"}, name="image_original"),
     path(f"{P}/images/<uuid:image_id>/thumbnail/", images.image_file, {"kind": "thumbnail"}, name="image_thumbnail"),
     path(f"{P}/masks/<int:annotation_id>/", images.annotation_mask, name="annotation_mask"),
+    path(f"{P}/train/", training.train_page, name="train"),
+    path(f"{P}/runs/<uuid:run_id>/", training.run_detail, name="run_detail"),
+    path(f"{P}/runs/<uuid:run_id>/cancel/", training.run_cancel, name="run_cancel"),
+    path(f"{P}/versions/<uuid:version_id>/", training.version_detail, name="version_detail"),
+    path(f"{P}/versions/<uuid:version_id>/activate/", training.version_activate, name="version_activate"),
 ]

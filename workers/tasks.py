@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from workers.decorators import TRANSIENT_ERRORS, kensa_task
+from workers.decorators import TRAIN_QUEUE, TRANSIENT_ERRORS, kensa_task
 
 log = logging.getLogger(__name__)
 
@@ -22,3 +22,28 @@ def thumbnails_make_task(image_ids: list[int]) -> None:
         except Exception:
             # One unreadable image must not stop the others; it is marked failed on its row.
             log.exception("thumbnail failed for image %s", image.id)
+
+
+# Early acknowledgement on purpose: the database claim (queued -> running) is what makes a run execute once.
+# If the worker dies, the heartbeat reaper fails the run; a redelivered message would find it already claimed.
+# Redis's visibility_timeout (settings) is still longer than the hard limit, so nothing is redelivered mid-run.
+@kensa_task(
+    "training.run", queue=TRAIN_QUEUE, soft_time_limit=4 * 3600, time_limit=4 * 3600 + 300, acks_late=False
+)
+def training_run_task(run_id: int) -> None:
+    from webapp.training.execution import training_run_execute
+    from webapp.training.services import training_run_claim
+
+    if not training_run_claim(run_id=run_id):
+        log.info("training run %s already claimed, cancelled or gone", run_id)
+        return
+    training_run_execute(run_id=run_id)
+
+
+@kensa_task("training.reap", soft_time_limit=60, time_limit=90)
+def training_runs_reap_task() -> None:
+    from webapp.training.services import training_runs_reap
+
+    result = training_runs_reap()
+    if any(result.values()):
+        log.info("reaper: %s", result)

@@ -1,0 +1,68 @@
+"""The project's images as `ml` samples: originals read from storage one at a time, masks merged per image."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image as PILImage
+
+from ml.images import to_rgb
+from ml.types import DEFECT, GOOD, Sample
+from webapp.images.intake.decoding import open_oriented, to_display_rgb
+from webapp.images.models import Annotation, Image, Label
+from webapp.storage import stored_file_read
+
+
+def image_array(image: Image) -> np.ndarray:
+    """H x W x 3 uint8 RGB as a person sees the image (EXIF orientation applied, 16-bit scaled)."""
+    return to_rgb(np.asarray(to_display_rgb(open_oriented(stored_file_read(image.file.name)))))
+
+
+def annotation_union_mask(annotations: Sequence[Annotation], height: int, width: int) -> np.ndarray | None:
+    """All defect pixels of an image: masks OR'ed with boxes drawn as filled rectangles. None when nothing drawn."""
+    mask = np.zeros((height, width), dtype=bool)
+    drawn = False
+    for annotation in annotations:
+        if annotation.mask:
+            with PILImage.open(io.BytesIO(stored_file_read(annotation.mask.name))) as picture:
+                layer = np.asarray(picture.convert("L")) > 127
+            if layer.shape == mask.shape:
+                mask |= layer
+                drawn = True
+        for x0, y0, x1, y1 in annotation.boxes or []:
+            mask[max(0, int(y0)) : max(0, int(y1)), max(0, int(x0)) : max(0, int(x1))] = True
+            drawn = True
+    return mask if drawn else None
+
+
+class ProjectSamples(Sequence[Sample]):
+    """A lazy sequence of samples: nothing is read until an item is asked for, so memory stays flat."""
+
+    def __init__(self, images: Sequence[Image]):
+        self.images = list(images)
+        ids = [i.id for i in self.images]
+        self._annotations: dict[int, list[Annotation]] = {}
+        for annotation in Annotation.objects.filter(image_id__in=ids):
+            self._annotations.setdefault(annotation.image_id, []).append(annotation)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        image = self.images[index]
+        pixels = image_array(image)
+        mask = annotation_union_mask(self._annotations.get(image.id, []), *pixels.shape[:2])
+        label = DEFECT if image.label == Label.DEFECT else GOOD
+        return Sample(image=pixels, label=label, mask=mask, name=image.original_name)
+
+    def has_mask(self, index: int) -> bool:
+        annotations = self._annotations.get(self.images[index].id, [])
+        return any(a.mask or a.boxes for a in annotations)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([DEFECT if i.label == Label.DEFECT else GOOD for i in self.images], dtype=int)

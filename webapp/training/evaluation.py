@@ -1,0 +1,127 @@
+"""Evaluation of a fitted model on the test split: per-image predictions stored, metrics computed from them."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image as PILImage
+
+from ml import metrics
+from ml.thresholds import Calibration
+from ml.types import Prediction as MlPrediction
+from webapp.images.services import annotation_mask_png
+from webapp.storage import stored_file_write
+from webapp.training.datasets import ProjectSamples
+from webapp.training.models import ModelVersion, Prediction, Purpose
+
+BATCH = 8
+# Pixel metrics are computed on maps at most this many pixels on a side: bounded memory for large images,
+# and a difference far below the third decimal of AUROC.
+PIXEL_METRIC_SIDE = 256
+
+
+def anomaly_map_png(anomaly_map: np.ndarray, calibration: Calibration) -> bytes:
+    """The map as an 8-bit PNG of normalised scores: 128 is the threshold, so overlays read the same everywhere."""
+    values = np.asarray(calibration.normalise(anomaly_map.astype(np.float64)))
+    buffer = io.BytesIO()
+    PILImage.fromarray((values * 255).round().astype(np.uint8), "L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def predicted_mask(prediction: MlPrediction, threshold: float) -> np.ndarray:
+    """The family's own mask (segmenters) or the pixels whose anomaly reaches the image threshold."""
+    if prediction.mask is not None:
+        return np.asarray(prediction.mask, dtype=bool)
+    return np.asarray(prediction.anomaly_map) >= threshold
+
+
+def prediction_store(
+    *, version: ModelVersion, image, prediction: MlPrediction, calibration: Calibration, purpose: str
+) -> Prediction:
+    """Stores one prediction row with its map and mask PNGs under the version's run folder."""
+    threshold = calibration.threshold
+    base = f"{version.artifact_prefix}/predictions/{purpose}/{image.sha256 if image else 'upload'}"
+    map_name = stored_file_write(f"{base}_map.png", anomaly_map_png(prediction.anomaly_map, calibration))
+    mask_name = stored_file_write(f"{base}_mask.png", annotation_mask_png(predicted_mask(prediction, threshold)))
+    return Prediction.objects.create(
+        model_version=version,
+        image=image,
+        purpose=purpose,
+        raw_score=float(prediction.score),
+        normalised_score=float(calibration.normalise(prediction.score)),
+        is_anomalous=bool(prediction.score >= threshold),
+        anomaly_map=map_name,
+        predicted_mask=mask_name,
+    )
+
+
+def _shrink(array: np.ndarray, nearest: bool) -> np.ndarray:
+    h, w = array.shape
+    scale = PIXEL_METRIC_SIDE / max(h, w)
+    if scale >= 1:
+        return array
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if nearest:
+        return np.asarray(PILImage.fromarray(array.astype(np.uint8) * 255).resize(size, PILImage.NEAREST)) > 127
+    return np.asarray(PILImage.fromarray(array.astype(np.float32), "F").resize(size, PILImage.BILINEAR))
+
+
+def evaluate_and_store(
+    *, model, version: ModelVersion, samples: ProjectSamples, calibration: Calibration, progress
+) -> dict:
+    """Predicts every test image (in batches), stores the predictions, and returns the version's metrics."""
+    scores: list[float] = []
+    pixel_masks: list[np.ndarray] = []
+    pixel_maps: list[np.ndarray] = []
+    for start in range(0, len(samples), BATCH):
+        batch = samples[start : start + BATCH]
+        predictions = model.predict([s.image for s in batch], batch_size=BATCH)
+        for offset, (sample, prediction) in enumerate(zip(batch, predictions, strict=True)):
+            prediction_store(
+                version=version,
+                image=samples.images[start + offset],
+                prediction=prediction,
+                calibration=calibration,
+                purpose=Purpose.TEST,
+            )
+            scores.append(float(prediction.score))
+            truth = sample.mask if sample.mask is not None else np.zeros(sample.image.shape[:2], dtype=bool)
+            if sample.label == 0 or sample.mask is not None:  # defects without masks say nothing about pixels
+                pixel_masks.append(_shrink(truth, nearest=True))
+                pixel_maps.append(_shrink(np.asarray(prediction.anomaly_map, dtype=np.float32), nearest=False))
+        progress("evaluation", min(1.0, (start + len(batch)) / len(samples)), f"Tested {start + len(batch)} images")
+    return metrics_from_scores(
+        labels=samples.labels, scores=np.array(scores), threshold=calibration.threshold, masks=pixel_masks, maps=pixel_maps
+    )
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def metrics_from_scores(
+    *, labels: np.ndarray, scores: np.ndarray, threshold: float, masks: list[np.ndarray], maps: list[np.ndarray]
+) -> dict:
+    """Image metrics at the threshold, threshold-free ones, and pixel ones when masks exist. NaN becomes None."""
+    confusion = metrics.confusion(labels, scores, threshold)
+    both = bool(labels.any() and (~labels.astype(bool)).any())
+    best_threshold, best_f1 = metrics.f1_best_threshold(labels, scores) if both else (None, None)
+    precision_all, threshold_all = metrics.precision_at_full_recall(labels, scores) if labels.any() else (None, None)
+    has_defect_pixels = any(m.any() for m in masks)
+    return {
+        "image_auroc": _finite(metrics.image_auroc(labels, scores)) if both else None,
+        "image_ap": _finite(metrics.image_average_precision(labels, scores)) if both else None,
+        "precision": confusion.precision,
+        "recall": confusion.recall,
+        "f1": confusion.f1,
+        "accuracy": (confusion.tp + confusion.tn) / max(1, len(labels)),
+        "confusion": {"tp": confusion.tp, "fp": confusion.fp, "fn": confusion.fn, "tn": confusion.tn},
+        "threshold": float(threshold),
+        "f1_best_threshold": _finite(best_threshold),
+        "f1_best": _finite(best_f1),
+        "precision_at_recall1": _finite(precision_all),
+        "threshold_at_recall1": _finite(threshold_all),
+        "pixel_auroc": _finite(metrics.pixel_auroc(masks, maps)) if has_defect_pixels else None,
+        "aupro": _finite(metrics.aupro(masks, maps)) if has_defect_pixels else None,
+    }

@@ -1,0 +1,208 @@
+"""What a worker does with a claimed training run: fit, calibrate on validation, evaluate on test, store.
+
+Files are written under the run's own storage folder and only then pointed at by a model version, so a run that
+fails, is cancelled or is killed leaves nothing behind once its folder is discarded.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
+from django.db import close_old_connections, connection, transaction
+
+from ml.registry import create_model
+from ml.thresholds import calibrate
+from webapp.images.models import Image, Label, Split
+from webapp.training import services
+from webapp.training.artifacts import artifact_prefix, artifact_upload, storage_folder_delete
+from webapp.training.datasets import ProjectSamples
+from webapp.training.evaluation import evaluate_and_store
+from webapp.training.models import ModelVersion, RunStatus, TrainingRun
+
+log = logging.getLogger(__name__)
+
+FIT_SHARE = 80.0  # percent of the bar that fitting takes; evaluation takes the rest
+# With no validation images, this share of the good training images is held out to set the threshold.
+HOLDOUT_SHARE = 0.15
+MIN_HOLDOUT = 3
+
+
+class RunCancelled(Exception):
+    """Raised from the progress callback when a person cancelled the run."""
+
+
+class UserFacingError(Exception):
+    """A failure whose message a person can act on (shown on the run page as is)."""
+
+
+def device_name() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Progress:
+    """Turns ml progress callbacks into throttled row updates with an ETA; raises RunCancelled on cancel."""
+
+    def __init__(self, run_id: int, *, start: float, end: float):
+        self.run_id = run_id
+        self.start, self.end = start, end
+        self.started = time.monotonic()
+        self.last_write = 0.0
+
+    def __call__(self, stage: str, fraction: float, message: str) -> None:
+        now = time.monotonic()
+        if now - self.last_write < 1.0 and fraction < 1.0:
+            return
+        self.last_write = now
+        percent = self.start + (self.end - self.start) * max(0.0, min(1.0, fraction))
+        elapsed = now - self.started
+        eta = elapsed * (1 - fraction) / fraction if fraction > 0.02 else None
+        if not services.training_run_progress(
+            run_id=self.run_id, stage=stage, percent=percent, message=message, eta_seconds=eta
+        ):
+            raise RunCancelled()
+
+
+class Heartbeat:
+    """Beats on the run's row from a thread while long steps run without progress callbacks."""
+
+    def __init__(self, run_id: int):
+        self.run_id = run_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
+
+    def _beat(self) -> None:
+        try:
+            while not self._stop.wait(services.HEARTBEAT_SECONDS):
+                services.training_run_heartbeat(run_id=self.run_id)
+        finally:
+            connection.close()  # this thread's own database connection
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def training_data(run: TrainingRun) -> tuple[ProjectSamples, ProjectSamples, ProjectSamples, str]:
+    """(fit, validation, test) samples and a note for the run page about how validation was made."""
+    labelled = Image.objects.filter(project=run.project).exclude(label=Label.UNLABELLED).order_by("sha256")
+    train = list(labelled.filter(split=Split.TRAIN))
+    validation = list(labelled.filter(split=Split.VALIDATION))
+    test = list(labelled.filter(split=Split.TEST))
+    if run.family == "unet":
+        fit = [i for i in train if i.label == Label.GOOD]
+        defects = ProjectSamples([i for i in train if i.label == Label.DEFECT])
+        fit += [defects.images[k] for k in range(len(defects)) if defects.has_mask(k)]
+    else:
+        fit = [i for i in train if i.label == Label.GOOD]
+    note = ""
+    if not validation:
+        # Ordered by SHA-256, so the held-out images are a fixed, unbiased pick.
+        goods = [i for i in fit if i.label == Label.GOOD]
+        count = max(MIN_HOLDOUT, round(HOLDOUT_SHARE * len(goods)))
+        if len(goods) - count >= 5:
+            validation = goods[-count:]
+            held = {i.id for i in validation}
+            fit = [i for i in fit if i.id not in held]
+            note = f"The validation split is empty: {count} good training images were held out to set the threshold."
+    if not validation:
+        raise UserFacingError("Put some labelled images in the validation split (or add more good training images).")
+    if not test:
+        raise UserFacingError("Label at least one image in the test split, so the model can be measured.")
+    return ProjectSamples(fit), ProjectSamples(validation), ProjectSamples(test), note
+
+
+def training_run_execute(*, run_id: int) -> None:
+    """Runs a claimed run to its end state. Never raises for expected failures: they end the run instead."""
+    run = TrainingRun.objects.select_related("project").get(id=run_id)
+    device = device_name()
+    TrainingRun.objects.filter(id=run_id).update(device=device)
+    try:
+        with Heartbeat(run_id), tempfile.TemporaryDirectory(prefix=f"kensa-run-{run.public_id}-") as workdir:
+            version = _train_and_evaluate(run, Path(workdir), device)
+    except RunCancelled:
+        run_files_discard(run)
+        services.training_run_finish(run_id=run_id, status=RunStatus.CANCELLED, message="Cancelled")
+        return
+    except SoftTimeLimitExceeded:
+        run_files_discard(run)
+        services.training_run_finish(
+            run_id=run_id, status=RunStatus.FAILED, error="Training took longer than the time limit and was stopped."
+        )
+        return
+    except UserFacingError as exc:
+        run_files_discard(run)
+        services.training_run_finish(run_id=run_id, status=RunStatus.FAILED, error=str(exc))
+        return
+    except Exception:
+        log.exception("training run %s failed", run.public_id)
+        run_files_discard(run)
+        close_old_connections()
+        services.training_run_finish(
+            run_id=run_id,
+            status=RunStatus.FAILED,
+            error="Training failed because of an internal error. The details are in the worker's log.",
+        )
+        return
+    if not services.training_run_finish(
+        run_id=run_id, status=RunStatus.SUCCEEDED, message=f"Model version {version.number} is ready"
+    ):
+        # Reaped or cancelled at the very last moment: the version must not outlive its run.
+        ModelVersion.objects.filter(id=version.id).delete()
+        run_files_discard(run)
+
+
+def _train_and_evaluate(run: TrainingRun, workdir: Path, device: str) -> ModelVersion:
+    fit, validation, test, note = training_data(run)
+    Progress(run.id, start=0, end=1)("data", 1.0, note or f"{len(fit)} training images")
+    config = {**run.config}
+    if device != "cpu":
+        config.setdefault("device", device)
+    model = create_model(run.family, **config)
+    model.fit(fit, progress=Progress(run.id, start=1, end=FIT_SHARE))
+    evaluation_progress = Progress(run.id, start=FIT_SHARE, end=99)
+
+    val_predictions = model.predict([s.image for s in validation])
+    calibration = calibrate(np.array([p.score for p in val_predictions]), validation.labels)
+    evaluation_progress("validation", 0.1, f"Threshold set from {len(validation)} validation images")
+
+    model_dir = workdir / "model"
+    model.save(model_dir)
+    prefix = artifact_prefix(run)
+    files = artifact_upload(model_dir, prefix)
+    with transaction.atomic():
+        latest = ModelVersion.objects.filter(project=run.project).order_by("-number").first()
+        version = ModelVersion.objects.create(
+            project=run.project,
+            run=run,
+            number=latest.number + 1 if latest else 1,
+            family=run.family,
+            artifact_prefix=prefix,
+            artifact_files=files,
+            calibration=calibration.to_dict(),
+        )
+    metrics = evaluate_and_store(
+        model=model, version=version, samples=test, calibration=calibration, progress=evaluation_progress
+    )
+    metrics.update({"n_fit": len(fit), "n_validation": len(validation), "n_test": len(test), "note": note})
+    ModelVersion.objects.filter(id=version.id).update(metrics=metrics)
+    if not ModelVersion.objects.filter(project=run.project, is_active=True).exists():
+        services.model_version_activate(version=version)
+    return version
+
+
+def run_files_discard(run: TrainingRun) -> None:
+    """Removes everything a run stored (artifact and prediction maps) and any version rows it created."""
+    ModelVersion.objects.filter(run=run).delete()
+    storage_folder_delete(artifact_prefix(run))

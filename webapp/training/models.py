@@ -1,0 +1,118 @@
+"""Training runs, the model versions they produce, and the per-image predictions of a version."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from webapp.images.models import Image
+from webapp.projects.models import Project
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+class TrainingRun(models.Model):
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="training_runs")
+    family = models.CharField(max_length=32)
+    config = models.JSONField(default=dict)
+    reason = models.CharField(max_length=400, blank=True)  # why this family, in plain words
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    stage = models.CharField(max_length=32, blank=True)
+    percent = models.FloatField(default=0)
+    eta_seconds = models.FloatField(null=True, blank=True)
+    message = models.CharField(max_length=400, blank=True)
+    error = models.TextField(blank=True)  # for people: no tracebacks (those go to the worker's log)
+    device = models.CharField(max_length=32, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # One queued-or-running run per project, enforced by the database, not by a check-then-insert.
+            models.UniqueConstraint(
+                fields=["project"], condition=Q(status__in=ACTIVE_STATUSES), name="one_active_run_per_project"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.family} run {self.public_id} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+
+class ModelVersion(models.Model):
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
+    run = models.OneToOneField(TrainingRun, on_delete=models.SET_NULL, null=True, related_name="model_version")
+    number = models.PositiveIntegerField()
+    family = models.CharField(max_length=32)
+    artifact_prefix = models.CharField(max_length=255)  # storage folder holding config.json and tensors
+    artifact_files = models.JSONField(default=list)
+    metrics = models.JSONField(default=dict)
+    calibration = models.JSONField(default=dict)  # {"threshold": raw, "scale": raw units per logit}
+    operating_threshold = models.FloatField(null=True, blank=True)  # a user's choice; None = calibration's
+    is_active = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="version_number_unique"),
+            models.UniqueConstraint(fields=["project"], condition=Q(is_active=True), name="one_active_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"v{self.number} ({self.family})"
+
+    @property
+    def threshold(self) -> float:
+        if self.operating_threshold is not None:
+            return self.operating_threshold
+        return float(self.calibration["threshold"])
+
+
+class Purpose(models.TextChoices):
+    TEST = "test", "Test split"
+    TRIAL = "trial", "Trial"
+    API = "api", "API"
+    BATCH = "batch", "Batch"
+
+
+class Prediction(models.Model):
+    """A model version's output on one image. Maps are PNGs: the anomaly map as normalised score x 255 (128 is
+    the version's threshold at prediction time), the mask as 0/255."""
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="predictions")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, null=True, blank=True, related_name="predictions")
+    purpose = models.CharField(max_length=16, choices=Purpose.choices)
+    raw_score = models.FloatField()
+    normalised_score = models.FloatField()
+    is_anomalous = models.BooleanField()
+    anomaly_map = models.FileField(max_length=255, blank=True)
+    predicted_mask = models.FileField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["model_version", "purpose", "raw_score"])]

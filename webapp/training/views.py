@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import uuid
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from webapp.projects.access import Action, project_for, role_allows
+from webapp.training import services
+from webapp.training.forms import TrainForm
+from webapp.training.models import ModelVersion, TrainingRun
+
+
+def train_page(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
+    """GET: what would be trained and why. POST: queue it."""
+    project, role = project_for(request.user, project_id)
+    form = TrainForm(request.POST or None)
+    if request.method == "POST":
+        project_for(request.user, project_id, Action.TRAIN)
+        if form.is_valid():
+            try:
+                run = services.training_run_request(project=project, requested_by=request.user, **form.cleaned_data)
+            except ValidationError as exc:
+                messages.error(request, " ".join(exc.messages))
+            else:
+                return redirect("run_detail", project_id=project.public_id, run_id=run.public_id)
+    context = {
+        "project": project,
+        "plan": services.training_plan(project=project),
+        "form": form,
+        "active_run": services.active_run(project=project),
+        "runs": project.training_runs.select_related("model_version")[:20],
+        "versions": project.model_versions.all()[:20],
+        "can_train": role_allows(role, Action.TRAIN),
+    }
+    return render(request, "training/train.html", context)
+
+
+def run_detail(request: HttpRequest, project_id: uuid.UUID, run_id: uuid.UUID) -> HttpResponse:
+    """The run page; htmx polls its progress fragment, which stops polling once the run has ended."""
+    project, role = project_for(request.user, project_id)
+    run = get_object_or_404(TrainingRun.objects.select_related("model_version"), public_id=run_id, project=project)
+    context = {"project": project, "run": run, "can_train": role_allows(role, Action.TRAIN)}
+    if request.htmx:
+        response = render(request, "training/_progress.html", context)
+        if not run.is_active:
+            response["HX-Trigger"] = "trainingFinished"
+        return response
+    return render(request, "training/run.html", context)
+
+
+@require_POST
+def run_cancel(request: HttpRequest, project_id: uuid.UUID, run_id: uuid.UUID) -> HttpResponse:
+    project, _ = project_for(request.user, project_id, Action.TRAIN)
+    run = get_object_or_404(TrainingRun, public_id=run_id, project=project)
+    services.training_run_cancel(run=run)
+    return redirect("run_detail", project_id=project.public_id, run_id=run.public_id)
+
+
+def version_detail(request: HttpRequest, project_id: uuid.UUID, version_id: uuid.UUID) -> HttpResponse:
+    project, role = project_for(request.user, project_id)
+    version = get_object_or_404(ModelVersion, public_id=version_id, project=project)
+    return render(
+        request,
+        "training/version.html",
+        {"project": project, "version": version, "m": version.metrics, "can_train": role_allows(role, Action.TRAIN)},
+    )
+
+
+@require_POST
+def version_activate(request: HttpRequest, project_id: uuid.UUID, version_id: uuid.UUID) -> HttpResponse:
+    project, _ = project_for(request.user, project_id, Action.TRAIN)
+    version = get_object_or_404(ModelVersion, public_id=version_id, project=project)
+    services.model_version_activate(version=version)
+    messages.success(request, f"Version {version.number} is now the active model.")
+    return redirect("version_detail", project_id=project.public_id, version_id=version.public_id)
