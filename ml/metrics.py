@@ -1,12 +1,14 @@
 """Evaluation metrics: pure functions of numpy arrays.
 
 Conventions: `labels` are 0 (good) / 1 (defect) per image; `scores` are raw image scores, higher = more anomalous;
-an image is called defective when `score >= threshold`. `masks` are N x H x W bool, `maps` N x H x W float.
+an image is called defective when `score >= threshold`. `masks` are N x H x W bool and `maps` N x H x W float, or
+sequences of H_i x W_i arrays when image sizes differ.
 Metrics that need both classes return NaN when one is absent, rather than raising inside a report.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,14 +101,24 @@ def precision_at_full_recall(labels: np.ndarray, scores: np.ndarray) -> tuple[fl
     return confusion(labels, scores, threshold).precision, threshold
 
 
-def pixel_auroc(masks: np.ndarray, maps: np.ndarray, *, max_pixels: int = 4_000_000, seed: int = 0) -> float:
+def _flat(arrays: Sequence[np.ndarray] | np.ndarray, dtype: type) -> np.ndarray:
+    return np.concatenate([np.asarray(a, dtype=dtype).ravel() for a in arrays])
+
+
+def pixel_auroc(
+    masks: Sequence[np.ndarray] | np.ndarray,
+    maps: Sequence[np.ndarray] | np.ndarray,
+    *,
+    max_pixels: int = 4_000_000,
+    seed: int = 0,
+) -> float:
     """ROC AUC over all pixels of all images (defect pixel = positive).
 
     When there are more than `max_pixels` pixels, a seeded uniform subsample of that many is used (the estimate's
     standard error is far below the third decimal at this size). NaN without both classes.
     """
-    truth = np.asarray(masks, dtype=bool).ravel()
-    values = np.asarray(maps, dtype=np.float32).ravel()
+    truth = _flat(masks, bool)
+    values = _flat(maps, np.float32)
     if truth.size > max_pixels:
         keep = np.random.default_rng(seed).choice(truth.size, size=max_pixels, replace=False)
         truth, values = truth[keep], values[keep]
@@ -115,7 +127,9 @@ def pixel_auroc(masks: np.ndarray, maps: np.ndarray, *, max_pixels: int = 4_000_
     return float(roc_auc_score(truth, values))
 
 
-def aupro(masks: np.ndarray, maps: np.ndarray, *, fpr_limit: float = 0.3) -> float:
+def aupro(
+    masks: Sequence[np.ndarray] | np.ndarray, maps: Sequence[np.ndarray] | np.ndarray, *, fpr_limit: float = 0.3
+) -> float:
     """Area under the per-region-overlap (PRO) curve up to `fpr_limit` false-positive rate, divided by `fpr_limit`.
 
     Each connected defect region (4-connectivity, `scipy.ndimage.label`) in each mask counts equally, whatever its
@@ -123,28 +137,25 @@ def aupro(masks: np.ndarray, maps: np.ndarray, *, fpr_limit: float = 0.3) -> flo
     score once and the curve is built by cumulative sums, so it costs O(P log P) for P pixels. Result in [0, 1];
     NaN when there are no defect regions.
     """
-    masks = np.asarray(masks, dtype=bool)
-    maps = np.asarray(maps, dtype=np.float32)
     # Weight of each pixel in the mean overlap: 1 / (region size * number of regions); 0 for background.
-    region_weight = np.zeros(masks.shape, dtype=np.float64)
+    region_weights = []
     n_regions = 0
-    for index, mask in enumerate(masks):
-        labelled, count = ndimage.label(mask)
-        if count == 0:
-            continue
+    for mask in masks:
+        labelled, count = ndimage.label(np.asarray(mask, dtype=bool))
         sizes = np.bincount(labelled.ravel())
-        weights = np.where(labelled > 0, 1.0 / sizes[labelled], 0.0)
-        region_weight[index] = weights
+        region_weights.append(np.where(labelled > 0, 1.0 / sizes[labelled], 0.0).ravel())
         n_regions += count
-    background = ~masks
+    region_weight = np.concatenate(region_weights)
+    background = ~_flat(masks, bool)
+    values = _flat(maps, np.float32)
     n_background = int(background.sum())
     if n_regions == 0 or n_background == 0:
         return float("nan")
 
-    order = np.argsort(-maps.ravel(), kind="stable")
-    sorted_scores = maps.ravel()[order]
-    pro = np.cumsum(region_weight.ravel()[order]) / n_regions
-    fpr = np.cumsum(background.ravel()[order]) / n_background
+    order = np.argsort(-values, kind="stable")
+    sorted_scores = values[order]
+    pro = np.cumsum(region_weight[order]) / n_regions
+    fpr = np.cumsum(background[order]) / n_background
     # Only the last pixel of each run of equal scores is a valid cut point (ties are called together).
     last_of_tie = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
     fpr = np.r_[0.0, fpr[last_of_tie]]

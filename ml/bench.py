@@ -1,0 +1,192 @@
+"""`python -m ml bench`: fit a family on an MVTec-layout folder and report accuracy and cost.
+
+Threshold honesty: MVTec has no validation split. The test set is cut into two halves stratified by defect type;
+a threshold is chosen on each half (`ml.thresholds.default_threshold`, F1-best) and applied to the other half, so
+every reported call (f1, precision, recall) comes from a threshold that did not see that image. `threshold` is the
+mean of the two. The F1-best threshold on the whole test set is also reported, labelled optimistic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ml import metrics
+from ml.data import LazySamples, load_mvtec, stratified_halves, supervised_split
+from ml.registry import create_model
+from ml.thresholds import default_threshold
+from ml.types import AnomalyModel
+
+TIMING_BATCH = 8
+TIMING_REPEATS = 3
+
+
+@dataclass
+class BenchOptions:
+    data: Path
+    model: str = "patchcore"
+    train_limit: int | None = None
+    image_size: int | None = None
+    seed: int = 0
+    supervised_fraction: float = 0.5
+    config: dict | None = None  # extra constructor arguments for the family (e.g. from --set key=value)
+    verbose: bool = True
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports kilobytes
+
+
+def _log(options: BenchOptions, message: str) -> None:
+    if options.verbose:
+        print(message, file=sys.stderr, flush=True)
+
+
+def cross_fitted_calls(test: LazySamples, scores: np.ndarray, *, seed: int) -> tuple[np.ndarray, float]:
+    """Per-image calls where each half's threshold comes from the other half; returns (called, mean threshold)."""
+    first, second = stratified_halves(test, seed=seed)
+    position = {record.image_path: i for i, record in enumerate(test.records)}
+    halves = [np.array([position[r.image_path] for r in half.records]) for half in (first, second)]
+    called = np.zeros(len(scores), dtype=bool)
+    thresholds = []
+    for chosen_on, applied_to in ((halves[0], halves[1]), (halves[1], halves[0])):
+        threshold = default_threshold(scores[chosen_on], test.labels[chosen_on])
+        thresholds.append(threshold)
+        called[applied_to] = scores[applied_to] >= threshold
+    return called, float(np.mean(thresholds))
+
+
+def time_inference(model: AnomalyModel, images: list[np.ndarray]) -> float:
+    """Milliseconds per image of `predict` at batch 8 (preprocessing included), after one warm-up batch."""
+    batch = (images * TIMING_BATCH)[:TIMING_BATCH]
+    model.predict(batch, batch_size=TIMING_BATCH)
+    started = time.perf_counter()
+    for _ in range(TIMING_REPEATS):
+        model.predict(batch, batch_size=TIMING_BATCH)
+    return (time.perf_counter() - started) / (TIMING_REPEATS * TIMING_BATCH) * 1000
+
+
+def run_bench(options: BenchOptions) -> dict:
+    """Fits, predicts the test set and returns the report dict (keys listed in docs/benchmarks.md)."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(options.seed)
+    dataset = load_mvtec(options.data, train_limit=options.train_limit, seed=options.seed)
+    train, test = dataset.train, dataset.test
+    if options.model == "unet":
+        train, test = supervised_split(dataset, fraction=options.supervised_fraction, seed=options.seed)
+
+    config = dict(options.config or {})
+    config["seed"] = options.seed
+    if options.image_size is not None:
+        config["image_size"] = options.image_size
+    model = create_model(options.model, **config)
+
+    def progress(stage: str, fraction: float, message: str) -> None:
+        _log(options, f"  [{stage} {fraction:5.1%}] {message}")
+
+    _log(options, f"fitting {options.model} on {len(train)} images")
+    started = time.perf_counter()
+    model.fit(train, progress=progress)
+    fit_seconds = time.perf_counter() - started
+
+    _log(options, f"predicting {len(test)} test images")
+    scores = np.zeros(len(test))
+    maps, masks = [], []
+    for start in range(0, len(test), TIMING_BATCH):
+        samples = [test[i] for i in range(start, min(start + TIMING_BATCH, len(test)))]
+        for offset, prediction in enumerate(model.predict([s.image for s in samples], batch_size=TIMING_BATCH)):
+            scores[start + offset] = prediction.score
+            maps.append(prediction.anomaly_map.astype(np.float32))
+            masks.append(samples[offset].mask)
+    labels = test.labels
+
+    called, threshold = cross_fitted_calls(test, scores, seed=options.seed)
+    counts = metrics.Confusion(
+        tp=int(np.sum(called & (labels == 1))),
+        fp=int(np.sum(called & (labels == 0))),
+        tn=int(np.sum(~called & (labels == 0))),
+        fn=int(np.sum(~called & (labels == 1))),
+    )
+    optimistic_threshold, optimistic_f1 = metrics.f1_best_threshold(labels, scores)
+    precision_at_recall1, threshold_at_recall1 = metrics.precision_at_full_recall(labels, scores)
+    has_masks = any(mask.any() for mask in masks)
+    infer_ms = time_inference(model, [test[i].image for i in range(min(TIMING_BATCH, len(test)))])
+
+    report = {
+        "image_auroc": metrics.image_auroc(labels, scores),
+        "image_ap": metrics.image_average_precision(labels, scores),
+        "pixel_auroc": metrics.pixel_auroc(masks, maps) if has_masks else None,
+        "aupro": metrics.aupro(masks, maps) if has_masks else None,
+        "f1": counts.f1,
+        "precision": counts.precision,
+        "recall": counts.recall,
+        "threshold": threshold,
+        "threshold_rule": "F1-best on one stratified half of test, applied to the other (cross-fitted)",
+        "f1_best_on_test_optimistic": optimistic_f1,
+        "threshold_f1_best_on_test_optimistic": optimistic_threshold,
+        "precision_at_recall1": precision_at_recall1,
+        "threshold_at_recall1": threshold_at_recall1,
+        "confusion": {"tp": counts.tp, "fp": counts.fp, "tn": counts.tn, "fn": counts.fn},
+        "fit_seconds": fit_seconds,
+        "infer_ms_per_image": infer_ms,
+        "peak_rss_mb": peak_rss_mb(),
+        "n_train": len(train),
+        "n_test": len(test),
+        "model": options.model,
+        "data": str(options.data),
+        "seed": options.seed,
+        "model_config": _model_config(model),
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+    }
+    return report
+
+
+def _model_config(model: AnomalyModel) -> dict | None:
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    to_dict = getattr(config, "to_dict", None)
+    return to_dict() if to_dict else dict(vars(config))
+
+
+def format_table(report: dict) -> str:
+    """The report's headline figures as an aligned two-column table."""
+    keys = [
+        "image_auroc",
+        "image_ap",
+        "pixel_auroc",
+        "aupro",
+        "f1",
+        "precision",
+        "recall",
+        "threshold",
+        "f1_best_on_test_optimistic",
+        "precision_at_recall1",
+        "fit_seconds",
+        "infer_ms_per_image",
+        "peak_rss_mb",
+        "n_train",
+        "n_test",
+    ]
+    rows = []
+    for key in keys:
+        value = report.get(key)
+        text = "n/a" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
+        rows.append(f"{key:<28} {text:>12}")
+    return "\n".join(rows)
+
+
+def write_json(report: dict, path: Path | str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=float))

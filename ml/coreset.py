@@ -1,0 +1,88 @@
+"""Memory-bank subsampling for PatchCore: greedy k-center coresets, exact or on a random projection.
+
+Every sampler has one method, `select(features, size, progress) -> indices`, so they swap by constructor.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from ml.types import ProgressCallback, no_progress
+
+
+class CoresetSampler(Protocol):
+    name: str
+
+    def select(self, features: torch.Tensor, size: int, progress: ProgressCallback = no_progress) -> torch.Tensor:
+        """Indices (int64, shape `size`) of rows of `features` (N x C) to keep."""
+        ...
+
+
+class RandomSampler:
+    """Uniform random rows: the cheapest baseline, and what the memory cap uses before a coreset."""
+
+    name = "random"
+
+    def __init__(self, *, seed: int = 0):
+        self.seed = seed
+
+    def select(self, features: torch.Tensor, size: int, progress: ProgressCallback = no_progress) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed)
+        return torch.randperm(len(features), generator=generator)[: min(size, len(features))]
+
+
+class GreedyCoresetSampler:
+    """Greedy k-center selection: each step adds the row farthest from everything chosen so far.
+
+    The result covers the feature space evenly, so a rare normal patch keeps a close neighbour in the bank (the
+    PatchCore paper's argument). With `projection_dim`, distances are measured after a seeded Gaussian random
+    projection to that many dimensions (Johnson-Lindenstrauss), which makes each step proportionally cheaper; with
+    None the distances are exact. Cost: size x N x dim multiply-adds.
+    """
+
+    def __init__(self, *, projection_dim: int | None = 128, seed: int = 0):
+        self.projection_dim = projection_dim
+        self.seed = seed
+        self.name = "greedy" if projection_dim is None else "greedy_projected"
+
+    def _project(self, features: torch.Tensor) -> torch.Tensor:
+        if self.projection_dim is None or self.projection_dim >= features.shape[1]:
+            return features
+        generator = torch.Generator().manual_seed(self.seed)
+        matrix = torch.randn(features.shape[1], self.projection_dim, generator=generator) / self.projection_dim**0.5
+        return features @ matrix
+
+    @torch.no_grad()
+    def select(self, features: torch.Tensor, size: int, progress: ProgressCallback = no_progress) -> torch.Tensor:
+        size = min(size, len(features))
+        points = self._project(features.float()).contiguous()
+        squared_norms = (points * points).sum(1)
+        generator = torch.Generator().manual_seed(self.seed)
+        chosen = torch.empty(size, dtype=torch.int64)
+        chosen[0] = torch.randint(len(points), (1,), generator=generator).item()
+        nearest = torch.full((len(points),), float("inf"))
+        report_every = max(1, size // 50)
+        for step in range(size):
+            if step > 0:
+                chosen[step] = torch.argmax(nearest)
+            center = points[chosen[step]]
+            # |x - c|^2 = |x|^2 - 2 x.c + |c|^2: one matrix-vector product per step.
+            distances = squared_norms - 2 * (points @ center) + squared_norms[chosen[step]]
+            torch.minimum(nearest, distances, out=nearest)
+            if step % report_every == 0:
+                progress("coreset", step / size, f"choosing representative patches: {step} of {size}")
+        progress("coreset", 1.0, f"chose {size} representative patches")
+        return chosen
+
+
+def create_sampler(name: str, *, projection_dim: int = 128, seed: int = 0) -> CoresetSampler:
+    """A sampler by its config name: "greedy_projected" (default), "greedy" (exact) or "random"."""
+    if name == "greedy_projected":
+        return GreedyCoresetSampler(projection_dim=projection_dim, seed=seed)
+    if name == "greedy":
+        return GreedyCoresetSampler(projection_dim=None, seed=seed)
+    if name == "random":
+        return RandomSampler(seed=seed)
+    raise ValueError(f"unknown sampler {name!r}; expected greedy_projected, greedy or random")
