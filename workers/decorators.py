@@ -14,7 +14,12 @@ DEFAULT_QUEUE = "default"
 TRAIN_QUEUE = "train"
 
 # Worth another try: the database or the broker blinked. Anything else is a bug or bad data; retrying hides it.
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    RedisConnectionError,
+    RedisTimeoutError,
+)
 
 
 # task name -> queue, filled by @kensa_task and read by the router Celery calls for every message sent.

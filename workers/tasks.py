@@ -27,9 +27,7 @@ def thumbnails_make_task(image_ids: list[int]) -> None:
 # Early acknowledgement on purpose: the database claim (queued -> running) is what makes a run execute once.
 # If the worker dies, the heartbeat reaper fails the run; a redelivered message would find it already claimed.
 # Redis's visibility_timeout (settings) is still longer than the hard limit, so nothing is redelivered mid-run.
-@kensa_task(
-    "training.run", queue=TRAIN_QUEUE, soft_time_limit=4 * 3600, time_limit=4 * 3600 + 300, acks_late=False
-)
+@kensa_task("training.run", queue=TRAIN_QUEUE, soft_time_limit=4 * 3600, time_limit=4 * 3600 + 300, acks_late=False)
 def training_run_task(run_id: int) -> None:
     from webapp.training.execution import training_run_execute
     from webapp.training.services import training_run_claim

@@ -12,7 +12,9 @@ from webapp.images.models import Image, Label, Split
 
 @pytest.fixture
 def images(project, owner):
-    uploads_ingest(project=project, user=owner, uploads=[SimpleUploadedFile(f"{i}.png", png_bytes(i)) for i in range(4)])
+    uploads_ingest(
+        project=project, user=owner, uploads=[SimpleUploadedFile(f"{i}.png", png_bytes(i)) for i in range(4)]
+    )
     return list(Image.objects.filter(project=project).order_by("id"))
 
 

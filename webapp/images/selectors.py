@@ -30,7 +30,9 @@ def image_list(
 def project_image_stats(*, project: Project) -> dict:
     """Counts by label and split, masks, and pending thumbnails, for the project page."""
     images = Image.objects.filter(project=project)
-    by_label_split = {(row["label"], row["split"]): row["n"] for row in images.values("label", "split").annotate(n=Count("id"))}
+    by_label_split = {
+        (row["label"], row["split"]): row["n"] for row in images.values("label", "split").annotate(n=Count("id"))
+    }
     table = [
         {"split": split, "counts": [by_label_split.get((label, split), 0) for label in Label.values]}
         for split in Split.values

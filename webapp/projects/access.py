@@ -34,7 +34,9 @@ def role_allows(role: str, action: Action) -> bool:
     return role in ALLOWED_ROLES[action]
 
 
-def project_for(user: AbstractBaseUser, public_id: uuid.UUID | str, action: Action = Action.VIEW) -> tuple[Project, str]:
+def project_for(
+    user: AbstractBaseUser, public_id: uuid.UUID | str, action: Action = Action.VIEW
+) -> tuple[Project, str]:
     """The project and the user's role in it. Raises Http404 for non-members and PermissionDenied when the
     role does not allow `action`."""
     membership = (

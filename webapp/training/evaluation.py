@@ -92,7 +92,11 @@ def evaluate_and_store(
                 pixel_maps.append(_shrink(np.asarray(prediction.anomaly_map, dtype=np.float32), nearest=False))
         progress("evaluation", min(1.0, (start + len(batch)) / len(samples)), f"Tested {start + len(batch)} images")
     return metrics_from_scores(
-        labels=samples.labels, scores=np.array(scores), threshold=calibration.threshold, masks=pixel_masks, maps=pixel_maps
+        labels=samples.labels,
+        scores=np.array(scores),
+        threshold=calibration.threshold,
+        masks=pixel_masks,
+        maps=pixel_maps,
     )
 
 

@@ -7,13 +7,14 @@ fails, is cancelled or is killed leaves nothing behind once its folder is discar
 from __future__ import annotations
 
 import logging
-import tempfile
+import shutil
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 
 from ml.registry import create_model
@@ -41,10 +42,9 @@ class UserFacingError(Exception):
     """A failure whose message a person can act on (shown on the run page as is)."""
 
 
-def device_name() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def device_name(model) -> str:
+    """Where the model computes: families that can use a GPU expose `device`; the rest run on the CPU."""
+    return str(getattr(model, "device", "cpu"))
 
 
 class Progress:
@@ -126,11 +126,9 @@ def training_data(run: TrainingRun) -> tuple[ProjectSamples, ProjectSamples, Pro
 def training_run_execute(*, run_id: int) -> None:
     """Runs a claimed run to its end state. Never raises for expected failures: they end the run instead."""
     run = TrainingRun.objects.select_related("project").get(id=run_id)
-    device = device_name()
-    TrainingRun.objects.filter(id=run_id).update(device=device)
     try:
-        with Heartbeat(run_id), tempfile.TemporaryDirectory(prefix=f"kensa-run-{run.public_id}-") as workdir:
-            version = _train_and_evaluate(run, Path(workdir), device)
+        with Heartbeat(run_id):
+            version = _train_and_evaluate(run, run_workdir(run))
     except RunCancelled:
         run_files_discard(run)
         services.training_run_finish(run_id=run_id, status=RunStatus.CANCELLED, message="Cancelled")
@@ -155,6 +153,7 @@ def training_run_execute(*, run_id: int) -> None:
             error="Training failed because of an internal error. The details are in the worker's log.",
         )
         return
+    shutil.rmtree(Path(settings.DATA_DIR) / "work" / f"run-{run.public_id}", ignore_errors=True)
     if not services.training_run_finish(
         run_id=run_id, status=RunStatus.SUCCEEDED, message=f"Model version {version.number} is ready"
     ):
@@ -163,13 +162,11 @@ def training_run_execute(*, run_id: int) -> None:
         run_files_discard(run)
 
 
-def _train_and_evaluate(run: TrainingRun, workdir: Path, device: str) -> ModelVersion:
+def _train_and_evaluate(run: TrainingRun, workdir: Path) -> ModelVersion:
     fit, validation, test, note = training_data(run)
     Progress(run.id, start=0, end=1)("data", 1.0, note or f"{len(fit)} training images")
-    config = {**run.config}
-    if device != "cpu":
-        config.setdefault("device", device)
-    model = create_model(run.family, **config)
+    model = create_model(run.family, **run.config)
+    TrainingRun.objects.filter(id=run.id).update(device=device_name(model))
     model.fit(fit, progress=Progress(run.id, start=1, end=FIT_SHARE))
     evaluation_progress = Progress(run.id, start=FIT_SHARE, end=99)
 
@@ -202,7 +199,16 @@ def _train_and_evaluate(run: TrainingRun, workdir: Path, device: str) -> ModelVe
     return version
 
 
+def run_workdir(run: TrainingRun) -> Path:
+    """Scratch space for one run on this machine; removed when the run ends, or by the reaper if it was killed."""
+    path = Path(settings.DATA_DIR) / "work" / f"run-{run.public_id}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
 def run_files_discard(run: TrainingRun) -> None:
-    """Removes everything a run stored (artifact and prediction maps) and any version rows it created."""
+    """Removes everything a run stored (artifact and prediction maps), its scratch folder, and any version rows."""
     ModelVersion.objects.filter(run=run).delete()
     storage_folder_delete(artifact_prefix(run))
+    shutil.rmtree(Path(settings.DATA_DIR) / "work" / f"run-{run.public_id}", ignore_errors=True)

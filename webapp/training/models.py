@@ -116,3 +116,6 @@ class Prediction(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["model_version", "purpose", "raw_score"])]
+
+    def __str__(self) -> str:
+        return f"{self.purpose} prediction {self.raw_score:.4g} by {self.model_version_id}"

@@ -139,9 +139,7 @@ def training_run_claim(*, run_id: int) -> bool:
     return claimed == 1
 
 
-def training_run_progress(
-    *, run_id: int, stage: str, percent: float, message: str, eta_seconds: float | None
-) -> bool:
+def training_run_progress(*, run_id: int, stage: str, percent: float, message: str, eta_seconds: float | None) -> bool:
     """Records progress and a heartbeat. Returns False when a cancel was requested (or the run is no longer
     running), so the worker stops."""
     updated = TrainingRun.objects.filter(id=run_id, status=RunStatus.RUNNING, cancel_requested=False).update(

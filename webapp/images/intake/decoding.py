@@ -16,7 +16,9 @@ EMPTY_FILE = "The file is empty."
 NOT_AN_IMAGE = "This is not an image Kensa can read (PNG, JPEG, BMP or TIFF)."
 UNSUPPORTED_FORMAT = "{format} images are not supported; use PNG, JPEG, BMP or TIFF."
 TRUNCATED = "The image is truncated or corrupt: it cannot be decoded completely."
-TOO_MANY_PIXELS = "The image is {width}x{height} pixels, more than the limit of {limit:,} pixels (a decompression bomb?)."
+TOO_MANY_PIXELS = (
+    "The image is {width}x{height} pixels, more than the limit of {limit:,} pixels (a decompression bomb?)."
+)
 TOO_LARGE = "The file is {size:,} bytes, more than the limit of {limit:,} bytes."
 UNSUPPORTED_MODE = "Images with pixel mode {mode} are not supported."
 MULTI_FRAME = "Animated or multi-page images are not supported; upload single frames."

@@ -105,9 +105,7 @@ def images_ingest(
     return report
 
 
-def _ingest_one(
-    *, project: Project, user, incoming: IncomingFile, source: str, assigner: SplitAssigner
-) -> FileResult:
+def _ingest_one(*, project: Project, user, incoming: IncomingFile, source: str, assigner: SplitAssigner) -> FileResult:
     try:
         data = incoming.read()
         info = inspect_image(data, **_limits())
