@@ -5,14 +5,13 @@ from datetime import timedelta
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
-from django.urls import reverse
 from django.utils import timezone
 
 from webapp.images.models import Image, Label, Split
 from webapp.samples import sample_project_create
 from webapp.training import services
 from webapp.training.execution import training_data, training_run_execute
-from webapp.training.models import ModelVersion, Prediction, RunStatus, TrainingRun
+from webapp.training.models import ModelVersion, Prediction, RunStatus
 
 SMALL = {"n_good": 30, "n_defect": 9, "size": 96}
 
