@@ -29,6 +29,10 @@ fi
 # `import torchvision` (and so timm) fails. Ignoring that configuration makes pip take torch and torchvision from
 # the package index as the pair pinned in requirements.txt. PIP_CERT and the other PIP_* variables still apply.
 pip=(env PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= "$py" -m pip)
+[[ -t 1 ]] || export PIP_PROGRESS_BAR=off  # CI logs: no progress bars
+
+# The pip that `python -m venv` bundles can be years old; a current one reads the newest wheel metadata.
+"${pip[@]}" install -q "pip>=24.2"
 
 # A torch with a local build label (+cpu) next to a torchvision without the same label is the broken mix above,
 # left by an earlier install; `torch==2.13.0` counts as satisfied by it, so pip alone would keep it.
