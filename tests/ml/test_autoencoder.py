@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score
 
 from ml import registry
@@ -25,6 +26,15 @@ TINY = {
     "learning_rate": 2e-3,
     "seed": 0,
 }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    # On the shared two-core test box, two OpenMP threads spin against other processes: measured 5x slower.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
