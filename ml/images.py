@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -85,3 +86,19 @@ def to_tensor(images: Sequence[np.ndarray], preprocessing: Preprocessing, size: 
     mean = torch.tensor(preprocessing.mean).view(1, 3, 1, 1)
     std = torch.tensor(preprocessing.std).view(1, 3, 1, 1)
     return (tensor - mean) / std
+
+
+def gaussian_kernel(sigma: float) -> torch.Tensor:
+    """1-D Gaussian weights of length 2 * ceil(4 sigma) + 1, summing to 1."""
+    radius = max(1, math.ceil(4 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+def blur_maps(maps: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of N x H x W maps with a 1-D `kernel`; edges replicated, so shapes are kept."""
+    radius = len(kernel) // 2
+    padded = F.pad(maps[:, None], (radius, radius, radius, radius), mode="replicate")
+    blurred = F.conv2d(F.conv2d(padded, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))
+    return blurred[:, 0]

@@ -25,9 +25,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ml.backbones import DEFAULT_BACKBONE, Preprocessing, create_feature_extractor, preprocessing_for
+from ml.backbones import DEFAULT_BACKBONE, Preprocessing, preprocessing_for
 from ml.coreset import create_sampler
-from ml.images import resize_map, to_tensor
+from ml.features import PatchFeatures
+from ml.images import blur_maps, gaussian_kernel, resize_map, to_tensor
 from ml.types import GOOD, Prediction, ProgressCallback, Sample, no_progress
 
 FAMILY = "patchcore"
@@ -81,49 +82,6 @@ class PatchCoreConfig:
         return cls(**{key: value for key, value in data.items() if key in cls.__dataclass_fields__})
 
 
-def gaussian_kernel(sigma: float) -> torch.Tensor:
-    """1-D Gaussian weights of length 2 * ceil(4 sigma) + 1, summing to 1."""
-    radius = max(1, math.ceil(4 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    return kernel / kernel.sum()
-
-
-class PatchFeatures(nn.Module):
-    """Images N x 3 x S x S (normalised) -> patch features N x C x S/r x S/r, r the finest layer's stride.
-
-    Each layer is average-pooled over a neighbourhood (so a patch sees its surroundings), deeper layers are
-    upsampled to the finest one and all are concatenated along channels.
-    """
-
-    def __init__(self, config: PatchCoreConfig, *, pretrained: bool, weights_path: Path | str | None = None):
-        super().__init__()
-        self.extractor = create_feature_extractor(
-            config.backbone, out_indices=config.layers, pretrained=pretrained, weights_path=weights_path
-        ).to(memory_format=torch.channels_last)
-        self.neighbourhood = config.neighbourhood
-        self.reduced_channels = config.reduced_channels
-        self.channels = sum(self.extractor.feature_info.channels())
-        self.stride = min(self.extractor.feature_info.reduction())
-        if self.reduced_channels is not None:
-            self.channels = self.reduced_channels
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        # channels_last roughly halves the time of depthwise convolutions on CPU (measured on lite0).
-        maps = self.extractor(images.contiguous(memory_format=torch.channels_last))
-        size = maps[0].shape[-2:]
-        pad = self.neighbourhood // 2
-        pooled = [F.avg_pool2d(m, self.neighbourhood, stride=1, padding=pad, count_include_pad=False) for m in maps]
-        aligned = [pooled[0]] + [F.interpolate(m, size=size, mode="bilinear", align_corners=False) for m in pooled[1:]]
-        features = torch.cat(aligned, dim=1)
-        if self.reduced_channels is not None:
-            # Average groups of adjacent channels down to a fixed width (the paper's adaptive pooling).
-            n, c, h, w = features.shape
-            features = F.adaptive_avg_pool1d(features.permute(0, 2, 3, 1).reshape(-1, 1, c), self.reduced_channels)
-            features = features.reshape(n, h, w, self.reduced_channels).permute(0, 3, 1, 2)
-        return features
-
-
 class PatchCore(nn.Module):
     """The "patchcore" family. `forward` maps a normalised batch to (scores N, maps N x S x S) for export."""
 
@@ -135,7 +93,14 @@ class PatchCore(nn.Module):
         if not self.config.preprocessing:
             self.config.preprocessing = preprocessing_for(self.config.backbone).to_dict()
         self.preprocessing = Preprocessing.from_dict(self.config.preprocessing)
-        self.features = PatchFeatures(self.config, pretrained=pretrained, weights_path=weights_path).eval()
+        self.features = PatchFeatures(
+            self.config.backbone,
+            layers=self.config.layers,
+            neighbourhood=self.config.neighbourhood,
+            reduced_channels=self.config.reduced_channels,
+            pretrained=pretrained,
+            weights_path=weights_path,
+        ).eval()
         self.register_buffer("memory_bank", torch.zeros(0, self.features.channels))
         self.register_buffer("blur_kernel", gaussian_kernel(self.config.blur_sigma))
         # Mean intensity of the training images in [0, 1] (for brightness matching); 0 until fitted.
@@ -164,12 +129,14 @@ class PatchCore(nn.Module):
         bank = self.memory_bank
         bank_norms = (bank * bank).sum(1)
         distances, indices = [], []
-        for chunk in patches.split(self.config.search_chunk):
-            # |q - b|^2 = |b|^2 - 2 q.b + |q|^2; |q|^2 is constant per row, so it is added after the min (one fused
-            # matmul and one reduction pass over the P x M matrix, which dominates the cost).
-            partial = torch.addmm(bank_norms, chunk, bank.T, alpha=-2)
-            best, index = partial.min(dim=1)
-            distances.append((best + (chunk * chunk).sum(1)).clamp_min(0).sqrt())
+        # Exported graphs run one batch at a time, so they search in one piece (a traced split would fix its sizes).
+        chunks = [patches] if torch.onnx.is_in_onnx_export() else patches.split(self.config.search_chunk)
+        for chunk in chunks:
+            # |q - b|^2 = |b|^2 - 2 q.b + |q|^2 finds the nearest entry with one fused matmul (|q|^2 is constant per
+            # row, so it is left out). That expansion loses precision for near-zero distances (float32 cancellation,
+            # amplified by the square root), so the winner's distance is recomputed directly.
+            _, index = torch.addmm(bank_norms, chunk, bank.T, alpha=-2).min(dim=1)
+            distances.append((chunk - bank[index]).norm(dim=1))
             indices.append(index)
         return torch.cat(distances), torch.cat(indices)
 
@@ -192,11 +159,7 @@ class PatchCore(nn.Module):
         """Patch scores N x h x w -> maps N x S x S: bilinear upsampling, then separable Gaussian blur."""
         size = self.config.image_size
         maps = F.interpolate(patch_scores[:, None], size=(size, size), mode="bilinear", align_corners=False)
-        radius = len(self.blur_kernel) // 2
-        maps = F.pad(maps, (radius, radius, radius, radius), mode="replicate")
-        maps = F.conv2d(maps, self.blur_kernel.view(1, 1, 1, -1))
-        maps = F.conv2d(maps, self.blur_kernel.view(1, 1, -1, 1))
-        return maps[:, 0]
+        return blur_maps(maps[:, 0], self.blur_kernel)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,10 +37,11 @@ def test_onnx_gives_the_same_scores_and_maps(model, samples, tmp_path):
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     onnx_scores, onnx_maps = session.run(["scores", "maps"], {"images": batch.numpy()})
 
-    # then: same numbers on a batch size other than the traced one
+    # then: same scores within 1e-4 on a batch size other than the traced one; maps within 1e-4 relative (backbone
+    # convolutions differ by ~1e-5 between runtimes, and map values reach tens)
     assert onnx_scores.shape == (len(samples),)
-    np.testing.assert_allclose(onnx_scores, scores.numpy(), atol=1e-4, rtol=1e-5)
-    np.testing.assert_allclose(onnx_maps, maps.numpy(), atol=1e-4, rtol=1e-5)
+    np.testing.assert_allclose(onnx_scores, scores.numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(onnx_maps, maps.numpy(), atol=1e-4, rtol=1e-4)
 
 
 def test_family_without_export_is_refused():

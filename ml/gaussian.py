@@ -1,0 +1,178 @@
+"""The "gaussian" family: a per-location multivariate Gaussian of backbone features (PaDiM-like), fits in seconds.
+
+Patch features (see `ml.features`) are averaged onto a coarse grid. Each grid cell gets the mean and covariance of
+its features over the good training images; the covariance is shrunk toward the covariance pooled over all cells,
+itself Ledoit-Wolf shrunk, so a handful of images still gives an invertible, sensible estimate. A cell's anomaly
+score is the Mahalanobis distance of its feature; the image score is the highest cell score; the map is the grid
+upsampled to the image and Gaussian-smoothed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from sklearn.covariance import ledoit_wolf
+from torch import nn
+
+from ml.backbones import DEFAULT_BACKBONE, Preprocessing, preprocessing_for
+from ml.features import PatchFeatures
+from ml.images import blur_maps, gaussian_kernel, resize_map, to_tensor
+from ml.types import GOOD, Prediction, ProgressCallback, Sample, no_progress
+
+FAMILY = "gaussian"
+CONFIG_FILE = "config.json"
+TENSORS_FILE = "model.safetensors"
+
+
+@dataclass
+class GaussianConfig:
+    """image_size: working side in pixels. grid: cells per side of the Gaussian grid. reduced_channels: feature width
+    (Mahalanobis cost and storage grow with its square). prior_strength: weight of the pooled covariance, in
+    images (a cell with n images uses (n S_cell + k S_pooled) / (n + k)). blur_sigma: map smoothing in pixels."""
+
+    backbone: str = DEFAULT_BACKBONE
+    layers: tuple[int, ...] = (2, 3)
+    image_size: int = 256
+    grid: int = 16
+    neighbourhood: int = 3
+    reduced_channels: int | None = 96
+    prior_strength: float = 32.0
+    blur_sigma: float = 4.0
+    batch_size: int = 8
+    seed: int = 0
+    preprocessing: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.layers = tuple(self.layers)
+
+    def to_dict(self) -> dict:
+        return {"family": FAMILY, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GaussianConfig:
+        return cls(**{key: value for key, value in data.items() if key in cls.__dataclass_fields__})
+
+
+class GaussianBaseline(nn.Module):
+    """`forward` maps a normalised batch N x 3 x S x S to (scores N, maps N x S x S), Mahalanobis units."""
+
+    family = FAMILY
+
+    def __init__(self, *, pretrained: bool = True, weights_path: Path | str | None = None, **config):
+        super().__init__()
+        self.config = GaussianConfig(**config)
+        if not self.config.preprocessing:
+            self.config.preprocessing = preprocessing_for(self.config.backbone).to_dict()
+        self.preprocessing = Preprocessing.from_dict(self.config.preprocessing)
+        self.features = PatchFeatures(
+            self.config.backbone,
+            layers=self.config.layers,
+            neighbourhood=self.config.neighbourhood,
+            reduced_channels=self.config.reduced_channels,
+            pretrained=pretrained,
+            weights_path=weights_path,
+        ).eval()
+        side = self.config.image_size // self.features.stride
+        if side % self.config.grid:
+            raise ValueError(
+                f"grid {self.config.grid} must divide the feature map side {side} (image_size / {self.features.stride})"
+            )
+        self.cell = side // self.config.grid  # feature pixels per grid cell side
+        cells, channels = self.config.grid**2, self.features.channels
+        self.register_buffer("means", torch.zeros(cells, channels))
+        self.register_buffer("precisions", torch.zeros(cells, channels, channels))
+        self.register_buffer("blur_kernel", gaussian_kernel(self.config.blur_sigma))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    def grid_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images N x 3 x S x S -> N x cells x C features averaged onto the grid."""
+        # A fixed pooling window (not adaptive pooling) keeps the graph exportable to ONNX.
+        features = F.avg_pool2d(self.features(images), self.cell)
+        return features.flatten(2).transpose(1, 2)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image scores N, maps N x S x S): Mahalanobis distance per cell, max over cells, upsampled and smoothed."""
+        centred = self.grid_features(images) - self.means
+        squared = torch.einsum("ncd,cde,nce->nc", centred, self.precisions, centred)
+        distances = squared.clamp_min(0).sqrt()
+        grid = self.config.grid
+        size = self.config.image_size
+        cells = distances.view(-1, 1, grid, grid)
+        maps = F.interpolate(cells, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+        return distances.max(dim=1).values, blur_maps(maps, self.blur_kernel)
+
+    def _batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        return to_tensor(images, self.preprocessing, (self.config.image_size, self.config.image_size))
+
+    @torch.no_grad()
+    def fit(self, samples: Sequence[Sample], *, progress: ProgressCallback = no_progress) -> None:
+        """Estimates the per-cell Gaussians from the good samples. Progress: "features" per batch."""
+        labels = getattr(samples, "labels", None)
+        if labels is None:
+            labels = [sample.label for sample in samples]
+        indices = [i for i, label in enumerate(labels) if label == GOOD]
+        if len(indices) < 2:
+            raise ValueError("the Gaussian baseline needs at least two good images to fit")
+        collected = []
+        for start in range(0, len(indices), self.config.batch_size):
+            chunk = indices[start : start + self.config.batch_size]
+            collected.append(self.grid_features(self._batch([samples[i].image for i in chunk])))
+            done = start + len(chunk)
+            progress("features", done / len(indices), f"read {done} of {len(indices)} images")
+        features = torch.cat(collected).double()  # N x cells x C
+        n = len(features)
+        means = features.mean(0)
+        centred = features - means
+        per_cell = torch.einsum("ncd,nce->cde", centred, centred) / max(n - 1, 1)
+        pooled, _ = ledoit_wolf(centred.reshape(-1, centred.shape[-1]).numpy(), assume_centered=True)
+        prior = torch.from_numpy(pooled)
+        k = self.config.prior_strength
+        covariances = (n * per_cell + k * prior) / (n + k)
+        self.means = means.float()
+        self.precisions = torch.linalg.inv(covariances).float()
+        self.fitted.fill_(True)
+        progress("statistics", 1.0, "estimated the normal appearance of every region")
+
+    @torch.no_grad()
+    def predict(self, images: Sequence[np.ndarray], *, batch_size: int = 8) -> list[Prediction]:
+        """One Prediction per image; maps resized to each image's own H x W."""
+        if not bool(self.fitted):
+            raise RuntimeError("GaussianBaseline is not fitted: call fit() or load() first")
+        predictions = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            scores, maps = self(self._batch(chunk))
+            for image, score, anomaly_map in zip(chunk, scores, maps, strict=True):
+                full = resize_map(anomaly_map, tuple(np.asarray(image).shape[:2])).numpy()
+                predictions.append(Prediction(score=float(score), anomaly_map=full))
+        return predictions
+
+    def save(self, directory: Path) -> None:
+        """Writes config.json and model.safetensors (backbone weights, means, precision matrices)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2))
+        save_file({key: value.contiguous() for key, value in self.state_dict().items()}, str(directory / TENSORS_FILE))
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        directory = Path(directory)
+        config = GaussianConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
+        model = cls(pretrained=False, **asdict(config))
+        model.load_state_dict(load_file(str(directory / TENSORS_FILE)), strict=True)
+        return model.eval()
+
+    def to_onnx(self, path: Path) -> None:
+        """Exports `forward` (backbone, grid features, Mahalanobis map) to ONNX."""
+        from ml.onnx_export import export_module
+
+        export_module(self, path, image_size=self.config.image_size)
