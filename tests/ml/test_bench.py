@@ -1,0 +1,64 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ml.__main__ import main
+from ml.synthetic import make_dataset
+
+REPORT_KEYS = {
+    "image_auroc",
+    "image_ap",
+    "pixel_auroc",
+    "aupro",
+    "f1",
+    "precision",
+    "recall",
+    "threshold",
+    "precision_at_recall1",
+    "fit_seconds",
+    "infer_ms_per_image",
+    "peak_rss_mb",
+    "n_train",
+    "n_test",
+}
+
+
+@pytest.fixture
+def synthetic_mvtec(tmp_path):
+    """A tiny MVTec-layout folder of synthetic parts: 8 good to train, 4 good and 6 defective to test."""
+    root = tmp_path / "parts"
+    for i, part in enumerate(make_dataset(n_good=8, n_defect=0, size=64, seed=11)):
+        (root / "train" / "good").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(part.image).save(root / "train" / "good" / f"{i:03d}.png")
+    for i, part in enumerate(make_dataset(n_good=4, n_defect=6, size=64, seed=12)):
+        kind = part.defect or "good"
+        (root / "test" / kind).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(part.image).save(root / "test" / kind / f"{i:03d}.png")
+        if part.defect:
+            (root / "ground_truth" / kind).mkdir(parents=True, exist_ok=True)
+            mask = (part.mask * 255).astype(np.uint8)
+            Image.fromarray(mask).save(root / "ground_truth" / kind / f"{i:03d}_mask.png")
+    return root
+
+
+@pytest.mark.parametrize("family", ["patchcore", "gaussian"])
+def test_bench_cli_writes_the_report(synthetic_mvtec, tmp_path, family, capsys):
+    # given
+    out = tmp_path / "report.json"
+    extra = ["--set", "grid=4"] if family == "gaussian" else []
+
+    # when
+    code = main(
+        ["bench", "--data", str(synthetic_mvtec), "--model", family, "--image-size", "64", "--quiet"]
+        + ["--json", str(out), *extra]
+    )
+
+    # then
+    report = json.loads(out.read_text())
+    assert code == 0
+    assert set(report) >= REPORT_KEYS
+    assert report["n_train"] == 8 and report["n_test"] == 10
+    assert 0 <= report["image_auroc"] <= 1
+    assert "image_auroc" in capsys.readouterr().out
