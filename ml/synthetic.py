@@ -31,7 +31,7 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray
 
 
 def good_part(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A brushed-metal disc with a bore, slightly shifted and lit differently each time. Returns H x W float in [0, 1]."""
+    """A brushed-metal disc with a bore, shifted and lit a little differently each time. H x W float in [0, 1]."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     cy = size / 2 + rng.uniform(-0.02, 0.02) * size
     cx = size / 2 + rng.uniform(-0.02, 0.02) * size
