@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ml.filters import gaussian_blur, ssim_map
-from ml.image_batches import images_to_batch, images_to_uint8_batch, map_to_image_size
+from ml.image_batches import LUMA, images_to_batch, images_to_uint8_batch, map_to_image_size
 from ml.types import GOOD, Prediction, ProgressCallback, Sample, no_progress
 
 FAMILY = "autoencoder"
@@ -126,12 +126,15 @@ class ConvAutoencoder(nn.Module):
 class AutoencoderScorer(nn.Module):
     """Autoencoder plus scoring, the graph that prediction and ONNX export share.
 
-    forward: N x C x S x S in [0, 1] -> (scores N, maps N x S x S), both float32, higher = more anomalous.
+    forward: N x 3 x S x S RGB in [0, 1] -> (scores N, maps N x S x S), both float32, higher = more anomalous.
+    A grayscale model converts to grey inside, so every family's exported graph takes the same RGB input.
     """
 
     def __init__(self, network: ConvAutoencoder, config: AutoencoderConfig) -> None:
         super().__init__()
         self.network = network
+        self.grayscale = config.grayscale
+        self.register_buffer("luma", LUMA.view(1, 3, 1, 1).clone(), persistent=False)
         self.loss = config.loss
         self.ssim_window = config.ssim_window
         self.map_sigma = config.map_sigma
@@ -145,6 +148,8 @@ class AutoencoderScorer(nn.Module):
         return ((x - reconstruction) ** 2).mean(dim=1, keepdim=True)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.grayscale:
+            x = (x * self.luma).sum(dim=1, keepdim=True)
         maps = gaussian_blur(self.error_map(x, self.network(x)), self.map_sigma)[:, 0]
         flat = maps.flatten(1)
         if self.score == "max":
@@ -195,8 +200,8 @@ class Autoencoder:
         return self._scorer.network
 
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """Images (H x W x 3 uint8, any size) -> the model's input, N x C x S x S float32 in [0, 1]."""
-        return images_to_batch(images, self.config.image_size, grayscale=self.config.grayscale)
+        """Images (H x W x 3 uint8, any size) -> the scorer's input, N x 3 x S x S float32 RGB in [0, 1]."""
+        return images_to_batch(images, self.config.image_size)
 
     def fit(self, samples: Sequence[Sample], *, progress: ProgressCallback = no_progress) -> None:
         """Trains on the GOOD samples (others are ignored), holding out `val_fraction` of them for early stopping.
@@ -294,8 +299,8 @@ class Autoencoder:
             "preprocessing": {
                 "resize": [self.config.image_size, self.config.image_size],
                 "interpolation": "bilinear, antialiased",
-                "channels": 1 if self.config.grayscale else 3,
-                "scale": "uint8 / 255",
+                "channels": 3,
+                "scale": "uint8 / 255 (RGB; a grayscale model converts with BT.601 luma inside)",
             },
             "training": asdict(self.summary),
         }
@@ -317,8 +322,8 @@ class Autoencoder:
         return model
 
     def to_onnx(self, path: Path) -> None:
-        """Exports the scorer: input "images" N x C x S x S float32 in [0, 1] (see `preprocess`),
+        """Exports the scorer: input "images" N x 3 x S x S float32 RGB in [0, 1] (see `preprocess`; no mean/std),
         outputs "scores" (N) and "maps" (N x S x S, model resolution)."""
-        from ml.onnx_io import export_scorer
+        from ml.onnx_export import export_module
 
-        export_scorer(self._scorer, path, channels=1 if self.config.grayscale else 3, size=self.config.image_size)
+        export_module(self._scorer, path, image_size=self.config.image_size)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 # ITU-R BT.601 luma weights, the usual RGB -> grey conversion.
-_LUMA = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32).view(3, 1, 1)
+LUMA = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32).view(3, 1, 1)
 
 
 def image_to_tensor(image: np.ndarray, size: int, *, grayscale: bool = False) -> torch.Tensor:
@@ -28,7 +28,7 @@ def image_to_tensor(image: np.ndarray, size: int, *, grayscale: bool = False) ->
         array = np.repeat(array, 3, axis=-1)
     tensor = torch.from_numpy(np.ascontiguousarray(array[..., :3])).permute(2, 0, 1).float().div_(255.0)
     if grayscale:
-        tensor = (tensor * _LUMA).sum(dim=0, keepdim=True)
+        tensor = (tensor * LUMA).sum(dim=0, keepdim=True)
     if tensor.shape[-2:] != (size, size):
         resized = F.interpolate(tensor[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         tensor = resized[0].clamp_(0.0, 1.0)

@@ -1,0 +1,33 @@
+"""Overlap of predicted and true defect masks, for segmentation families (the U-Net).
+
+Kept apart from `ml.metrics` (threshold-free ranking metrics) because these score a model's own binary masks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def mask_iou(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """Intersection over union of two H x W bool masks, in [0, 1]; 1.0 when both are empty."""
+    truth, predicted = np.asarray(truth, dtype=bool), np.asarray(predicted, dtype=bool)
+    if truth.shape != predicted.shape:
+        raise ValueError(f"mask shapes differ: {truth.shape} vs {predicted.shape}")
+    union = np.logical_or(truth, predicted).sum()
+    return 1.0 if union == 0 else float(np.logical_and(truth, predicted).sum() / union)
+
+
+def mean_defect_iou(truths: Sequence[np.ndarray | None], predicted: Sequence[np.ndarray | None]) -> float:
+    """Mean over images whose true mask has at least one defect pixel of `mask_iou(truth, predicted)`.
+
+    Good images and defect images with empty or missing masks are left out (an IoU there says nothing about
+    outlining defects); a missing prediction counts as an empty mask. NaN when no image qualifies.
+    """
+    values = []
+    for truth, mask in zip(truths, predicted, strict=True):
+        if truth is None or not np.any(truth):
+            continue
+        values.append(mask_iou(truth, np.zeros_like(truth, dtype=bool) if mask is None else mask))
+    return float(np.mean(values)) if values else float("nan")

@@ -1,0 +1,146 @@
+"""Contract tests for the U-Net segmenter on tiny synthetic parts, ONNX parity, and mask IoU."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from ml import registry
+from ml.segmentation_scores import mask_iou, mean_defect_iou
+from ml.synthetic import make_dataset
+from ml.types import DEFECT, GOOD, Sample
+from ml.unet import UNetConfig, UNetSegmenter, build_network
+
+# Pretrained encoder, 64 px, a handful of epochs: enough to rank synthetic defects in a few seconds.
+TINY = {"image_size": 64, "epochs": 6, "batch_size": 8, "seed": 0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    # On the shared two-core test box, two OpenMP threads spin against other processes: measured 5x slower.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def as_sample(part) -> Sample:
+    if part.defect is None:
+        return Sample(image=part.image, label=GOOD)
+    return Sample(image=part.image, label=DEFECT, mask=part.mask)
+
+
+@pytest.fixture(scope="module")
+def test_parts():
+    return make_dataset(n_good=10, n_defect=10, size=64, seed=2)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> UNetSegmenter:
+    train = [as_sample(part) for part in make_dataset(n_good=16, n_defect=16, size=64, seed=1)]
+    model = registry.create_model("unet", **TINY)
+    model.fit(train)
+    return model
+
+
+def test_synthetic_defects_score_above_good_parts(fitted, test_parts):
+    # given
+    labels = np.array([GOOD if part.defect is None else DEFECT for part in test_parts])
+
+    # when
+    predictions = fitted.predict([part.image for part in test_parts])
+
+    # then
+    assert roc_auc_score(labels, [p.score for p in predictions]) >= 0.9
+
+
+def test_predictions_come_back_at_input_size_with_a_mask(fitted):
+    # given: sizes that are not multiples of 32, one of them grayscale
+    images = [np.full((45, 77, 3), 140, np.uint8), np.full((100, 64), 90, np.uint8)]
+
+    # when
+    predictions = fitted.predict(images)
+
+    # then
+    for prediction, image in zip(predictions, images):
+        assert prediction.anomaly_map.shape == image.shape[:2]
+        assert prediction.mask.shape == image.shape[:2] and prediction.mask.dtype == bool
+        np.testing.assert_array_equal(prediction.mask, prediction.anomaly_map > 0.5)
+        assert 0.0 <= prediction.score <= 1.0
+
+
+def test_save_then_load_gives_identical_scores(fitted, test_parts, tmp_path):
+    # given
+    images = [part.image for part in test_parts[8:14]]
+    before = fitted.predict(images)
+
+    # when
+    fitted.save(tmp_path)
+    after = registry.load_model(tmp_path).predict(images)
+
+    # then
+    assert json.loads((tmp_path / "config.json").read_text())["family"] == "unet"
+    assert [p.score for p in after] == [p.score for p in before]
+    np.testing.assert_array_equal(after[-1].mask, before[-1].mask)
+
+
+def test_onnx_export_gives_the_same_scores(fitted, test_parts, tmp_path):
+    # given
+    onnxruntime = pytest.importorskip("onnxruntime")
+    images = [part.image for part in test_parts[6:14]]
+    expected = np.array([p.score for p in fitted.predict(images)])
+
+    # when
+    fitted.to_onnx(tmp_path / "unet.onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "unet.onnx"))
+    scores, maps = session.run(None, {"images": fitted.preprocess(images).numpy()})
+
+    # then
+    np.testing.assert_allclose(scores, expected, atol=1e-4)
+    assert maps.shape == (len(images), 64, 64)
+
+
+def test_encoder_starts_from_imagenet_weights():
+    # given
+    from ml.backbones import load_pretrained_state_dict
+
+    imagenet = load_pretrained_state_dict("tf_efficientnet_lite0")
+
+    # when
+    network = build_network(UNetConfig(image_size=64))
+
+    # then
+    torch.testing.assert_close(network.encoder.model.state_dict()["conv_stem.weight"], imagenet["conv_stem.weight"])
+
+
+def test_training_needs_an_outlined_defect():
+    # given: a defect image without a mask is skipped, leaving nothing to learn defects from
+    samples = [Sample(np.zeros((64, 64, 3), np.uint8)), Sample(np.zeros((64, 64, 3), np.uint8), label=DEFECT)]
+
+    # when / then
+    with pytest.raises(ValueError, match="at least one defect image with a mask"):
+        UNetSegmenter(**TINY).fit(samples)
+
+
+def test_image_size_must_suit_the_unet():
+    with pytest.raises(ValueError, match="multiple of 32"):
+        UNetSegmenter(image_size=100)
+
+
+def test_mean_defect_iou_skips_images_without_defect_pixels():
+    # given
+    truth = np.zeros((4, 4), bool)
+    truth[:2, :2] = True
+    half = np.zeros((4, 4), bool)
+    half[:2, :1] = True
+
+    # when
+    value = mean_defect_iou([truth, np.zeros((4, 4), bool), None], [half, np.ones((4, 4), bool), None])
+
+    # then
+    assert value == pytest.approx(0.5)
+    assert mask_iou(np.zeros((2, 2), bool), np.zeros((2, 2), bool)) == 1.0
