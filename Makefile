@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE := 1
 
 # Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k intake -x"`.
 PYTEST_ARGS ?=
-TEST_ENV := DJANGO_ALLOW_ASYNC_UNSAFE=true
+TEST_ENV := HF_HUB_OFFLINE=1 DJANGO_ALLOW_ASYNC_UNSAFE=true
 
 .PHONY: help venv venv-run system-packages system-packages-test run test test-all lint format clean-venv
 
@@ -44,7 +44,7 @@ system-packages-test: ## redis-server and chromium from apt, when missing
 	scripts/install_system_packages.sh --test
 
 run: venv-run system-packages ## migrate, then run redis, Celery workers and the web server on http://127.0.0.1:8000
-	$(PY) scripts/run_all.py
+	HF_HUB_OFFLINE=1 $(PY) scripts/run_all.py
 
 test: venv system-packages-test ## lint checks, then every test except those marked slow (pytest -m 'not slow')
 	$(PY) scripts/check_env_example.py
