@@ -52,13 +52,14 @@ class UNetConfig:
     encoder_name: str = "tu-tf_efficientnet_lite0"
     pretrained: bool = True
     decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 16)
+    frozen_encoder_stages: int = 2  # stem + this many block stages keep their ImageNet weights (and BN statistics)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # ImageNet statistics, as the encoder was trained
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     epochs: int = 12
     batch_size: int = 8
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
-    good_per_defect: float = 1.0
+    good_per_defect: float = 0.5
     pos_weight: float = 3.0  # BCE weight of defect pixels: they are a few percent of all pixels
     dice_weight: float = 1.0
     augment: bool = True
@@ -67,6 +68,7 @@ class UNetConfig:
     topk_fraction: float = 0.002
     mask_threshold: float = 0.5
     seed: int = 0
+    num_threads: int | None = None  # torch threads while fitting; None leaves the process setting alone
 
     def __post_init__(self) -> None:
         self.decoder_channels = tuple(self.decoder_channels)
@@ -86,6 +88,15 @@ def build_network(config: UNetConfig) -> smp.Unet:
     if config.pretrained:
         load_encoder_weights(network, config.encoder_name)
     return network
+
+
+def frozen_encoder_modules(network: smp.Unet, stages: int) -> list[nn.Module]:
+    """The stem and first `stages` block stages of a timm EfficientNet encoder: the high-resolution layers whose
+    backward pass costs most on a CPU and whose generic ImageNet filters need no retraining."""
+    if stages <= 0:
+        return []
+    encoder = network.encoder.model
+    return [encoder.conv_stem, encoder.bn1, *encoder.blocks[:stages]]
 
 
 def load_encoder_weights(network: smp.Unet, encoder_name: str) -> None:
@@ -216,8 +227,18 @@ class UNetSegmenter:
     def fit(self, samples: Sequence[Sample], *, progress: ProgressCallback = no_progress) -> None:
         """Trains on good samples (zero masks) and defect samples with a non-empty mask.
 
-        Progress: stage "prepare" while images are resized, then "epoch" with fraction = epochs done / `epochs`.
+        Progress: stage "prepare" while images are resized, then "epoch" with fraction = epochs done / `epochs`
+        (updated every 10 batches). A ValueError when no defect sample has a non-empty mask.
         """
+        previous_threads = torch.get_num_threads()
+        if self.config.num_threads:
+            torch.set_num_threads(self.config.num_threads)
+        try:
+            self._fit(samples, progress)
+        finally:
+            torch.set_num_threads(previous_threads)
+
+    def _fit(self, samples: Sequence[Sample], progress: ProgressCallback) -> None:
         started = time.perf_counter()
         config, size = self.config, self.config.image_size
         images, masks, labels = [], [], []
@@ -242,11 +263,15 @@ class UNetSegmenter:
 
         self._scorer = self._new_scorer(pretrained=config.pretrained)
         network = self.scorer.network
+        frozen = frozen_encoder_modules(network, config.frozen_encoder_stages if config.pretrained else 0)
+        for module in frozen:
+            module.requires_grad_(False)
+        trainable = [p for p in network.parameters() if p.requires_grad]
         generator = torch.Generator().manual_seed(config.seed)
         rng = np.random.default_rng(config.seed)
         n_good_per_epoch = min(len(good_indices), int(round(config.good_per_defect * len(defect_indices))))
         steps_per_epoch = math.ceil((len(defect_indices) + n_good_per_epoch) / config.batch_size)
-        optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        optimiser = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
         schedule = torch.optim.lr_scheduler.OneCycleLR(
             optimiser, max_lr=config.learning_rate, total_steps=steps_per_epoch * config.epochs, pct_start=0.15
         )
@@ -261,6 +286,8 @@ class UNetSegmenter:
             good_queue = good_queue[n_good_per_epoch:]
             order = rng.permutation(chosen)
             network.train()
+            for module in frozen:
+                module.eval()  # frozen layers keep their ImageNet batch-norm statistics too
             total, steps = 0.0, 0
             for start in range(0, len(order), config.batch_size):
                 index = torch.from_numpy(order[start : start + config.batch_size])
