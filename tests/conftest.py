@@ -196,12 +196,21 @@ class CeleryWorker:
         return self.logfile.read_text(errors="replace")
 
 
+def purge_queues(url: str) -> None:
+    """Drops messages left by earlier tests. Kombu's exchange bindings stay: producers cache that they declared
+    them, and without them a message sent later would be routed nowhere."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    for key in client.scan_iter():
+        if not key.startswith(b"_kombu.binding."):
+            client.delete(key)
+
+
 @pytest.fixture
 def celery_worker(transactional_db, broker: RedisServer, tmp_path) -> Iterator[CeleryWorker]:
     """A worker on both queues. Needs committed data, hence transactional_db."""
-    import redis
-
-    redis.Redis.from_url(broker.url).flushdb()  # no messages left over from earlier tests
+    purge_queues(broker.url)
     worker = CeleryWorker(broker.url, "default,train", tmp_path / "worker.log")
     worker.start()
     yield worker

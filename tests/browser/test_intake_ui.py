@@ -39,6 +39,7 @@ def test_create_project_upload_and_see_thumbnails(page, live_server, celery_work
     page.click("text=Create project")
     page.wait_for_selector("h1:has-text('Hinges')")
     page.click("nav.tabs >> text=Upload")
+    page.wait_for_selector("#upload-form[data-ready='1']", state="attached")
     # and drop a zip in MVTec layout on the drop zone
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as z:

@@ -24,6 +24,7 @@
     event.preventDefault();
     upload(Array.from(input.files));
   });
+  form.dataset.ready = "1";  // the handlers are attached (tests wait for this before dropping files)
 
   function batches(files) {
     // Archives travel alone: each one can be large and is unpacked on the server.
