@@ -74,3 +74,22 @@ def encode(array: np.ndarray, fmt: str, **params) -> bytes:
 
 
 ROLES = [Role.OWNER, Role.ANNOTATOR, Role.REVIEWER, Role.VIEWER]
+
+
+@pytest.fixture
+def trained_version(transactional_db, owner):
+    """A small sample project with a trained, active model version (Gaussian baseline: seconds on a CPU).
+
+    Uses committed data (transactional_db) because training beats its heartbeat from a second thread."""
+    from webapp.samples import sample_project_create
+    from webapp.training import services
+    from webapp.training.execution import training_run_execute
+    from webapp.training.models import ModelVersion, RunStatus
+
+    project = sample_project_create(owner=owner, n_good=30, n_defect=9, size=96)
+    run = services.training_run_request(project=project, requested_by=owner, family="gaussian", image_size=128)
+    assert services.training_run_claim(run_id=run.id)
+    training_run_execute(run_id=run.id)
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    return ModelVersion.objects.get(run=run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import uuid
 
 import numpy as np
 from PIL import Image as PILImage
@@ -41,7 +42,7 @@ def prediction_store(
 ) -> Prediction:
     """Stores one prediction row with its map and mask PNGs under the version's run folder."""
     threshold = calibration.threshold
-    base = f"{version.artifact_prefix}/predictions/{purpose}/{image.sha256 if image else 'upload'}"
+    base = f"{version.artifact_prefix}/predictions/{purpose}/{image.sha256 if image else uuid.uuid4().hex}"
     map_name = stored_file_write(f"{base}_map.png", anomaly_map_png(prediction.anomaly_map, calibration))
     mask_name = stored_file_write(f"{base}_mask.png", annotation_mask_png(predicted_mask(prediction, threshold)))
     return Prediction.objects.create(

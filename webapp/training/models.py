@@ -112,6 +112,9 @@ class Prediction(models.Model):
     is_anomalous = models.BooleanField()
     anomaly_map = models.FileField(max_length=255, blank=True)
     predicted_mask = models.FileField(max_length=255, blank=True)
+    # For images sent for prediction that are not (yet) in the dataset: the original bytes and file name.
+    input_file = models.FileField(max_length=255, blank=True)
+    input_name = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -1,0 +1,118 @@
+"""Running a model version on new images: trial detection, the HTTP API and batch jobs all come through here.
+
+The version's operating threshold (a user's choice, else the calibrated one) decides the call, and the normalised
+score maps that threshold to 0.5, so "confidence" reads the same for every family and after every threshold move.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+from django.conf import settings
+from scipy import ndimage
+
+from ml.registry import load_model
+from ml.thresholds import Calibration
+from webapp.images.intake.decoding import RejectedFile, inspect_image, open_oriented, to_display_rgb
+from webapp.images.models import Image
+from webapp.projects.models import Project
+from webapp.storage import stored_file_write
+from webapp.training.artifacts import artifact_local_dir
+from webapp.training.evaluation import predicted_mask, prediction_store
+from webapp.training.models import ModelVersion, Prediction
+
+NO_ACTIVE_MODEL = "This project has no trained model yet: train one first."
+MODEL_CACHE_SIZE = 2
+
+_models: OrderedDict[str, object] = OrderedDict()
+_models_lock = threading.Lock()
+
+
+def version_calibration(version: ModelVersion) -> Calibration:
+    """The calibration in force: the calibrated scale with the operating threshold."""
+    return Calibration(threshold=version.threshold, scale=float(version.calibration["scale"]))
+
+
+def model_for_version(version: ModelVersion):
+    """The loaded model, cached per process (a few versions at most: each can hold hundreds of MB)."""
+    key = str(version.public_id)
+    with _models_lock:
+        if key in _models:
+            _models.move_to_end(key)
+            return _models[key]
+    model = load_model(artifact_local_dir(version))
+    with _models_lock:
+        _models[key] = model
+        while len(_models) > MODEL_CACHE_SIZE:
+            _models.popitem(last=False)
+    return model
+
+
+def active_version(*, project: Project) -> ModelVersion | None:
+    return ModelVersion.objects.filter(project=project, is_active=True).first()
+
+
+@dataclass(frozen=True)
+class Box:
+    x0: int
+    y0: int
+    x1: int  # exclusive
+    y1: int  # exclusive
+    area: int  # defect pixels in the region
+
+
+def mask_boxes(mask: np.ndarray, *, min_area: int = 4) -> list[Box]:
+    """One box per connected region of the mask (8-connectivity), largest first; specks below min_area dropped."""
+    labelled, _ = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    boxes = []
+    for index, region in enumerate(ndimage.find_objects(labelled), start=1):
+        if region is None:
+            continue
+        area = int((labelled[region] == index).sum())
+        if area >= min_area:
+            rows, cols = region
+            boxes.append(Box(x0=cols.start, y0=rows.start, x1=cols.stop, y1=rows.stop, area=area))
+    return sorted(boxes, key=lambda b: -b.area)
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    prediction: Prediction
+    boxes: list[Box]
+
+
+def predict_arrays(
+    *, version: ModelVersion, arrays: list[np.ndarray], purpose: str, images: list[Image | None] | None = None
+) -> list[InferenceResult]:
+    """Runs the version on decoded images and stores one Prediction (with map and mask PNGs) per image."""
+    model = model_for_version(version)
+    calibration = version_calibration(version)
+    images = images or [None] * len(arrays)
+    results = []
+    for image, prediction in zip(images, model.predict(arrays), strict=True):
+        row = prediction_store(
+            version=version, image=image, prediction=prediction, calibration=calibration, purpose=purpose
+        )
+        boxes = mask_boxes(predicted_mask(prediction, calibration.threshold))
+        results.append(InferenceResult(prediction=row, boxes=boxes))
+    return results
+
+
+def predict_bytes(*, version: ModelVersion, data: bytes, purpose: str, name: str = "") -> InferenceResult:
+    """One uploaded image, not (yet) part of the dataset: kept beside its prediction, so a person can review it
+    or add it to the dataset later. Raises RejectedFile for unusable input."""
+    info = inspect_image(data, max_pixels=settings.KENSA_MAX_IMAGE_PIXELS, max_bytes=settings.KENSA_MAX_IMAGE_BYTES)
+    array = np.asarray(to_display_rgb(open_oriented(data)))
+    result = predict_arrays(version=version, arrays=[array], purpose=purpose)[0]
+    digest = hashlib.sha256(data).hexdigest()
+    stored = stored_file_write(f"{version.artifact_prefix}/inputs/{digest}{info.extension}", data)
+    Prediction.objects.filter(id=result.prediction.id).update(input_file=stored, input_name=name[:255])
+    result.prediction.input_file.name, result.prediction.input_name = stored, name[:255]
+    return result
+
+
+__all__ = ["NO_ACTIVE_MODEL", "RejectedFile", "active_version", "mask_boxes", "predict_arrays", "predict_bytes"]
