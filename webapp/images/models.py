@@ -57,6 +57,9 @@ class Image(models.Model):
     thumbnail_state = models.CharField(max_length=16, choices=ThumbnailState.choices, default=ThumbnailState.PENDING)
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Grows with every save of the image's label or drawings (all classes together): an editor sends the version
+    # it loaded, and a save from a stale tab finds a newer one and is refused.
+    annotation_version = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at", "-id"]
