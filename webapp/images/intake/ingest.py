@@ -11,6 +11,7 @@ import io
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -21,7 +22,7 @@ from PIL import Image as PILImage
 
 from webapp.images.intake.archives import SafeZip
 from webapp.images.intake.decoding import ImageInfo, RejectedFile, inspect_image
-from webapp.images.intake.layout import PlannedImage, plan_layout
+from webapp.images.intake.layout import Plan, PlannedImage, plan_layout
 from webapp.images.models import Annotation, Image, Label, Source
 from webapp.images.splits import SplitAssigner
 from webapp.projects.models import Project
@@ -200,20 +201,11 @@ def archive_ingest(*, project: Project, user, fileobj, archive_name: str, source
             if member.problem:
                 report.results.append(FileResult(f"{archive_name}:{member.path}", REJECTED, member.problem))
         plan = plan_layout(archive.readable_paths)
-        files = [
-            IncomingFile(
-                name=f"{archive_name}:{planned.path}",
-                read=lambda p=planned.path: archive.read(p),
-                planned=planned,
-                read_mask=(lambda m=planned.mask_path: archive.read(m)) if planned.mask_path else None,
-            )
-            for planned in plan.images
-        ]
+        files = _planned_files(plan, archive.read, prefix=f"{archive_name}:")
         report.extend(images_ingest(project=project, user=user, files=files, source=source))
     finally:
         archive.close()
-    for orphan in plan.orphan_masks:
-        report.results.append(FileResult(f"{archive_name}:{orphan}", REJECTED, ORPHAN_MASK))
+    report.results += _orphan_results(plan, prefix=f"{archive_name}:")
     return report
 
 
@@ -251,16 +243,24 @@ def folder_ingest(*, project: Project, user, root: Path) -> IntakeReport:
     """Takes in a server-side folder (MVTec AD layout understood); reads one file at a time."""
     root = root.resolve()
     plan = plan_layout(list(folder_files(root)))
-    files = [
+    files = _planned_files(plan, lambda path: (root / path).read_bytes())
+    report = images_ingest(project=project, user=user, files=files, source=Source.IMPORT)
+    report.results += _orphan_results(plan)
+    return report
+
+
+def _planned_files(plan: Plan, read: Callable[[str], bytes], *, prefix: str = "") -> list[IncomingFile]:
+    """Lazy files for every planned image of an archive or folder, each with its mask reader if it has one."""
+    return [
         IncomingFile(
-            name=planned.path,
-            read=lambda p=planned.path: (root / p).read_bytes(),
+            name=f"{prefix}{planned.path}",
+            read=partial(read, planned.path),
             planned=planned,
-            read_mask=(lambda m=planned.mask_path: (root / m).read_bytes()) if planned.mask_path else None,
+            read_mask=partial(read, planned.mask_path) if planned.mask_path else None,
         )
         for planned in plan.images
     ]
-    report = images_ingest(project=project, user=user, files=files, source=Source.IMPORT)
-    for orphan in plan.orphan_masks:
-        report.results.append(FileResult(orphan, REJECTED, ORPHAN_MASK))
-    return report
+
+
+def _orphan_results(plan: Plan, *, prefix: str = "") -> list[FileResult]:
+    return [FileResult(f"{prefix}{orphan}", REJECTED, ORPHAN_MASK) for orphan in plan.orphan_masks]
