@@ -15,6 +15,7 @@ from webapp.projects.forms import DefectClassForm, DeleteForm, MemberForm, Proje
 from webapp.projects.models import DefectClass, Membership
 from webapp.projects.selectors import project_list_for
 from webapp.samples import sample_project_create
+from webapp.training.services import active_run
 
 
 def project_list(request: HttpRequest) -> HttpResponse:
@@ -34,11 +35,15 @@ def sample_create(request: HttpRequest) -> HttpResponse:
 
 def project_detail(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
     project, role = project_for(request.user, project_id)
-    return render(
-        request,
-        "projects/detail.html",
-        {"project": project, "role": role, "stats": project_image_stats(project=project), **_can(role)},
-    )
+    context = {
+        "project": project,
+        "role": role,
+        "stats": project_image_stats(project=project),
+        "active_version": project.model_versions.filter(is_active=True).first(),
+        "active_run": active_run(project=project),
+        **_can(role),
+    }
+    return render(request, "projects/detail.html", context)
 
 
 def project_settings(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
