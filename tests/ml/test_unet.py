@@ -16,7 +16,7 @@ from ml.types import DEFECT, GOOD, Sample
 from ml.unet import UNetConfig, UNetSegmenter, build_network
 
 # Pretrained encoder, 64 px, a handful of epochs: enough to rank synthetic defects in a few seconds.
-TINY = {"image_size": 64, "epochs": 8, "batch_size": 8, "good_per_defect": 1.0, "seed": 0}
+TINY = {"image_size": 64, "epochs": 8, "batch_size": 4, "good_per_defect": 1.0, "seed": 0}
 
 
 @pytest.fixture(scope="module", autouse=True)
