@@ -57,22 +57,30 @@ class GreedyCoresetSampler:
     @torch.no_grad()
     def select(self, features: torch.Tensor, size: int, progress: ProgressCallback = no_progress) -> torch.Tensor:
         size = min(size, len(features))
-        points = self._project(features.float()).contiguous()
-        squared_norms = (points * points).sum(1)
+        # Each step streams all N x dim points from memory once, so the loop is memory-bound: a dim x N layout makes
+        # the product a row-vector times matrix (twice as fast as matrix times vector here), and one thread reads
+        # nearly as fast as two while a second thread stalls on every step when other processes share the cores.
+        points = self._project(features.float()).T.contiguous()
+        squared_norms = (points * points).sum(0)
         generator = torch.Generator().manual_seed(self.seed)
         chosen = torch.empty(size, dtype=torch.int64)
-        chosen[0] = torch.randint(len(points), (1,), generator=generator).item()
-        nearest = torch.full((len(points),), float("inf"))
+        chosen[0] = torch.randint(points.shape[1], (1,), generator=generator).item()
+        nearest = torch.full((points.shape[1],), float("inf"))
         report_every = max(1, size // 50)
-        for step in range(size):
-            if step > 0:
-                chosen[step] = torch.argmax(nearest)
-            center = points[chosen[step]]
-            # |x - c|^2 = |x|^2 - 2 x.c + |c|^2: one matrix-vector product per step.
-            distances = squared_norms - 2 * (points @ center) + squared_norms[chosen[step]]
-            torch.minimum(nearest, distances, out=nearest)
-            if step % report_every == 0:
-                progress("coreset", step / size, f"choosing representative patches: {step} of {size}")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for step in range(size):
+                if step > 0:
+                    chosen[step] = torch.argmax(nearest)
+                center = points[:, chosen[step]]
+                # |x - c|^2 = |x|^2 - 2 x.c + |c|^2: one vector-matrix product per step.
+                distances = torch.addmv(squared_norms, points.T, center, alpha=-2) + squared_norms[chosen[step]]
+                torch.minimum(nearest, distances, out=nearest)
+                if step % report_every == 0:
+                    progress("coreset", step / size, f"choosing representative patches: {step} of {size}")
+        finally:
+            torch.set_num_threads(threads)
         progress("coreset", 1.0, f"chose {size} representative patches")
         return chosen
 

@@ -45,6 +45,9 @@ class PatchCoreConfig:
     with its neighbours. reduced_channels: if set, features are averaged down to this many channels.
     brightness: "match_mean" rescales each image so its mean intensity equals the training images' mean, which
     cancels lighting drift between training and production; "none" leaves images alone.
+    rotations: each training image is also used rotated to this many equally spaced angles (4 = every 90 degrees,
+    8 = every 45, edges extended): for parts whose orientation varies freely, such as loose screws, when training
+    images are few. Keep 1 for fixtured parts, where a rotated part is itself a defect.
     score: "max" (the highest patch distance) or "reweighted" (the paper's Eq. 7, which discounts a far patch whose
     nearest bank entry lies in a sparse region). blur_sigma: Gaussian smoothing of the map, in pixels at image_size.
     """
@@ -58,8 +61,10 @@ class PatchCoreConfig:
     sampler: str = "greedy_projected"
     projection_dim: int = 64
     coreset_ratio: float = 0.01
+    min_bank_size: int = 2048
     max_bank_size: int = 16_384
     max_patches: int = 200_000
+    rotations: int = 1
     score: str = "max"
     reweight_neighbours: int = 9
     blur_sigma: float = 4.0
@@ -192,9 +197,12 @@ class PatchCore(nn.Module):
         started = time.monotonic()
         kept: list[torch.Tensor] = []
         per_image = None
+        copies = max(1, config.rotations)
         for start in range(0, len(indices), config.batch_size):
             images = [samples[i].image for i in indices[start : start + config.batch_size]]
             batch = self._batch(images)
+            if config.rotations > 1:
+                batch = rotated_copies(batch, config.rotations)
             if config.brightness == "match_mean" and self.reference_brightness == 0:
                 # The first batch's mean is the reference: every image, training or not, is then scaled to the
                 # same brightness, without a second pass over the training set.
@@ -202,7 +210,7 @@ class PatchCore(nn.Module):
             features = self.embed(batch)
             n, c, h, w = features.shape
             if per_image is None:
-                per_image = min(h * w, max(1, config.max_patches // len(indices)))
+                per_image = min(h * w, max(1, config.max_patches // (len(indices) * copies)))
                 config.feature_shape = (c, h, w)
             patches = features.permute(0, 2, 3, 1).reshape(n, h * w, c)
             if per_image < h * w:
@@ -217,7 +225,10 @@ class PatchCore(nn.Module):
         bank_candidates = torch.cat(kept)
         del kept
         c, h, w = config.feature_shape
-        size = min(config.max_bank_size, len(bank_candidates), math.ceil(config.coreset_ratio * len(indices) * h * w))
+        # The ratio is of all patches seen (as in the paper), the floor keeps few-image banks from starving.
+        seen = len(indices) * copies * h * w
+        wanted = max(config.min_bank_size, math.ceil(config.coreset_ratio * seen))
+        size = min(config.max_bank_size, len(bank_candidates), wanted)
         sampler = create_sampler(config.sampler, projection_dim=config.projection_dim, seed=config.seed)
         chosen = sampler.select(bank_candidates, size, progress)
         self.memory_bank = bank_candidates[chosen].contiguous()
@@ -260,3 +271,22 @@ class PatchCore(nn.Module):
         from ml.onnx_export import export_module
 
         export_module(self, path, image_size=self.config.image_size)
+
+
+def rotated_copies(images: torch.Tensor, count: int) -> torch.Tensor:
+    """N x 3 x S x S -> (count * N) x 3 x S x S: the batch rotated by 0, 360/count, ... degrees about its centre.
+
+    Multiples of 90 degrees are exact; other angles resample bilinearly and extend edge pixels into the corners.
+    """
+    copies = [images]
+    for k in range(1, count):
+        degrees = 360.0 * k / count
+        if degrees % 90 == 0:
+            copies.append(torch.rot90(images, int(degrees // 90), dims=(2, 3)))
+            continue
+        angle = math.radians(degrees)
+        cos, sin = math.cos(angle), math.sin(angle)
+        theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]]).expand(len(images), 2, 3)
+        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+        copies.append(F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False))
+    return torch.cat(copies)

@@ -4,7 +4,7 @@ import torch
 
 from ml.coreset import GreedyCoresetSampler, RandomSampler
 from ml.metrics import image_auroc
-from ml.patchcore import PatchCore
+from ml.patchcore import PatchCore, rotated_copies
 from ml.registry import load_model
 from ml.synthetic import make_dataset
 from ml.types import DEFECT, GOOD, Sample
@@ -121,3 +121,24 @@ def test_greedy_coreset_spreads_out_and_is_seeded():
     assert {100, 101, 102} <= set(exact.tolist())
     assert {100, 101, 102} <= set(projected.tolist())
     assert torch.equal(RandomSampler(seed=3).select(points, 5), RandomSampler(seed=3).select(points, 5))
+
+
+def test_rotated_copies_are_exact_at_right_angles_and_keep_shape():
+    # given
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+
+    # when
+    copies = rotated_copies(images, 8)
+
+    # then
+    assert copies.shape == (16, 3, 8, 8)
+    assert torch.equal(copies[:2], images)
+    assert torch.equal(copies[4:6], torch.rot90(images, 1, dims=(2, 3)))  # 90 degrees is the third angle of 8
+    assert torch.isfinite(copies[2:4]).all()
+
+
+def test_rotation_augmentation_fills_the_bank_from_few_images(parts):
+    train, _ = parts
+    model = PatchCore(image_size=64, rotations=4, coreset_ratio=1.0, pretrained=False)
+    model.fit(train[:3])
+    assert model.config.bank_size == 3 * 4 * 8 * 8
