@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from webapp.accounts import views as accounts
+from webapp.annotations import views as annotations
 from webapp.images import views as images
 from webapp.projects import views as projects
 from webapp.training import views as training
@@ -32,6 +33,10 @@ urlpatterns = [
     path(f"{P}/images/<uuid:image_id>/original/", images.image_file, {"kind": "original"}, name="image_original"),
     path(f"{P}/images/<uuid:image_id>/thumbnail/", images.image_file, {"kind": "thumbnail"}, name="image_thumbnail"),
     path(f"{P}/masks/<int:annotation_id>/", images.annotation_mask, name="annotation_mask"),
+    path(f"{P}/images/<uuid:image_id>/annotate/", annotations.annotation_editor, name="annotation_editor"),
+    path(f"{P}/images/<uuid:image_id>/annotate/save/", annotations.annotation_save, name="annotation_save"),
+    path(f"{P}/datasets/", annotations.dataset_transfer, name="dataset_transfer"),
+    path(f"{P}/datasets/export/<slug:fmt>/", annotations.dataset_export, name="dataset_export"),
     path(f"{P}/train/", training.train_page, name="train"),
     path(f"{P}/runs/<uuid:run_id>/", training.run_detail, name="run_detail"),
     path(f"{P}/runs/<uuid:run_id>/cancel/", training.run_cancel, name="run_cancel"),

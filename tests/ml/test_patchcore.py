@@ -100,13 +100,23 @@ def test_memory_bank_respects_caps(parts):
     assert model.memory_bank.shape == (20, model.features.channels)
 
 
-def test_reweighted_score_and_channel_reduction_run(parts):
+@pytest.mark.parametrize(("options", "width"), [({"reduced_channels": 32}, 32), ({"pca_dim": 24}, 24)])
+def test_reweighted_score_and_feature_reductions_survive_save_and_load(parts, tmp_path, options, width):
+    # given
     train, test = parts
-    model = PatchCore(image_size=64, score="reweighted", reduced_channels=32, pretrained=False)
+    model = PatchCore(image_size=64, score="reweighted", pretrained=False, **options)
     model.fit(train)
-    predictions = model.predict([p.image for p in test[:2]])
-    assert model.memory_bank.shape[1] == 32
-    assert all(np.isfinite(p.score) for p in predictions)
+    images = [p.image for p in test[:3]]
+
+    # when
+    model.save(tmp_path)
+    loaded = PatchCore.load(tmp_path)
+
+    # then
+    assert model.memory_bank.shape[1] == width
+    scores = [p.score for p in model.predict(images)]
+    assert all(np.isfinite(scores))
+    assert np.allclose(scores, [p.score for p in loaded.predict(images)], atol=1e-5)
 
 
 def test_greedy_coreset_spreads_out_and_is_seeded():
