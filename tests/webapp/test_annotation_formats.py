@@ -70,11 +70,17 @@ def _items():
     dent = np.zeros((6, 8), bool)
     dent[4:6, 0:2] = True
     return [
-        DatasetItem("images/a.png", 8, 6, "defect", "test",
-                    [ClassDrawing("scratch", scratch, [[0, 0, 3, 2]]), ClassDrawing("dent", dent)]),
+        DatasetItem(
+            "images/a.png",
+            8,
+            6,
+            "defect",
+            "test",
+            [ClassDrawing("scratch", scratch, [[0, 0, 3, 2]]), ClassDrawing("dent", dent)],
+        ),
         DatasetItem("images/b.png", 8, 6, "good", "train"),
         DatasetItem("images/c.png", 8, 6, "unlabelled", "validation"),
-    ]  # fmt: skip
+    ]
 
 
 CLASSES = [DatasetClass("scratch", "#ff0000"), DatasetClass("dent", "#00ff00")]
@@ -101,14 +107,22 @@ def test_coco_write_then_read_gives_the_same_items():
 
 def test_coco_from_another_tool_polygons_boxes_and_no_kensa_keys():
     document = {
-        "images": [{"id": 7, "file_name": "pics/x.jpg", "width": 10, "height": 10}, {"id": 8, "file_name": "y.jpg",
-                    "width": 10, "height": 10}],
+        "images": [
+            {"id": 7, "file_name": "pics/x.jpg", "width": 10, "height": 10},
+            {"id": 8, "file_name": "y.jpg", "width": 10, "height": 10},
+        ],
         "categories": [{"id": 3, "name": "crack"}],
         "annotations": [
-            {"id": 1, "image_id": 7, "category_id": 3, "segmentation": [[2, 2, 6, 2, 6, 6, 2, 6]], "bbox": [2, 2, 4, 4]},
+            {
+                "id": 1,
+                "image_id": 7,
+                "category_id": 3,
+                "segmentation": [[2, 2, 6, 2, 6, 6, 2, 6]],
+                "bbox": [2, 2, 4, 4],
+            },
             {"id": 2, "image_id": 7, "category_id": 3, "bbox": [0, 0, 2.4, 3]},
         ],
-    }  # fmt: skip
+    }
     items, classes = coco_read(document, ["data/pics/x.jpg", "data/y.jpg"])
     x, y = _by_path(items)["data/pics/x.jpg"], _by_path(items)["data/y.jpg"]
     assert classes == [DatasetClass("crack", "")]

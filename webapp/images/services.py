@@ -7,6 +7,7 @@ import io
 import numpy as np
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import F
 from PIL import Image as PILImage
 
 from webapp.images.intake.decoding import open_oriented, to_display_rgb
@@ -29,7 +30,9 @@ def annotation_mask_png(mask: np.ndarray) -> bytes:
 def images_set_label(*, project: Project, image_ids: list[int], label: str) -> int:
     if label not in Label.values:
         raise ValidationError(BAD_LABEL.format(value=label))
-    return Image.objects.filter(project=project, id__in=image_ids).update(label=label)
+    # A new label is an annotation edit too: an editor open on one of these images must not overwrite it.
+    images = Image.objects.filter(project=project, id__in=image_ids)
+    return images.update(label=label, annotation_version=F("annotation_version") + 1)
 
 
 def images_set_split(*, project: Project, image_ids: list[int], split: str) -> int:
