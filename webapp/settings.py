@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "webapp.projects",
     "webapp.images",
     "webapp.training",
+    "webapp.dashboard",
     "webapp.annotations",
 ]
 

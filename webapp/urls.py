@@ -4,11 +4,13 @@ from django.urls import path
 
 from webapp.accounts import views as accounts
 from webapp.annotations import views as annotations
+from webapp.dashboard import views as dashboard
 from webapp.images import views as images
 from webapp.projects import views as projects
 from webapp.training import views as training
 
 P = "projects/<uuid:project_id>"
+PRED = f"{P}/predictions/<int:prediction_id>"
 
 urlpatterns = [
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
@@ -40,6 +42,14 @@ urlpatterns = [
     path(f"{P}/train/", training.train_page, name="train"),
     path(f"{P}/runs/<uuid:run_id>/", training.run_detail, name="run_detail"),
     path(f"{P}/runs/<uuid:run_id>/cancel/", training.run_cancel, name="run_cancel"),
-    path(f"{P}/versions/<uuid:version_id>/", training.version_detail, name="version_detail"),
+    path(f"{P}/model/", dashboard.model_home, name="model_home"),
+    path(f"{P}/versions/compare/", dashboard.version_compare, name="version_compare"),
+    path(f"{P}/versions/<uuid:version_id>/", dashboard.version_detail, name="version_detail"),
+    path(f"{P}/versions/<uuid:version_id>/threshold/", dashboard.version_threshold_save, name="version_threshold_save"),
+    path(f"{PRED}/heatmap/", dashboard.prediction_file, {"kind": "heatmap"}, name="prediction_heatmap"),
+    path(f"{PRED}/mask/", dashboard.prediction_file, {"kind": "mask"}, name="prediction_mask"),
+    path(f"{PRED}/input/", dashboard.prediction_file, {"kind": "input"}, name="prediction_input"),
+    path(f"{P}/try/", dashboard.trial_page, name="trial"),
+    path(f"{P}/try/<int:prediction_id>/add/", dashboard.trial_add, name="trial_add"),
     path(f"{P}/versions/<uuid:version_id>/activate/", training.version_activate, name="version_activate"),
 ]

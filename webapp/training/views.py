@@ -60,16 +60,6 @@ def run_cancel(request: HttpRequest, project_id: uuid.UUID, run_id: uuid.UUID) -
     return redirect("run_detail", project_id=project.public_id, run_id=run.public_id)
 
 
-def version_detail(request: HttpRequest, project_id: uuid.UUID, version_id: uuid.UUID) -> HttpResponse:
-    project, role = project_for(request.user, project_id)
-    version = get_object_or_404(ModelVersion, public_id=version_id, project=project)
-    return render(
-        request,
-        "training/version.html",
-        {"project": project, "version": version, "m": version.metrics, "can_train": role_allows(role, Action.TRAIN)},
-    )
-
-
 @require_POST
 def version_activate(request: HttpRequest, project_id: uuid.UUID, version_id: uuid.UUID) -> HttpResponse:
     project, _ = project_for(request.user, project_id, Action.TRAIN)

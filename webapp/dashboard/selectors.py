@@ -1,0 +1,119 @@
+"""Reads for the model dashboard: a version's scored test images, the results gallery, trial predictions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from django.core.paginator import Page, Paginator
+from django.db.models import Prefetch, Q, QuerySet
+
+from webapp.dashboard.operating_points import ScoredImages
+from webapp.images.models import Annotation, Label
+from webapp.projects.models import Project
+from webapp.training.models import ModelVersion, Prediction, Purpose
+
+GALLERY_PAGE_SIZE = 48
+TRIAL_PAGE_SIZE = 24
+
+
+class Outcome:
+    """Where a test image falls at a threshold: truth (defect or good) against the call."""
+
+    TP = "tp"
+    FP = "fp"
+    FN = "fn"
+    TN = "tn"
+    TITLES = {TP: "Caught defects (TP)", FP: "False alarms (FP)", FN: "Escapes (FN)", TN: "Passed good (TN)"}
+
+    @staticmethod
+    def of(*, is_defect: bool, score: float, threshold: float) -> str:
+        called = score >= threshold
+        if is_defect:
+            return Outcome.TP if called else Outcome.FN
+        return Outcome.FP if called else Outcome.TN
+
+
+def _test_predictions(version: ModelVersion) -> QuerySet[Prediction]:
+    """Test predictions of images that still carry a good / defect label (a relabelled image counts as it is now)."""
+    return Prediction.objects.filter(
+        model_version=version, purpose=Purpose.TEST, image__label__in=(Label.GOOD, Label.DEFECT)
+    )
+
+
+def scored_images(*, version: ModelVersion) -> ScoredImages:
+    """Scores and truths of the version's test split, in one query straight into numpy (the slider's hot path)."""
+    rows = list(_test_predictions(version).values_list("raw_score", "image__label"))
+    if not rows:
+        return ScoredImages(scores=np.zeros(0), labels=np.zeros(0, dtype=bool))
+    scores, labels = zip(*rows, strict=True)
+    return ScoredImages(
+        scores=np.fromiter(scores, dtype=np.float64, count=len(rows)),
+        labels=np.fromiter((label == Label.DEFECT for label in labels), dtype=bool, count=len(rows)),
+    )
+
+
+@dataclass(frozen=True)
+class GalleryItem:
+    prediction: Prediction
+    outcome: str
+    defect_classes: list[str]
+
+
+def gallery_page(
+    *, version: ModelVersion, threshold: float, outcome: str = "", defect_class: str = "", page: str | int = 1
+) -> Page:
+    """Test predictions, highest score first, optionally only one outcome at `threshold` or one defect class.
+    The page's object_list holds GalleryItems."""
+    predictions = _test_predictions(version)
+    is_defect, called = Q(image__label=Label.DEFECT), Q(raw_score__gte=threshold)
+    by_outcome = {
+        Outcome.TP: is_defect & called,
+        Outcome.FP: ~is_defect & called,
+        Outcome.FN: is_defect & ~called,
+        Outcome.TN: ~is_defect & ~called,
+    }
+    if outcome in by_outcome:
+        predictions = predictions.filter(by_outcome[outcome])
+    if defect_class.isdigit():
+        predictions = predictions.filter(image__annotations__defect_class_id=int(defect_class)).distinct()
+    predictions = predictions.select_related("image").prefetch_related(
+        Prefetch("image__annotations", queryset=Annotation.objects.select_related("defect_class"))
+    )
+    result = Paginator(predictions.order_by("-raw_score", "id"), GALLERY_PAGE_SIZE).get_page(page)
+    result.object_list = [
+        GalleryItem(
+            prediction=p,
+            outcome=Outcome.of(is_defect=p.image.label == Label.DEFECT, score=p.raw_score, threshold=threshold),
+            defect_classes=sorted(a.defect_class.name for a in p.image.annotations.all()),
+        )
+        for p in result.object_list
+    ]
+    return result
+
+
+def trial_predictions(*, project: Project, page: str | int = 1) -> Page:
+    """The project's trial detections, newest first."""
+    rows = (
+        Prediction.objects.filter(model_version__project=project, purpose=Purpose.TRIAL)
+        .select_related("model_version", "image")
+        .order_by("-created_at", "-id")
+    )
+    return Paginator(rows, TRIAL_PAGE_SIZE).get_page(page)
+
+
+def prediction_in_project(*, project: Project, prediction_id: int) -> Prediction | None:
+    return (
+        Prediction.objects.select_related("model_version", "image")
+        .filter(id=prediction_id, model_version__project=project)
+        .first()
+    )
+
+
+def versions_of(*, project: Project) -> QuerySet[ModelVersion]:
+    return ModelVersion.objects.filter(project=project).select_related("run").order_by("-number")
+
+
+def dashboard_version(*, project: Project) -> ModelVersion | None:
+    """The version the Model tab opens on: the active one, else the newest."""
+    return versions_of(project=project).order_by("-is_active", "-number").first()
