@@ -8,6 +8,7 @@ from webapp.images.intake.ingest import uploads_ingest
 from webapp.images.models import Image
 from webapp.projects.access import Action, role_allows
 from webapp.projects.models import DefectClass, Role
+from webapp.training.models import ModelVersion, Prediction, Purpose
 
 # (url name, which objects the URL names, method, the action it needs)
 ROUTES = [
@@ -28,6 +29,17 @@ ROUTES = [
     ("project_delete", {}, "post", Action.MANAGE),
     ("member_set", {}, "post", Action.MANAGE),
     ("member_remove", {"membership": True}, "post", Action.MANAGE),
+    ("model_home", {}, "get", Action.VIEW),
+    ("version_detail", {"version": True}, "get", Action.VIEW),
+    ("version_compare", {}, "get", Action.VIEW),
+    ("version_threshold_save", {"version": True}, "post", Action.TRAIN),
+    ("version_activate", {"version": True}, "post", Action.TRAIN),
+    ("prediction_heatmap", {"prediction": True}, "get", Action.VIEW),
+    ("prediction_mask", {"prediction": True}, "get", Action.VIEW),
+    ("prediction_input", {"prediction": True}, "get", Action.VIEW),
+    ("trial", {}, "get", Action.VIEW),
+    ("trial", {}, "post", Action.TRAIN),
+    ("trial_add", {"prediction": True}, "post", Action.EDIT_DATA),
 ]
 
 
@@ -36,7 +48,19 @@ def target(project, owner):
     uploads_ingest(project=project, user=owner, uploads=[_file()])
     image = Image.objects.get(project=project)
     defect_class = DefectClass.objects.create(project=project, name="scratch", colour="#ff0000")
-    return {"image": image, "class": defect_class, "membership": project.memberships.get(user=owner)}
+    version = ModelVersion.objects.create(
+        project=project, number=1, family="gaussian", artifact_prefix="v1", calibration={"threshold": 1.0, "scale": 1.0}
+    )
+    prediction = Prediction.objects.create(
+        model_version=version, purpose=Purpose.TRIAL, raw_score=2.0, normalised_score=0.7, is_anomalous=True
+    )
+    return {
+        "image": image,
+        "class": defect_class,
+        "membership": project.memberships.get(user=owner),
+        "version": version,
+        "prediction": prediction,
+    }
 
 
 def _file():
@@ -53,6 +77,10 @@ def _url(name, needs, project, target):
         kwargs["class_id"] = target["class"].id
     if needs.get("membership"):
         kwargs["membership_id"] = target["membership"].id
+    if needs.get("version"):
+        kwargs["version_id"] = target["version"].public_id
+    if needs.get("prediction"):
+        kwargs["prediction_id"] = target["prediction"].id
     return reverse(name, kwargs=kwargs)
 
 
