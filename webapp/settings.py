@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "webapp.images",
     "webapp.training",
     "webapp.dashboard",
+    "webapp.api",
     "webapp.annotations",
 ]
 

@@ -1,9 +1,10 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from webapp.accounts import views as accounts
 from webapp.annotations import views as annotations
+from webapp.api import urls as api_urls
 from webapp.dashboard import views as dashboard
 from webapp.images import views as images
 from webapp.projects import views as projects
@@ -17,6 +18,8 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/users/", accounts.user_list, name="user_list"),
     path("admin/", admin.site.urls),
+    path("api/v1/", include(api_urls.api_urlpatterns)),
+    *api_urls.page_urlpatterns,
     path("", projects.project_list, name="project_list"),
     path("projects/sample/", projects.sample_create, name="sample_create"),
     path(f"{P}/", projects.project_detail, name="project_detail"),

@@ -45,3 +45,11 @@ def training_runs_reap_task() -> None:
     result = training_runs_reap()
     if any(result.values()):
         log.info("reaper: %s", result)
+
+
+@kensa_task("api.batch_run", soft_time_limit=3600, time_limit=3900)
+def batch_job_run_task(job_id: int) -> None:
+    from webapp.api.services import batch_job_run
+
+    if not batch_job_run(job_id=job_id):
+        log.info("batch job %s already claimed or gone", job_id)

@@ -4,6 +4,7 @@ import pytest
 from django.urls import reverse
 
 from tests.webapp.conftest import png_bytes
+from webapp.api.services import api_token_create
 from webapp.images.intake.ingest import uploads_ingest
 from webapp.images.models import Image
 from webapp.projects.access import Action, role_allows
@@ -40,6 +41,10 @@ ROUTES = [
     ("trial", {}, "get", Action.VIEW),
     ("trial", {}, "post", Action.TRAIN),
     ("trial_add", {"prediction": True}, "post", Action.EDIT_DATA),
+    ("api_docs", {}, "get", Action.VIEW),
+    ("api_tokens", {}, "get", Action.MANAGE),
+    ("api_tokens", {}, "post", Action.MANAGE),
+    ("api_token_revoke", {"token": True}, "post", Action.MANAGE),
 ]
 
 
@@ -54,12 +59,14 @@ def target(project, owner):
     prediction = Prediction.objects.create(
         model_version=version, purpose=Purpose.TRIAL, raw_score=2.0, normalised_score=0.7, is_anomalous=True
     )
+    token, _ = api_token_create(project=project, name="camera", scopes=["predict"], created_by=owner)
     return {
         "image": image,
         "class": defect_class,
         "membership": project.memberships.get(user=owner),
         "version": version,
         "prediction": prediction,
+        "token": token,
     }
 
 
@@ -81,6 +88,8 @@ def _url(name, needs, project, target):
         kwargs["version_id"] = target["version"].public_id
     if needs.get("prediction"):
         kwargs["prediction_id"] = target["prediction"].id
+    if needs.get("token"):
+        kwargs["token_id"] = target["token"].id
     return reverse(name, kwargs=kwargs)
 
 
