@@ -41,6 +41,11 @@ ROUTES = [
     ("trial", {}, "get", Action.VIEW),
     ("trial", {}, "post", Action.TRAIN),
     ("trial_add", {"prediction": True}, "post", Action.EDIT_DATA),
+    ("annotation_editor", {"image": True}, "get", Action.VIEW),
+    ("annotation_save", {"image": True}, "post", Action.EDIT_DATA),
+    ("dataset_transfer", {}, "get", Action.VIEW),
+    ("dataset_transfer", {}, "post", Action.EDIT_DATA),
+    ("dataset_export", {"fmt": "coco"}, "get", Action.VIEW),
     ("api_docs", {}, "get", Action.VIEW),
     ("api_tokens", {}, "get", Action.MANAGE),
     ("api_tokens", {}, "post", Action.MANAGE),
@@ -84,6 +89,8 @@ def _url(name, needs, project, target):
         kwargs["class_id"] = target["class"].id
     if needs.get("membership"):
         kwargs["membership_id"] = target["membership"].id
+    if needs.get("fmt"):
+        kwargs["fmt"] = needs["fmt"]
     if needs.get("version"):
         kwargs["version_id"] = target["version"].public_id
     if needs.get("prediction"):

@@ -639,7 +639,7 @@
       b: () => setTool("brush"),
       e: () => setTool("eraser"),
       r: () => setTool("box"),
-      "[": () => setBrush(state.brush / 1.25),
+      "[": () => setBrush(Math.min(state.brush - 1, state.brush / 1.25)),
       "]": () => setBrush(state.brush * 1.25 + 1),
       g: () => chooseLabel("good"),
       d: () => chooseLabel("defect"),
