@@ -313,7 +313,7 @@ def test_saving_the_threshold_changes_what_inference_calls(client, owner, traine
     assert not after.is_anomalous and after.normalised_score < 0.5
     # the dashboard opens on the saved threshold; reset goes back to the calibrated one
     html = client.get(_url(trained_version)).content.decode()
-    assert "saved operating threshold" in html
+    assert f'id="threshold-slider"' in html and f'value="{trained_version.operating_threshold!r}"' in html
     client.post(_url(trained_version, "version_threshold_save"), {"reset": "1"})
     trained_version.refresh_from_db()
     assert trained_version.operating_threshold is None
