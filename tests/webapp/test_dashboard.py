@@ -207,7 +207,7 @@ def test_a_preset_click_moves_the_slider_out_of_band(client, owner, version):
     client.force_login(owner)
     html = _panel(client, version, t=0.35, move=1).content.decode()
     assert 'hx-swap-oob="true"' in html and 'value="0.35"' in html
-    assert 'hx-swap-oob' not in _panel(client, version, t=0.35).content.decode()
+    assert "hx-swap-oob" not in _panel(client, version, t=0.35).content.decode()
 
 
 def test_viewer_moves_the_slider_but_cannot_save(client, member_with, version):
@@ -313,7 +313,7 @@ def test_saving_the_threshold_changes_what_inference_calls(client, owner, traine
     assert not after.is_anomalous and after.normalised_score < 0.5
     # the dashboard opens on the saved threshold; reset goes back to the calibrated one
     html = client.get(_url(trained_version)).content.decode()
-    assert f'id="threshold-slider"' in html and f'value="{trained_version.operating_threshold!r}"' in html
+    assert 'id="threshold-slider"' in html and f'value="{trained_version.operating_threshold!r}"' in html
     client.post(_url(trained_version, "version_threshold_save"), {"reset": "1"})
     trained_version.refresh_from_db()
     assert trained_version.operating_threshold is None
