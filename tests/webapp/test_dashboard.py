@@ -28,6 +28,7 @@ from webapp.dashboard.operating_points import (
 from webapp.dashboard.selectors import scored_images
 from webapp.dashboard.synthetic import scored_version_create
 from webapp.images.models import Image, Label, Source
+from webapp.images.services import images_delete, images_set_label
 from webapp.inference.services import predict_bytes
 from webapp.projects.models import Membership, Role
 from webapp.training.models import ModelVersion, Prediction, Purpose
@@ -156,9 +157,14 @@ def test_scored_images_reads_labels_as_they_are_now(version):
     scored = scored_images(version=version)
     assert sorted(scored.scores.tolist()) == sorted(SCORES)
     assert scored.n_defect == 5
-    # an image relabelled unlabelled leaves the test metrics
-    Image.objects.filter(predictions__raw_score=0.35).update(label=Label.UNLABELLED)
+    # the per-process cache follows the dataset: a relabelled image counts as it is now, a deleted one is gone
+    escaped = Image.objects.get(predictions__raw_score=0.35)
+    images_set_label(project=version.project, image_ids=[escaped.id], label=Label.GOOD)
+    assert scored_images(version=version).n_defect == 4
+    images_set_label(project=version.project, image_ids=[escaped.id], label=Label.UNLABELLED)
     assert len(scored_images(version=version)) == 9
+    images_delete(project=version.project, image_ids=[Image.objects.get(predictions__raw_score=0.9).id])
+    assert 0.9 not in scored_images(version=version).scores
 
 
 @pytest.mark.parametrize("threshold", [0.05, 0.5, 0.58, 0.85, 2.0])

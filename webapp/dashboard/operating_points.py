@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -39,6 +40,24 @@ class ScoredImages:
     @property
     def has_both_classes(self) -> bool:
         return 0 < self.n_defect < len(self)
+
+    # What does not depend on the threshold is computed once per loaded set (the selector caches the set per
+    # version), so a slider move only pays for the confusion counts at the new threshold.
+    @cached_property
+    def cut_points(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return _cut_points(self)
+
+    @cached_property
+    def f1_best(self) -> tuple[float, float]:
+        return metrics.f1_best_threshold(self.labels.astype(int), self.scores)
+
+    @cached_property
+    def full_recall(self) -> tuple[float, float]:
+        return metrics.precision_at_full_recall(self.labels, self.scores)
+
+    @cached_property
+    def curves(self) -> Curves | None:
+        return _curves(self)
 
 
 @dataclass(frozen=True)
@@ -100,7 +119,7 @@ def threshold_for_precision(scored: ScoredImages, target: float) -> float | None
     """The lowest threshold (most defects caught) whose precision still reaches `target`; None if none does."""
     if scored.n_defect == 0:
         return None
-    thresholds, tp, fp = _cut_points(scored)
+    thresholds, tp, fp = scored.cut_points
     precision = tp / np.maximum(tp + fp, 1)
     reaching = np.flatnonzero((precision >= target - 1e-12) & (tp > 0))
     return float(thresholds[reaching[-1]]) if len(reaching) else None
@@ -110,12 +129,12 @@ def presets(scored: ScoredImages, *, target_precision: float | None = None) -> l
     """F1-best, "no escapes" (recall = 1) with the precision it costs, and optionally a target precision."""
     found: list[Preset] = []
     if scored.has_both_classes:
-        cut, best = metrics.f1_best_threshold(scored.labels.astype(int), scored.scores)
+        cut, best = scored.f1_best
         found.append(Preset("f1", "Best F1", cut, f"F1 {best:.3f}"))
     else:
         found.append(Preset("f1", "Best F1", None, "needs good and defect test images"))
     if scored.n_defect:
-        precision, cut = metrics.precision_at_full_recall(scored.labels, scored.scores)
+        precision, cut = scored.full_recall
         found.append(Preset("recall1", "No escapes", cut, f"catches every defect at precision {precision:.3f}"))
     else:
         found.append(Preset("recall1", "No escapes", None, "needs defect test images"))
@@ -145,9 +164,13 @@ def _thin(n: int) -> np.ndarray:
 
 def curves(scored: ScoredImages) -> Curves | None:
     """None without both classes (neither curve means anything then)."""
+    return scored.curves
+
+
+def _curves(scored: ScoredImages) -> Curves | None:
     if not scored.has_both_classes:
         return None
-    _, tp, fp = _cut_points(scored)
+    _, tp, fp = scored.cut_points
     recall = tp / scored.n_defect
     fpr = fp / scored.n_good
     precision = tp / (tp + fp)

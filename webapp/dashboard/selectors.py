@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 from django.core.paginator import Page, Paginator
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 
 from webapp.dashboard.operating_points import ScoredImages
 from webapp.images.models import Annotation, Label
@@ -15,6 +17,10 @@ from webapp.training.models import ModelVersion, Prediction, Purpose
 
 GALLERY_PAGE_SIZE = 48
 TRIAL_PAGE_SIZE = 24
+SCORED_CACHE_SIZE = 16
+
+_scored_cache: OrderedDict[tuple, ScoredImages] = OrderedDict()
+_scored_cache_lock = threading.Lock()
 
 
 class Outcome:
@@ -41,8 +47,16 @@ def _test_predictions(version: ModelVersion) -> QuerySet[Prediction]:
     )
 
 
-def scored_images(*, version: ModelVersion) -> ScoredImages:
-    """Scores and truths of the version's test split, in one query straight into numpy (the slider's hot path)."""
+def _scored_fingerprint(version: ModelVersion) -> tuple:
+    """Changes whenever the scored set could: test predictions are written once, an image's label change bumps
+    its annotation_version, and a deleted image takes its prediction with it (the count drops)."""
+    totals = Prediction.objects.filter(model_version=version, purpose=Purpose.TEST).aggregate(
+        n=Count("id"), labels=Sum("image__annotation_version")
+    )
+    return (version.public_id, totals["n"], totals["labels"])  # a UUID: row ids can be reused
+
+
+def _scored_images_load(version: ModelVersion) -> ScoredImages:
     rows = list(_test_predictions(version).values_list("raw_score", "image__label"))
     if not rows:
         return ScoredImages(scores=np.zeros(0), labels=np.zeros(0, dtype=bool))
@@ -51,6 +65,22 @@ def scored_images(*, version: ModelVersion) -> ScoredImages:
         scores=np.fromiter(scores, dtype=np.float64, count=len(rows)),
         labels=np.fromiter((label == Label.DEFECT for label in labels), dtype=bool, count=len(rows)),
     )
+
+
+def scored_images(*, version: ModelVersion) -> ScoredImages:
+    """Scores and truths of the version's test split (the slider's hot path): one aggregate query to check the
+    per-process cache, and on a miss one values_list query straight into numpy."""
+    key = _scored_fingerprint(version)
+    with _scored_cache_lock:
+        if key in _scored_cache:
+            _scored_cache.move_to_end(key)
+            return _scored_cache[key]
+    scored = _scored_images_load(version)
+    with _scored_cache_lock:
+        _scored_cache[key] = scored
+        while len(_scored_cache) > SCORED_CACHE_SIZE:
+            _scored_cache.popitem(last=False)
+    return scored
 
 
 @dataclass(frozen=True)
