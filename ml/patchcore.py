@@ -221,7 +221,8 @@ class PatchCore(nn.Module):
                 # The first batch's mean is the reference: every image, training or not, is then scaled to the
                 # same brightness, without a second pass over the training set.
                 self.reference_brightness.fill_(float((batch * self.input_std + self.input_mean).mean()))
-            features = self.embed(batch)
+            # Rotated copies multiply the batch: embed it batch_size images at a time to keep activations bounded.
+            features = torch.cat([self.embed(part) for part in batch.split(config.batch_size)])
             n, c, h, w = features.shape
             if per_image is None:
                 per_image = min(h * w, max(1, config.max_patches // (len(indices) * copies)))
