@@ -598,7 +598,14 @@
 
   async function go(url) {
     if (!url) return;
-    if (isDirty() && !(await save())) return; // stay: the status says why
+    if (state.conflict && isDirty()) {
+      // The newer save wins; leaving drops this tab's changes, so ask first.
+      if (!window.confirm("This image was saved elsewhere; leave without saving your changes?")) return;
+      dirty.clear();
+      state.labelDirty = false;
+    } else if (isDirty() && !(await save())) {
+      return; // stay: the status says why
+    }
     window.location.href = url;
   }
 
