@@ -6,7 +6,7 @@ import pytest
 import redis
 from django.utils import timezone
 
-from tests.conftest import CeleryWorker, wait_for
+from tests.conftest import CeleryWorker, purge_queues, wait_for
 from webapp.samples import sample_project_create
 from webapp.training import services
 from webapp.training.models import RunStatus, TrainingRun
@@ -16,6 +16,7 @@ pytestmark = pytest.mark.integration
 
 def test_run_queued_across_a_redis_restart_completes(transactional_db, broker, owner, tmp_path):
     # given a queued run whose message sits in Redis, and no worker yet
+    purge_queues(broker.url)
     project = sample_project_create(owner=owner, n_good=30, n_defect=9, size=96)
     run = services.training_run_request(project=project, requested_by=owner, image_size=128)
     queue = redis.Redis.from_url(broker.url)
