@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 from django.db import connection
-from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.urls import URLPattern, URLResolver, reverse
 from PIL import Image as PILImage
 
 from ml.synthetic import make_image
@@ -307,10 +307,8 @@ def test_openapi_refs_resolve():
 
 
 def test_every_api_url_is_under_api_v1():
-    resolver = get_resolver()
     for pattern in api_urlpatterns:
         assert reverse(pattern.name, kwargs=_dummy_kwargs(str(pattern.pattern))).startswith("/api/v1/")
-    assert resolver  # the project's URLconf loads
 
 
 def _dummy_kwargs(route: str) -> dict:

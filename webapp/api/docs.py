@@ -32,6 +32,15 @@ def _curl(method: str, url: str, operation: dict) -> str:
     return " ".join(parts)
 
 
+def _curl_raw(url: str, operation: dict) -> str:
+    if "image/*" not in operation.get("requestBody", {}).get("content", {}):
+        return ""
+    return (
+        'curl -X POST -H "Authorization: Bearer $KENSA_TOKEN" -H "Content-Type: image/png" '
+        f'--data-binary @part.png "{url}?name=part.png&include=maps"'
+    )
+
+
 def api_operations(*, schema: dict, project: Project) -> list[dict]:
     """Each operation of the schema with its concrete URL for this project and a curl command."""
     server = schema["servers"][0]["url"]
@@ -48,6 +57,7 @@ def api_operations(*, schema: dict, project: Project) -> list[dict]:
                     "content_types": list(operation.get("requestBody", {}).get("content", {})),
                     "responses": [(code, r["description"]) for code, r in operation["responses"].items()],
                     "curl": _curl(method, url, operation),
+                    "curl_raw": _curl_raw(url, operation),
                 }
             )
     return operations
