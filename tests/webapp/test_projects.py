@@ -19,7 +19,15 @@ def test_create_project_from_the_list_page(client, owner):
 
 
 @pytest.mark.django_db
-def test_rename_and_delete_with_confirmation(client, owner, project):
+def test_rename_and_delete_with_confirmation(client, owner, project, django_capture_on_commit_callbacks):
+    from django.core.files.storage import default_storage
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.webapp.conftest import png_bytes
+    from webapp.images.intake.ingest import uploads_ingest
+
+    uploads_ingest(project=project, user=owner, uploads=[SimpleUploadedFile("a.png", png_bytes(1))])
+    assert default_storage.exists(f"projects/{project.public_id}")
     client.force_login(owner)
     client.post(reverse("project_rename", args=[project.public_id]), {"name": "Brackets v2"})
     project.refresh_from_db()
@@ -28,9 +36,11 @@ def test_rename_and_delete_with_confirmation(client, owner, project):
     response = client.post(reverse("project_delete", args=[project.public_id]), {"confirm_name": "Brackets"})
     assert response.status_code == 200 and "exactly" in response.content.decode()
     assert Project.objects.filter(id=project.id).exists()
-    response = client.post(reverse("project_delete", args=[project.public_id]), {"confirm_name": "Brackets v2"})
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("project_delete", args=[project.public_id]), {"confirm_name": "Brackets v2"})
     assert response.status_code == 302
     assert not Project.objects.filter(id=project.id).exists()
+    assert not default_storage.exists(f"projects/{project.public_id}")
 
 
 @pytest.mark.django_db

@@ -9,7 +9,6 @@ from django.db import transaction
 from django.db.models import ProtectedError
 
 from webapp.projects.models import DefectClass, Membership, Project, Role
-from webapp.storage import stored_files_delete_on_commit
 
 PALETTE = ("#e4572e", "#17bebb", "#ffc914", "#76b041", "#7b2cbf", "#f46036", "#2e86ab", "#c5283d", "#3bceac")
 
@@ -36,15 +35,16 @@ def project_rename(*, project: Project, name: str) -> Project:
 
 @transaction.atomic
 def project_delete(*, project: Project) -> None:
-    """Deletes the project, its images and annotations, and (after commit) their stored files."""
-    from webapp.images.models import Annotation, Image
+    """Deletes the project with everything in it, and (after commit) its whole storage folder: originals,
+    thumbnails, masks, model artifacts, predictions and batch inputs all live under it."""
+    from webapp.images.models import Annotation
+    from webapp.training.artifacts import storage_folder_delete
 
-    names = list(Image.objects.filter(project=project).values_list("file", flat=True))
-    names += [n for n in Image.objects.filter(project=project).values_list("thumbnail", flat=True) if n]
-    names += [n for n in Annotation.objects.filter(image__project=project).values_list("mask", flat=True) if n]
+    folder = f"projects/{project.public_id}"
+    # Annotations PROTECT their defect classes; remove them first so the cascade can proceed.
     Annotation.objects.filter(image__project=project).delete()
     project.delete()
-    stored_files_delete_on_commit(names)
+    transaction.on_commit(lambda: storage_folder_delete(folder))
 
 
 def membership_set(*, project: Project, username: str, role: str) -> Membership:
