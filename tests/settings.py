@@ -18,3 +18,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(_scratch / "test.sqlite3")}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
 STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405
+# Static files come from the app folders (finders) in tests; an empty STATIC_ROOT keeps WhiteNoise from warning.
+STATIC_ROOT = _scratch / "staticfiles"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
