@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 
 import numpy as np
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from PIL import Image as PILImage
@@ -38,7 +37,9 @@ from webapp.images.intake.ingest import (
     IncomingFile,
     IntakeReport,
     archive_ingest,
+    archive_problem_results,
     images_ingest,
+    upload_archive_open,
 )
 from webapp.images.intake.layout import PlannedImage
 from webapp.images.models import Annotation, Image, Label, Source
@@ -125,19 +126,12 @@ def dataset_import(
         )
     report = IntakeReport()
     try:
-        archive = SafeZip(
-            fileobj,
-            max_member_bytes=settings.KENSA_MAX_IMAGE_BYTES,
-            max_total_bytes=settings.KENSA_MAX_ARCHIVE_BYTES,
-            max_members=settings.KENSA_MAX_ARCHIVE_MEMBERS,
-        )
+        archive = upload_archive_open(fileobj)
     except RejectedFile as exc:
         report.results.append(FileResult(archive_name, REJECTED, str(exc)))
         return report
     try:
-        for member in archive.members:
-            if member.problem:
-                report.results.append(FileResult(f"{archive_name}:{member.path}", REJECTED, member.problem))
+        report.results += archive_problem_results(archive, archive_name)
         try:
             items, classes = _read_annotations(archive, fmt)
         except (FormatError, RejectedFile, ValueError, OSError, PILImage.DecompressionBombError) as exc:

@@ -10,9 +10,15 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 
-from webapp.images.intake.archives import SafeZip
 from webapp.images.intake.decoding import RejectedFile
-from webapp.images.intake.ingest import ADDED, DUPLICATE, IncomingFile, images_ingest, is_archive
+from webapp.images.intake.ingest import (
+    ADDED,
+    DUPLICATE,
+    IncomingFile,
+    images_ingest,
+    is_archive,
+    upload_archive_open,
+)
 from webapp.images.intake.layout import PlannedImage
 from webapp.images.models import Image, Label, Source
 from webapp.inference.services import InferenceResult, predict_bytes
@@ -64,12 +70,7 @@ def _trial_files(uploads) -> list[tuple[str, object]]:
                 files.append((upload.name, upload.read()))
             continue
         try:
-            archive = SafeZip(
-                upload,
-                max_member_bytes=settings.KENSA_MAX_IMAGE_BYTES,
-                max_total_bytes=settings.KENSA_MAX_ARCHIVE_BYTES,
-                max_members=MAX_TRIAL_FILES,
-            )
+            archive = upload_archive_open(upload, max_members=MAX_TRIAL_FILES)
         except RejectedFile as exc:
             files.append((upload.name, exc))
             continue

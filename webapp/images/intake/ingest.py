@@ -183,23 +183,35 @@ def is_archive(name: str) -> bool:
     return PurePosixPath(name).suffix.lower() in ARCHIVE_SUFFIXES
 
 
+def upload_archive_open(fileobj, *, max_members: int | None = None) -> SafeZip:
+    """A zip from a person or a program, vetted with the configured limits. Raises RejectedFile."""
+    return SafeZip(
+        fileobj,
+        max_member_bytes=settings.KENSA_MAX_IMAGE_BYTES,
+        max_total_bytes=settings.KENSA_MAX_ARCHIVE_BYTES,
+        max_members=max_members or settings.KENSA_MAX_ARCHIVE_MEMBERS,
+    )
+
+
+def archive_problem_results(archive: SafeZip, archive_name: str) -> list[FileResult]:
+    """One rejected line per member the archive reader skipped (unsafe path, link, bomb...)."""
+    return [
+        FileResult(f"{archive_name}:{member.path}", REJECTED, member.problem)
+        for member in archive.members
+        if member.problem
+    ]
+
+
 def archive_ingest(*, project: Project, user, fileobj, archive_name: str, source: str = Source.UPLOAD) -> IntakeReport:
     """Takes in every image of a zip archive; MVTec AD layout gives labels, splits, classes and masks."""
     report = IntakeReport()
     try:
-        archive = SafeZip(
-            fileobj,
-            max_member_bytes=settings.KENSA_MAX_IMAGE_BYTES,
-            max_total_bytes=settings.KENSA_MAX_ARCHIVE_BYTES,
-            max_members=settings.KENSA_MAX_ARCHIVE_MEMBERS,
-        )
+        archive = upload_archive_open(fileobj)
     except RejectedFile as exc:
         report.results.append(FileResult(archive_name, REJECTED, str(exc)))
         return report
     try:
-        for member in archive.members:
-            if member.problem:
-                report.results.append(FileResult(f"{archive_name}:{member.path}", REJECTED, member.problem))
+        report.results += archive_problem_results(archive, archive_name)
         plan = plan_layout(archive.readable_paths)
         files = _planned_files(plan, archive.read, prefix=f"{archive_name}:")
         report.extend(images_ingest(project=project, user=user, files=files, source=source))
