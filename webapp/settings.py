@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "webapp.dashboard",
     "webapp.api",
     "webapp.annotations",
+    "webapp.review",
 ]
 
 MIDDLEWARE = [

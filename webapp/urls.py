@@ -8,6 +8,7 @@ from webapp.api import urls as api_urls
 from webapp.dashboard import views as dashboard
 from webapp.images import views as images
 from webapp.projects import views as projects
+from webapp.review import views as review
 from webapp.training import views as training
 
 P = "projects/<uuid:project_id>"
@@ -55,4 +56,8 @@ urlpatterns = [
     path(f"{P}/try/", dashboard.trial_page, name="trial"),
     path(f"{P}/try/<int:prediction_id>/add/", dashboard.trial_add, name="trial_add"),
     path(f"{P}/versions/<uuid:version_id>/activate/", training.version_activate, name="version_activate"),
+    path(f"{P}/review/", review.review_queue, name="review_queue"),
+    path(f"{P}/review/policy/", review.review_policy_save, name="review_policy_save"),
+    path(f"{P}/review/<int:item_id>/", review.review_item, name="review_item"),
+    path(f"{P}/review/<int:item_id>/decide/", review.review_decide, name="review_decide"),
 ]

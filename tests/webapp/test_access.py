@@ -9,6 +9,7 @@ from webapp.images.intake.ingest import uploads_ingest
 from webapp.images.models import Image
 from webapp.projects.access import Action, role_allows
 from webapp.projects.models import DefectClass, Role
+from webapp.review.models import ReviewItem
 from webapp.training.models import ModelVersion, Prediction, Purpose
 
 # (url name, which objects the URL names, method, the action it needs)
@@ -50,6 +51,10 @@ ROUTES = [
     ("api_tokens", {}, "get", Action.MANAGE),
     ("api_tokens", {}, "post", Action.MANAGE),
     ("api_token_revoke", {"token": True}, "post", Action.MANAGE),
+    ("review_queue", {}, "get", Action.REVIEW),
+    ("review_policy_save", {}, "post", Action.MANAGE),
+    ("review_item", {"review_item": True}, "get", Action.VIEW),
+    ("review_decide", {"review_item": True}, "post", Action.REVIEW),
 ]
 
 
@@ -65,6 +70,7 @@ def target(project, owner):
         model_version=version, purpose=Purpose.TRIAL, raw_score=2.0, normalised_score=0.7, is_anomalous=True
     )
     token, _ = api_token_create(project=project, name="camera", scopes=["predict"], created_by=owner)
+    review_item = ReviewItem.objects.create(project=project, prediction=prediction, reason="band")
     return {
         "image": image,
         "class": defect_class,
@@ -72,6 +78,7 @@ def target(project, owner):
         "version": version,
         "prediction": prediction,
         "token": token,
+        "review_item": review_item,
     }
 
 
@@ -95,6 +102,8 @@ def _url(name, needs, project, target):
         kwargs["version_id"] = target["version"].public_id
     if needs.get("prediction"):
         kwargs["prediction_id"] = target["prediction"].id
+    if needs.get("review_item"):
+        kwargs["item_id"] = target["review_item"].id
     if needs.get("token"):
         kwargs["token_id"] = target["token"].id
     return reverse(name, kwargs=kwargs)

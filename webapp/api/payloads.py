@@ -65,7 +65,7 @@ def prediction_payload(
         "anomaly_map": _url(request, "api_prediction_map", project_id=project_id, prediction_id=prediction.id),
         "mask": _url(request, "api_prediction_mask", project_id=project_id, prediction_id=prediction.id),
         "boxes": boxes,
-        "review": False,  # issue 7 routes uncertain calls to people; until then nothing is sent for review
+        "review": hasattr(prediction, "review_item"),  # the project's review policy sent it to people
     }
     if include_maps:
         payload["anomaly_map_png_base64"] = _png_base64(prediction.anomaly_map.name)

@@ -20,6 +20,7 @@ from ml.thresholds import Calibration
 from webapp.images.intake.decoding import RejectedFile, inspect_image, open_oriented, to_display_rgb
 from webapp.images.models import Image
 from webapp.projects.models import Project
+from webapp.review.services import prediction_route_for_review
 from webapp.storage import stored_file_write
 from webapp.training.artifacts import artifact_local_dir
 from webapp.training.evaluation import predicted_mask, prediction_store
@@ -83,6 +84,7 @@ def mask_boxes(mask: np.ndarray, *, min_area: int = 4) -> list[Box]:
 class InferenceResult:
     prediction: Prediction
     boxes: list[Box]
+    review: bool = False  # sent to people by the project's review policy
 
 
 def predict_arrays(
@@ -98,7 +100,9 @@ def predict_arrays(
             version=version, image=image, prediction=prediction, calibration=calibration, purpose=purpose
         )
         boxes = mask_boxes(predicted_mask(prediction, calibration.threshold))
-        results.append(InferenceResult(prediction=row, boxes=boxes))
+        # The one place trial, batch and API predictions pass through, so the review policy is applied here.
+        review = prediction_route_for_review(prediction=row) is not None
+        results.append(InferenceResult(prediction=row, boxes=boxes, review=review))
     return results
 
 

@@ -14,6 +14,7 @@ from webapp.projects.access import Action, project_for, role_allows
 from webapp.projects.forms import DefectClassForm, DeleteForm, MemberForm, ProjectForm, RenameForm
 from webapp.projects.models import DefectClass, Membership
 from webapp.projects.selectors import project_list_for
+from webapp.review.selectors import review_summary
 from webapp.samples import sample_project_create
 from webapp.training.services import active_run
 
@@ -41,6 +42,7 @@ def project_detail(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
         "stats": project_image_stats(project=project),
         "active_version": project.model_versions.filter(is_active=True).first(),
         "active_run": active_run(project=project),
+        "review_summary": review_summary(project=project),
         **_can(role),
     }
     return render(request, "projects/detail.html", context)
