@@ -206,3 +206,42 @@ def test_reviewed_trials_join_the_next_training_and_the_api_says_review(client, 
     client.force_login(owner)
     page = client.get(reverse("project_detail", kwargs={"project_id": project.public_id})).content.decode()
     assert 'id="retrain-suggestion"' in page and "2 reviewed images" in page
+    # the trial page marks the tried image as reviewed
+    trials = client.get(reverse("trial", kwargs={"project_id": project.public_id})).content.decode()
+    assert "Sent for review: model is right" in trials
+
+
+def test_mask_key_decides_defect_and_opens_the_editor(client, project, owner, dataset_item):
+    client.force_login(owner)
+    decide = reverse("review_decide", kwargs={"project_id": project.public_id, "item_id": dataset_item.id})
+    response = client.post(decide, {"decision": "mask"})
+    image = Image.objects.get(project=project)
+    assert image.label == Label.DEFECT
+    assert response.url == reverse(
+        "annotation_editor", kwargs={"project_id": project.public_id, "image_id": image.public_id}
+    )
+
+
+def test_owner_saves_the_policy_on_the_page_and_bad_values_are_refused(client, project, owner):
+    client.force_login(owner)
+    url = reverse("review_policy_save", kwargs={"project_id": project.public_id})
+    fields = {"enabled": "on", "band_low": "0.3", "band_high": "0.7", "audit_percent": "5", "split": "train"}
+    page = client.post(url, fields, follow=True).content.decode()
+    assert "Review policy saved." in page
+    policy = selectors.policy_of(project=project)
+    assert (policy.enabled, policy.band_low, policy.band_high, policy.audit_percent) == (True, 0.3, 0.7, 5)
+    page = client.post(url, {**fields, "band_low": "0.8"}, follow=True).content.decode()
+    assert "The band needs" in page and selectors.policy_of(project=project).band_low == 0.3
+
+
+def test_age_filter_leaves_out_older_items(project, owner, version):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    services.review_policy_save(project=project, user=owner, enabled=True, band_low=0.4, band_high=0.6, audit_percent=0)
+    old = services.prediction_route_for_review(prediction=_prediction(version, 0.45))
+    new = services.prediction_route_for_review(prediction=_prediction(version, 0.55))
+    ReviewItem.objects.filter(id=old.id).update(created_at=timezone.now() - timedelta(days=2))
+    assert list(selectors.pending_items(project=project, age="24h")) == [new]
+    assert list(selectors.pending_items(project=project, age="7d")) == [old, new]

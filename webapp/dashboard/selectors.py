@@ -126,7 +126,7 @@ def trial_predictions(*, project: Project, page: str | int = 1) -> Page:
     """The project's trial detections, newest first."""
     rows = (
         Prediction.objects.filter(model_version__project=project, purpose=Purpose.TRIAL)
-        .select_related("model_version", "image")
+        .select_related("model_version", "image", "review_item")
         .order_by("-created_at", "-id")
     )
     return Paginator(rows, TRIAL_PAGE_SIZE).get_page(page)
