@@ -43,7 +43,7 @@ ROUTES = [
     ("trial", {}, "post", Action.TRAIN),
     ("trial_add", {"prediction": True}, "post", Action.EDIT_DATA),
     ("annotation_editor", {"image": True}, "get", Action.VIEW),
-    ("annotation_save", {"image": True}, "post", Action.EDIT_DATA),
+    ("annotation_save", {"image": True}, "post", Action.ANNOTATE),
     ("dataset_transfer", {}, "get", Action.VIEW),
     ("dataset_transfer", {}, "post", Action.EDIT_DATA),
     ("dataset_export", {"fmt": "coco"}, "get", Action.VIEW),
@@ -165,3 +165,12 @@ def test_user_admin_page_is_for_staff_only(client, db):
     assert client.get(reverse("user_list")).status_code == 302
     client.force_login(make_user("boss", is_staff=True))
     assert client.get(reverse("user_list")).status_code == 200
+
+
+@pytest.mark.django_db
+def test_reviewers_may_correct_masks_in_the_editor_but_viewers_may_not(client, project, target, member_with):
+    url = reverse("annotation_save", kwargs={"project_id": project.public_id, "image_id": target["image"].public_id})
+    client.force_login(member_with(Role.REVIEWER))
+    assert client.post(url, {}).status_code == 400  # past the permission check: the empty form is refused
+    client.force_login(member_with(Role.VIEWER))
+    assert client.post(url, {}).status_code == 403

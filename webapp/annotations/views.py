@@ -24,7 +24,7 @@ def annotation_editor(request: HttpRequest, project_id: uuid.UUID, image_id: uui
     image = get_object_or_404(Image.objects.select_related("project"), public_id=image_id, project=project)
     layers = selectors.editor_layers(image=image)
     neighbours = selectors.editor_neighbours(image=image)
-    can_edit = role_allows(role, Action.EDIT_DATA)
+    can_edit = role_allows(role, Action.ANNOTATE)
 
     def editor_url(other: Image | None) -> str:
         return reverse("annotation_editor", args=[project.public_id, other.public_id]) if other else ""
@@ -55,7 +55,7 @@ def annotation_editor(request: HttpRequest, project_id: uuid.UUID, image_id: uui
 def annotation_save(request: HttpRequest, project_id: uuid.UUID, image_id: uuid.UUID) -> HttpResponse:
     """The editor's save. Multipart: version, label, class_ids, and per class mask_<id> (PNG at full resolution;
     absent for no mask) and boxes_<id> (JSON). 200 with the new version; 409 when a newer save exists."""
-    project, _ = project_for(request.user, project_id, Action.EDIT_DATA)
+    project, _ = project_for(request.user, project_id, Action.ANNOTATE)
     image = get_object_or_404(Image.objects.select_related("project"), public_id=image_id, project=project)
     form = SaveForm(request.POST)
     if not form.is_valid():

@@ -16,6 +16,7 @@ from webapp.projects.models import Membership, Project, Role
 class Action(enum.Enum):
     VIEW = "view"
     EDIT_DATA = "edit_data"  # upload, label, annotate, move between splits, defect classes
+    ANNOTATE = "annotate"  # draw and correct labels and masks in the editor (reviewers correct what they review)
     TRAIN = "train"
     REVIEW = "review"
     MANAGE = "manage"  # rename, delete, members
@@ -24,6 +25,7 @@ class Action(enum.Enum):
 ALLOWED_ROLES: dict[Action, frozenset[str]] = {
     Action.VIEW: frozenset(Role.values),
     Action.EDIT_DATA: frozenset({Role.OWNER, Role.ANNOTATOR}),
+    Action.ANNOTATE: frozenset({Role.OWNER, Role.ANNOTATOR, Role.REVIEWER}),
     Action.TRAIN: frozenset({Role.OWNER, Role.ANNOTATOR}),
     Action.REVIEW: frozenset({Role.OWNER, Role.REVIEWER}),
     Action.MANAGE: frozenset({Role.OWNER}),
