@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from ml.registry import load_model
 from ml.thresholds import Calibration
-from webapp.images.intake.decoding import RejectedFile, inspect_image, open_oriented, to_display_rgb
+from webapp.images.intake.decoding import inspect_image, open_oriented, to_display_rgb
 from webapp.images.models import Image
 from webapp.projects.models import Project
 from webapp.review.services import prediction_route_for_review
@@ -117,6 +117,3 @@ def predict_bytes(*, version: ModelVersion, data: bytes, purpose: str, name: str
     Prediction.objects.filter(id=result.prediction.id).update(input_file=stored, input_name=name[:255])
     result.prediction.input_file.name, result.prediction.input_name = stored, name[:255]
     return result
-
-
-__all__ = ["NO_ACTIVE_MODEL", "RejectedFile", "active_version", "mask_boxes", "predict_arrays", "predict_bytes"]

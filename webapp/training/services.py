@@ -170,12 +170,10 @@ def training_run_finish(*, run_id: int, status: str, message: str = "", error: s
 
 def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
     """A queued run ends at once; a running one is asked to stop and its worker ends it within a step."""
-    now = timezone.now()
-    if TrainingRun.objects.filter(id=run.id, status=RunStatus.QUEUED).update(
-        status=RunStatus.CANCELLED, finished_at=now, message="Cancelled before it started"
-    ):
-        pass
-    else:
+    ended_at_once = TrainingRun.objects.filter(id=run.id, status=RunStatus.QUEUED).update(
+        status=RunStatus.CANCELLED, finished_at=timezone.now(), message="Cancelled before it started"
+    )
+    if not ended_at_once:
         TrainingRun.objects.filter(id=run.id, status=RunStatus.RUNNING).update(
             cancel_requested=True, message="Cancelling…"
         )
