@@ -5,9 +5,17 @@ segmentation-models-pytorch's U-Net on timm's EfficientNet-Lite0, its encoder st
 images contribute all-zero masks. Loss: BCE (with a positive-pixel weight) + soft Dice. Defect images are a fixed
 share of every epoch however few there are, and batches are augmented (flips, small shifts, brightness/contrast).
 
-Output: the defect probability map at the input's resolution (`anomaly_map`), the mask `prob > 0.5`, and an image
-score = mean of the top `topk_fraction` of the Gaussian-smoothed probability map (so one hot pixel is not enough).
-Images of any size are resized to `image_size` (a multiple of 32, as the U-Net needs).
+Two input modes (`native`):
+- native (the default since format 2): the network sees images at their own resolution (downscaled only when the
+  longer side exceeds `max_side`). It trains on `image_size` x `image_size` crops, most of them centred near a
+  defect pixel, the rest drawn from good images, and predicts on the whole image in one pass (the U-Net is fully
+  convolutional; the image is reflect-padded to a multiple of 32 and the map cropped back). Small defects (a
+  magnetic-tile blowhole is ~12 px across) keep their pixels instead of shrinking away in a resize.
+- resized (format 1 models): every image is resized to `image_size` x `image_size`.
+
+Output: the defect probability map at the input's resolution (`anomaly_map`), the mask `prob > mask_threshold`,
+and an image score = mean of the top pixels of the Gaussian-smoothed probability map (`topk_pixels` of them in
+native mode, `topk_fraction` of the map when resized), so one hot pixel is not enough.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from ml.types import DEFECT, GOOD, Prediction, ProgressCallback, Sample, no_prog
 FAMILY = "unet"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: `native` input mode (1: whole images resized to image_size)
 PRETRAINED_ENCODERS = {"tu-tf_efficientnet_lite0": "tf_efficientnet_lite0"}  # smp encoder -> name for ml.backbones
 # Keys of the timm classifier that smp's features-only encoder does not have.
 _CLASSIFIER_ONLY_PREFIXES = ("conv_head.", "bn2.", "classifier.")
@@ -44,33 +52,40 @@ _CLASSIFIER_ONLY_PREFIXES = ("conv_head.", "bn2.", "classifier.")
 class UNetConfig:
     """Everything that defines a U-Net segmenter; saved as config.json next to the weights.
 
-    image_size: side (px) every image is resized to, a multiple of 32. good_per_defect: good images drawn per
-    defect image in each epoch (an epoch is every usable defect image plus that many good ones).
+    image_size: native mode: side (px) of the square training crops; resized mode: side every image is resized
+    to. A multiple of 32 either way. good_per_defect: good images (crops) drawn per defect image in each epoch (an
+    epoch is one crop of every usable defect image plus that many good ones).
     """
 
-    image_size: int = 192
+    image_size: int = 128
+    native: bool = True
+    scale: float = 1.0  # native mode: working resolution relative to the image's own (< 1 trades detail for context)
+    max_side: int = 1024  # native mode: larger images are downscaled to this longer side (inference cost)
+    good_border_fraction: float = 0.5  # native mode: share of good crops snapped to an image edge or corner
+    defect_crop_margin: float = 0.15  # native mode: the centred defect pixel lies at least this far inside a crop
     encoder_name: str = "tu-tf_efficientnet_lite0"
     pretrained: bool = True
     decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 16)
     frozen_encoder_stages: int = 2  # stem + this many block stages keep their ImageNet weights (and BN statistics)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # ImageNet statistics, as the encoder was trained
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    epochs: int = 12
-    batch_size: int = 4  # more optimiser steps per CPU-second than 8; the frozen stem keeps its BN statistics
+    epochs: int = 24
+    batch_size: int = 8
     learning_rate: float = 5e-3  # decoder and head; the fresh decoder needs a high rate to learn in few epochs
     encoder_lr_scale: float = 0.1  # the pretrained encoder learns this much slower
     weight_decay: float = 1e-4
-    good_per_defect: float = 0.5
-    pos_weight: float = 3.0  # BCE weight of defect pixels: they are a few percent of all pixels
+    good_per_defect: float = 1.0
+    pos_weight: float = 1.0  # BCE weight of defect pixels (3 made good tile edges fire; measured)
     dice_weight: float = 1.0
     standardise: bool = True  # per-image contrast stretch before ImageNet normalisation (dark, flat surfaces)
     augment: bool = True
     max_shift: float = 0.06  # random translation, fraction of the side
     map_sigma: float = 2.0  # smoothing before scoring, model pixels
-    topk_fraction: float = 0.0005  # magnetic-tile blowholes cover ~0.1 % of an image
+    topk_fraction: float = 0.0005  # resized mode: magnetic-tile blowholes cover ~0.1 % of an image
+    topk_pixels: int = 10  # native mode: the smallest magnetic-tile blowholes cover ~30 pixels
     mask_threshold: float = 0.5
     seed: int = 0
-    num_threads: int | None = None  # torch threads while fitting; None leaves the process setting alone
+    num_threads: int | None = None  # torch threads while fitting and predicting; None leaves the process setting
 
     def __post_init__(self) -> None:
         self.decoder_channels = tuple(self.decoder_channels)
@@ -120,7 +135,8 @@ def load_encoder_weights(network: smp.Unet, encoder_name: str) -> None:
 class UNetScorer(nn.Module):
     """Normalisation, U-Net, sigmoid and scoring: the graph that prediction and ONNX export share.
 
-    forward: N x 3 x S x S float32 in [0, 1] -> (scores N, probabilities N x S x S), both float32.
+    forward: N x 3 x H x W float32 (resized mode: in [0, 1], H = W = image_size; native mode: standardised by
+    `preprocess`, H and W multiples of 32) -> (scores N, probabilities N x H x W), both float32.
     """
 
     def __init__(self, network: smp.Unet, config: UNetConfig) -> None:
@@ -128,12 +144,16 @@ class UNetScorer(nn.Module):
         self.network = network
         self.register_buffer("mean", torch.tensor(config.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std).view(1, 3, 1, 1), persistent=False)
-        self.standardise = config.standardise
+        # Native mode standardises each image in `preprocess` (over the image, not a crop or its padding).
+        self.standardise = config.standardise and not config.native
         self.map_sigma = config.map_sigma
-        self.topk = max(1, round(config.topk_fraction * config.image_size**2))
+        if config.native:
+            self.topk = max(1, config.topk_pixels)
+        else:
+            self.topk = max(1, round(config.topk_fraction * config.image_size**2))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """N x 1 x S x S defect logits for an N x 3 x S x S batch in [0, 1]."""
+        """N x 1 x H x W defect logits for an N x 3 x H x W batch (see `forward`)."""
         if self.standardise:
             # Each image gets the mean and spread of an average ImageNet photo, so a dark, low-contrast surface
             # uses the range the pretrained filters were tuned to.
@@ -145,8 +165,76 @@ class UNetScorer(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         probabilities = torch.sigmoid(self.logits(x))
         smoothed = gaussian_blur(probabilities, self.map_sigma)
-        scores = smoothed.flatten(1).topk(self.topk, dim=1).values.mean(dim=1)
+        flat = smoothed.flatten(1)
+        scores = flat.topk(min(self.topk, flat.shape[1]), dim=1).values.mean(dim=1)
         return scores, probabilities[:, 0]
+
+
+def standardise_image(image: torch.Tensor, config: UNetConfig) -> torch.Tensor:
+    """A C x H x W float image in [0, 1] given the mean and spread of an average ImageNet photo, so a dark,
+    low-contrast surface uses the range the pretrained filters were tuned to."""
+    mean = torch.tensor(config.mean).view(3, 1, 1)
+    std = torch.tensor(config.std).view(3, 1, 1)
+    return (image - image.mean()) / (image.std() + 1e-3) * std + mean
+
+
+def native_tensor(image: np.ndarray, config: UNetConfig) -> torch.Tensor:
+    """One image (H x W x 3 or H x W uint8) as a 3 x h x w float32 tensor in [0, 1] at the working resolution:
+    the image's own, or smaller when its longer side exceeds `config.max_side`."""
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    tensor = torch.from_numpy(np.ascontiguousarray(array[..., :3])).permute(2, 0, 1).float().div_(255.0)
+    shape = working_shape(array.shape[:2], config)
+    if shape != tuple(array.shape[:2]):
+        tensor = F.interpolate(tensor[None], size=shape, mode="bilinear", align_corners=False, antialias=True)[0]
+        tensor = tensor.clamp_(0.0, 1.0)
+    return tensor
+
+
+def working_shape(shape: tuple[int, int], config: UNetConfig) -> tuple[int, int]:
+    """(h, w) the native mode works at for an image of `shape`: scaled by `config.scale`, and further so that
+    max(h, w) <= `config.max_side`."""
+    height, width = int(shape[0]), int(shape[1])
+    scale = min(config.scale, config.max_side / max(height, width))
+    return (height, width) if scale == 1.0 else (max(1, round(height * scale)), max(1, round(width * scale)))
+
+
+def pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pads ... x H x W at the bottom and right to `height` x `width` by reflection (repeated when the pad is
+    larger than the image), so padding looks like more of the surface rather than an edge."""
+    squeeze = x.dim() == 3
+    x = x[None] if squeeze else x
+    while x.shape[-2] < height or x.shape[-1] < width:
+        need_h, need_w = max(0, height - x.shape[-2]), max(0, width - x.shape[-1])
+        if (need_h and x.shape[-2] == 1) or (need_w and x.shape[-1] == 1):  # one pixel cannot be reflected
+            x = F.pad(x, (0, need_w, 0, need_h), mode="replicate")
+            break
+        x = F.pad(x, (0, min(need_w, x.shape[-1] - 1), 0, min(need_h, x.shape[-2] - 1)), mode="reflect")
+    return x[0] if squeeze else x
+
+
+def round_up(value: int, multiple: int = 32) -> int:
+    return -(-value // multiple) * multiple
+
+
+def augment_crops(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator):
+    """Native-mode augmentation of square standardised crops: the 8 flips/rotations (same for the masks) and a
+    small gain/offset jitter (no clamping: crops are standardised, not in [0, 1])."""
+    n = images.shape[0]
+    both = torch.cat([images, masks], dim=1)
+    flip_h = torch.rand(n, generator=generator) < 0.5
+    flip_v = torch.rand(n, generator=generator) < 0.5
+    transpose = torch.rand(n, generator=generator) < 0.5
+    both[flip_h] = both[flip_h].flip(-1)
+    both[flip_v] = both[flip_v].flip(-2)
+    both[transpose] = both[transpose].transpose(-1, -2)
+    images, masks = both[:, :3], both[:, 3:]
+    gain = 1.0 + (torch.rand(n, 1, 1, 1, generator=generator) - 0.5) * 0.2
+    bias = (torch.rand(n, 1, 1, 1, generator=generator) - 0.5) * 0.1
+    return images * gain + bias, masks
 
 
 def augment(images: torch.Tensor, masks: torch.Tensor, config: UNetConfig, generator: torch.Generator):
@@ -184,15 +272,137 @@ def segmentation_loss(logits: torch.Tensor, targets: torch.Tensor, config: UNetC
     return bce + config.dice_weight * dice
 
 
-def _mask_to_tensor(mask: np.ndarray | None, shape: tuple[int, int], size: int) -> torch.Tensor:
-    """A H x W bool mask (None: all good) as a 1 x size x size uint8 tensor of coverage (0-255)."""
+def _mask_to_tensor(
+    mask: np.ndarray | None, shape: tuple[int, int], size: int, *, shape_out: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """A H x W bool mask (None: all good) as a 1 x size x size (or 1 x `shape_out`) uint8 tensor of coverage (0-255)."""
+    out = (size, size) if shape_out is None else tuple(shape_out)
     if mask is None:
-        return torch.zeros(1, size, size, dtype=torch.uint8)
+        return torch.zeros(1, *out, dtype=torch.uint8)
     coverage = torch.from_numpy(np.asarray(mask, dtype=np.float32))[None, None]
-    if coverage.shape[-2:] != (size, size):
+    if tuple(coverage.shape[-2:]) != out:
         # Area-weighted coverage keeps thin cracks as partial targets instead of dropping them at resize.
-        coverage = F.interpolate(coverage, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        coverage = F.interpolate(coverage, size=out, mode="bilinear", align_corners=False, antialias=True)
     return coverage[0].clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+class ResizedTrainingData:
+    """Resized mode: every usable training image resized to image_size, cached as uint8 with its mask coverage."""
+
+    def __init__(self, samples: Sequence[Sample], config: UNetConfig, progress: ProgressCallback) -> None:
+        self.config = config
+        size = config.image_size
+        images, masks, labels = [], [], []
+        self.skipped = 0
+        for index in range(len(samples)):
+            sample = samples[index]
+            if sample.label == DEFECT and (sample.mask is None or not np.any(sample.mask)):
+                self.skipped += 1  # a defect without an outline says nothing about where defects are
+                continue
+            image = np.asarray(sample.image)
+            images.append(images_to_uint8_batch([image], size)[0])
+            masks.append(_mask_to_tensor(sample.mask if sample.label == DEFECT else None, image.shape[:2], size))
+            labels.append(sample.label)
+            if index % 50 == 0:
+                progress("prepare", index / len(samples), f"resizing image {index + 1} of {len(samples)}")
+        labels_array = np.array(labels)
+        self.defect_indices = np.flatnonzero(labels_array == DEFECT)
+        self.good_indices = np.flatnonzero(labels_array == GOOD)
+        if len(labels):
+            self.images, self.masks = torch.stack(images), torch.stack(masks)
+
+    def batch(self, index: np.ndarray, rng: np.random.Generator, generator: torch.Generator):
+        index_tensor = torch.from_numpy(index)
+        images = self.images[index_tensor].float().div_(255.0)
+        targets = self.masks[index_tensor].float().div_(255.0)
+        if self.config.augment:
+            images, targets = augment(images, targets, self.config, generator)
+        return images, targets
+
+
+class NativeTrainingData:
+    """Native mode: training images at working resolution (uint8, one channel when gray) with their mask coverage
+    and defect pixel positions; batches are image_size crops, a defect image's crop placed so a random defect pixel
+    lies inside it (at least `defect_crop_margin` from the border), a good image's crop anywhere."""
+
+    def __init__(self, samples: Sequence[Sample], config: UNetConfig, progress: ProgressCallback) -> None:
+        self.config = config
+        self.images: list[torch.Tensor] = []
+        self.masks: list[torch.Tensor | None] = []
+        self.defect_pixels: list[np.ndarray | None] = []
+        self.stats: list[tuple[float, float]] = []
+        labels = []
+        self.skipped = 0
+        for index in range(len(samples)):
+            if index % 20 == 0:
+                progress("prepare", index / len(samples), f"reading image {index + 1} of {len(samples)}")
+            sample = samples[index]
+            if sample.label == DEFECT and (sample.mask is None or not np.any(sample.mask)):
+                self.skipped += 1  # a defect without an outline says nothing about where defects are
+                continue
+            image = native_tensor(sample.image, config)
+            height, width = image.shape[-2:]
+            self.stats.append((float(image.mean()), float(image.std()) + 1e-3))
+            gray = bool(torch.equal(image[0], image[1]) and torch.equal(image[0], image[2]))
+            self.images.append(
+                image[:1].mul(255).round_().to(torch.uint8) if gray else image.mul(255).round_().to(torch.uint8)
+            )
+            if sample.label == DEFECT:
+                coverage = _mask_to_tensor(sample.mask, sample.mask.shape, 0, shape_out=(height, width))
+                self.masks.append(coverage)
+                pixels = np.argwhere(coverage[0].numpy() >= 128).astype(np.int32)
+                if len(pixels) == 0:  # a defect thinner than a pixel after downscaling: any covered pixel
+                    pixels = np.argwhere(coverage[0].numpy() > 0).astype(np.int32)
+                self.defect_pixels.append(pixels)
+            else:
+                self.masks.append(None)
+                self.defect_pixels.append(None)
+            labels.append(sample.label)
+        labels_array = np.array(labels)
+        self.defect_indices = np.flatnonzero(labels_array == DEFECT)
+        self.good_indices = np.flatnonzero(labels_array == GOOD)
+        mean, std = torch.tensor(config.mean).view(3, 1, 1), torch.tensor(config.std).view(3, 1, 1)
+        self._imagenet = (mean, std)
+
+    def crop(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One standardised 3 x S x S crop and its 1 x S x S target coverage in [0, 1]."""
+        size = self.config.image_size
+        image, mask, pixels = self.images[index], self.masks[index], self.defect_pixels[index]
+        height, width = image.shape[-2:]
+        if pixels is not None:
+            y, x = pixels[rng.integers(len(pixels))]
+            margin = int(self.config.defect_crop_margin * size)
+            top = int(y) - int(rng.integers(margin, size - margin))
+            left = int(x) - int(rng.integers(margin, size - margin))
+        else:
+            top, left = int(rng.integers(0, max(height - size, 0) + 1)), int(rng.integers(0, max(width - size, 0) + 1))
+            if rng.random() < self.config.good_border_fraction:
+                # Tile edges and corners look most like breaks and frays: show the network more of the good ones.
+                if rng.random() < 0.6:
+                    top = int(rng.choice([0, max(height - size, 0)]))
+                if rng.random() < 0.6:
+                    left = int(rng.choice([0, max(width - size, 0)]))
+        top = min(max(top, 0), max(height - size, 0))
+        left = min(max(left, 0), max(width - size, 0))
+        patch = image[:, top : top + size, left : left + size].float().div_(255.0).expand(3, -1, -1)
+        centre, spread = self.stats[index]
+        mean, std = self._imagenet
+        patch = (patch - centre) / spread * std + mean  # the whole image's statistics, as `preprocess` uses
+        if mask is None:
+            target = torch.zeros(1, *patch.shape[-2:])
+        else:
+            target = mask[:, top : top + size, left : left + size].float().div_(255.0)
+        if patch.shape[-2:] != (size, size):  # an image smaller than a crop: reflect it out, as prediction pads
+            patch, target = pad_to(patch, size, size), pad_to(target, size, size)
+        return patch, target
+
+    def batch(self, index: np.ndarray, rng: np.random.Generator, generator: torch.Generator):
+        crops = [self.crop(int(i), rng) for i in index]
+        images = torch.stack([c[0] for c in crops])
+        targets = torch.stack([c[1] for c in crops])
+        if self.config.augment:
+            images, targets = augment_crops(images, targets, generator)
+        return images, targets
 
 
 @dataclass
@@ -230,14 +440,24 @@ class UNetSegmenter:
             return UNetScorer(build_network(config), self.config).eval()
 
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """Images (H x W x 3 uint8, any size) -> the model's input, N x 3 x S x S float32 in [0, 1]."""
-        return images_to_batch(images, self.config.image_size)
+        """Images (H x W x 3 uint8, any size) -> the model's input (the ONNX graph's "images").
+
+        Resized mode: N x 3 x S x S float32 in [0, 1]. Native mode: each image at working resolution, standardised
+        over its own pixels, reflect-padded at the bottom and right to the batch's largest height and width rounded
+        up to a multiple of 32: N x 3 x H x W float32. (`predict` batches only images of the same size.)
+        """
+        if not self.config.native:
+            return images_to_batch(images, self.config.image_size)
+        tensors = [standardise_image(native_tensor(image, self.config), self.config) for image in images]
+        height = round_up(max(t.shape[-2] for t in tensors))
+        width = round_up(max(t.shape[-1] for t in tensors))
+        return torch.stack([pad_to(t, height, width) for t in tensors])
 
     def fit(self, samples: Sequence[Sample], *, progress: ProgressCallback = no_progress) -> None:
         """Trains on good samples (zero masks) and defect samples with a non-empty mask.
 
-        Progress: stage "prepare" while images are resized, then "epoch" with fraction = epochs done / `epochs`
-        (updated every 10 batches). A ValueError when no defect sample has a non-empty mask.
+        Progress: stage "prepare" while images are read, then "epoch" with fraction = epochs done / `epochs`
+        (updated every 5 batches, a few seconds apart on a CPU). A ValueError when no defect sample has a mask.
         """
         previous_threads = torch.get_num_threads()
         if self.config.num_threads:
@@ -249,26 +469,12 @@ class UNetSegmenter:
 
     def _fit(self, samples: Sequence[Sample], progress: ProgressCallback) -> None:
         started = time.perf_counter()
-        config, size = self.config, self.config.image_size
-        images, masks, labels = [], [], []
-        skipped = 0
-        for index in range(len(samples)):
-            sample = samples[index]
-            if sample.label == DEFECT and (sample.mask is None or not np.any(sample.mask)):
-                skipped += 1  # a defect without an outline says nothing about where defects are
-                continue
-            image = np.asarray(sample.image)
-            images.append(images_to_uint8_batch([image], size)[0])
-            masks.append(_mask_to_tensor(sample.mask if sample.label == DEFECT else None, image.shape[:2], size))
-            labels.append(sample.label)
-            if index % 50 == 0:
-                progress("prepare", index / len(samples), f"resizing image {index + 1} of {len(samples)}")
-        labels_array = np.array(labels)
-        defect_indices = np.flatnonzero(labels_array == DEFECT)
-        good_indices = np.flatnonzero(labels_array == GOOD)
+        config = self.config
+        data = (NativeTrainingData if config.native else ResizedTrainingData)(samples, config, progress)
+        defect_indices, good_indices = data.defect_indices, data.good_indices
         if len(defect_indices) == 0:
             raise ValueError("the U-Net needs at least one defect image with a mask to train on")
-        image_data, mask_data = torch.stack(images), torch.stack(masks)
+        skipped = data.skipped
 
         self._scorer = self._new_scorer(pretrained=config.pretrained)
         network = self.scorer.network
@@ -311,10 +517,7 @@ class UNetSegmenter:
                 index = torch.from_numpy(order[start : start + config.batch_size])
                 if len(index) < 2:
                     continue  # BatchNorm cannot train on a lone leftover image
-                batch = image_data[index].float().div_(255.0)
-                targets = mask_data[index].float().div_(255.0)
-                if config.augment:
-                    batch, targets = augment(batch, targets, config, generator)
+                batch, targets = data.batch(index.numpy(), rng, generator)
                 loss = segmentation_loss(self.scorer.logits(batch), targets, config)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
@@ -322,7 +525,7 @@ class UNetSegmenter:
                 if schedule.last_epoch + 1 < schedule.total_steps:
                     schedule.step()
                 total, steps = total + loss.item(), steps + 1
-                if steps % 10 == 0:  # epochs take minutes on a CPU: report within them too, for the ETA
+                if steps % 5 == 0:  # epochs take minutes on a CPU: report within them too (ETA, heartbeat, cancel)
                     done = (epoch + steps / steps_per_epoch) / config.epochs
                     progress("epoch", min(done, 1.0), f"epoch {epoch + 1}/{config.epochs}: step {steps}")
             summary.epochs_run = epoch + 1
@@ -336,20 +539,63 @@ class UNetSegmenter:
         summary.seconds = time.perf_counter() - started
         self.summary = summary
 
-    @torch.inference_mode()
     def predict(self, images: Sequence[np.ndarray], *, batch_size: int = 8) -> list[Prediction]:
         """Defect probability maps and masks at each image's own resolution, and image scores in [0, 1]."""
+        previous_threads = torch.get_num_threads()
+        if self.config.num_threads:
+            torch.set_num_threads(self.config.num_threads)
+        try:
+            with torch.inference_mode():
+                return self._predict(images, batch_size)
+        finally:
+            torch.set_num_threads(previous_threads)
+
+    def _predict(self, images: Sequence[np.ndarray], batch_size: int) -> list[Prediction]:
         scorer = self.scorer.eval()
-        predictions: list[Prediction] = []
-        for start in range(0, len(images), batch_size):
-            chunk = [np.asarray(image) for image in images[start : start + batch_size]]
-            scores, probabilities = scorer(self.preprocess(chunk))
-            for image, score, probability in zip(chunk, scores, probabilities):
+        arrays = [np.asarray(image) for image in images]
+        if self.config.native:  # batch images of one size together so none is padded beyond its multiple of 32
+            by_shape: dict[tuple, list[int]] = {}
+            for index, image in enumerate(arrays):
+                by_shape.setdefault(tuple(image.shape[:2]), []).append(index)
+            chunks = [
+                group[i : i + batch_size] for group in by_shape.values() for i in range(0, len(group), batch_size)
+            ]
+        else:
+            chunks = [list(range(i, min(i + batch_size, len(arrays)))) for i in range(0, len(arrays), batch_size)]
+        predictions: list[Prediction | None] = [None] * len(arrays)
+        for chunk in chunks:
+            scores, probabilities = scorer(self.preprocess([arrays[i] for i in chunk]))
+            for index, score, probability in zip(chunk, scores, probabilities):
+                image = arrays[index]
+                if self.config.native:
+                    height, width = working_shape(image.shape[:2], self.config)
+                    probability = probability[:height, :width]
                 full = map_to_image_size(probability, image.shape[:2])
-                predictions.append(
-                    Prediction(score=float(score), anomaly_map=full, mask=full > self.config.mask_threshold)
+                predictions[index] = Prediction(
+                    score=float(score), anomaly_map=full, mask=full > self.config.mask_threshold
                 )
-        return predictions
+        return predictions  # type: ignore[return-value]
+
+    def _preprocessing_record(self) -> dict:
+        config = self.config
+        if not config.native:
+            return {
+                "resize": [config.image_size, config.image_size],
+                "interpolation": "bilinear, antialiased",
+                "channels": 3,
+                "scale": "uint8 / 255, then (x - mean) / std inside the model",
+                "mean": list(config.mean),
+                "std": list(config.std),
+            }
+        return {
+            "resize": f"scale by {config.scale}, and further if the longer side would exceed {config.max_side} px "
+            "(bilinear, antialiased; none at scale 1 below that)",
+            "channels": 3,
+            "scale": "uint8 / 255; x = (x - mean of x) / (std of x + 0.001) * std + mean (one image's pixels, all "
+            "channels); reflect-pad bottom/right to multiples of 32; (x - mean) / std inside the model",
+            "mean": list(config.mean),
+            "std": list(config.std),
+        }
 
     def save(self, directory: Path) -> None:
         """Writes config.json (family, config, preprocessing, training summary) and weights.safetensors."""
@@ -359,14 +605,7 @@ class UNetSegmenter:
             "family": FAMILY,
             "format_version": FORMAT_VERSION,
             "config": asdict(self.config),
-            "preprocessing": {
-                "resize": [self.config.image_size, self.config.image_size],
-                "interpolation": "bilinear, antialiased",
-                "channels": 3,
-                "scale": "uint8 / 255, then (x - mean) / std inside the model",
-                "mean": list(self.config.mean),
-                "std": list(self.config.std),
-            },
+            "preprocessing": self._preprocessing_record(),
             "training": asdict(self.summary),
         }
         (directory / CONFIG_FILE).write_text(json.dumps(document, indent=2))
@@ -380,7 +619,10 @@ class UNetSegmenter:
         document = json.loads((directory / CONFIG_FILE).read_text())
         if document.get("family") != FAMILY:
             raise ValueError(f"{directory} holds family {document.get('family')!r}, not {FAMILY!r}")
-        model = cls(**document["config"])
+        config = dict(document["config"])
+        if document.get("format_version", 1) < 2:
+            config.setdefault("native", False)  # format 1 resized whole images
+        model = cls(**config)
         model.summary = TrainingSummary(**document.get("training", {}))
         model._scorer = model._new_scorer(pretrained=False)
         model._scorer.network.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
@@ -388,9 +630,36 @@ class UNetSegmenter:
         return model
 
     def to_onnx(self, path: Path) -> None:
-        """Exports the scorer: input "images" N x 3 x S x S float32 in [0, 1] (see `preprocess`),
-        outputs "scores" (N) and "maps" (N x S x S defect probabilities at model resolution).
-        Unlike the backbone families, mean/std normalisation happens inside the graph."""
+        """Exports the scorer: input "images" (see `preprocess`), outputs "scores" (N) and "maps" (N x H x W defect
+        probabilities at model resolution). Resized mode: N x 3 x S x S in [0, 1]. Native mode: the height and
+        width axes are dynamic (multiples of 32). Unlike the backbone families, mean/std normalisation happens
+        inside the graph."""
         from ml.onnx_export import export_module
 
-        export_module(self.scorer, path, image_size=self.config.image_size)
+        if not self.config.native:
+            export_module(self.scorer, path, image_size=self.config.image_size)
+            return
+        import warnings
+
+        from ml.onnx_export import OPSET
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scorer = self.scorer.eval()
+        example = torch.randn(2, 3, 96, 128)
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                scorer,
+                (example,),
+                str(path),
+                dynamo=False,
+                input_names=["images"],
+                output_names=["scores", "maps"],
+                dynamic_axes={
+                    "images": {0: "batch", 2: "height", 3: "width"},
+                    "scores": {0: "batch"},
+                    "maps": {0: "batch", 1: "height", 2: "width"},
+                },
+                opset_version=OPSET,
+            )

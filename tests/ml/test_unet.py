@@ -16,7 +16,17 @@ from ml.types import DEFECT, GOOD, Sample
 from ml.unet import UNetConfig, UNetSegmenter, build_network
 
 # Pretrained encoder, 64 px, a handful of epochs: enough to rank synthetic defects in a few seconds.
-TINY = {"image_size": 64, "epochs": 8, "batch_size": 4, "good_per_defect": 1.0, "seed": 0}
+# pos_weight 3, random good crops: in 8 epochs of a few steps the defaults (tuned for long runs on real tiles)
+# leave probabilities too low to rank synthetic parts.
+TINY = {
+    "image_size": 64,
+    "epochs": 8,
+    "batch_size": 4,
+    "good_per_defect": 1.0,
+    "pos_weight": 3.0,
+    "good_border_fraction": 0.0,
+    "seed": 0,
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -144,3 +154,56 @@ def test_mean_defect_iou_skips_images_without_defect_pixels():
     # then
     assert value == pytest.approx(0.5)
     assert mask_iou(np.zeros((2, 2), bool), np.zeros((2, 2), bool)) == 1.0
+
+
+def test_native_mode_predicts_whole_images_of_any_size_like_the_onnx_graph(fitted, tmp_path):
+    # given: a non-square size the graph was not traced at, not a multiple of 32
+    onnxruntime = pytest.importorskip("onnxruntime")
+    parts = make_dataset(n_good=2, n_defect=2, size=64, seed=3)
+    images = [np.pad(part.image, ((0, 20), (0, 50), (0, 0)), mode="reflect") for part in parts]
+    expected = fitted.predict(images)
+
+    # when
+    fitted.to_onnx(tmp_path / "unet.onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "unet.onnx"))
+    scores, maps = session.run(None, {"images": fitted.preprocess(images).numpy()})
+
+    # then: padded to 96 x 128 for the graph, cropped back to 84 x 114 for the contract
+    assert maps.shape == (len(images), 96, 128)
+    np.testing.assert_allclose(scores, [p.score for p in expected], atol=1e-4)
+    np.testing.assert_allclose(maps[:, :84, :114], np.stack([p.anomaly_map for p in expected]), atol=1e-4)
+    assert expected[0].anomaly_map.shape == (84, 114)
+
+
+def test_progress_keeps_coming_within_epochs():
+    # given
+    train = [as_sample(part) for part in make_dataset(n_good=12, n_defect=12, size=64, seed=1)]
+    calls = []
+
+    # when: one epoch of 18 crops at batch 2 is 9 steps
+    UNetSegmenter(**{**TINY, "epochs": 1, "batch_size": 2}).fit(train, progress=lambda *args: calls.append(args))
+
+    # then: a heartbeat inside the epoch, not only at its end
+    epoch_calls = [call for call in calls if call[0] == "epoch"]
+    assert len(epoch_calls) >= 2 and epoch_calls[-1][1] == 1.0
+
+
+def test_resized_mode_still_trains_and_format_1_models_load_resized(tmp_path):
+    # given: a resized-mode model saved as format 1 (before the native mode existed)
+    train = [as_sample(part) for part in make_dataset(n_good=6, n_defect=6, size=64, seed=1)]
+    model = UNetSegmenter(**{**TINY, "native": False, "epochs": 1})
+    model.fit(train)
+    model.save(tmp_path)
+    document = json.loads((tmp_path / "config.json").read_text())
+    del document["config"]["native"]
+    document["format_version"] = 1
+    (tmp_path / "config.json").write_text(json.dumps(document))
+    image = np.full((45, 77, 3), 120, np.uint8)
+
+    # when
+    loaded = registry.load_model(tmp_path)
+
+    # then
+    assert loaded.config.native is False
+    assert loaded.predict([image])[0].score == pytest.approx(model.predict([image])[0].score, abs=1e-6)
+    assert loaded.predict([image])[0].anomaly_map.shape == (45, 77)
