@@ -23,6 +23,7 @@ import torch
 from ml import metrics
 from ml.data import LazySamples, load_mvtec, stratified_halves, supervised_split
 from ml.registry import create_model
+from ml.segmentation_scores import mean_defect_iou
 from ml.thresholds import default_threshold
 from ml.types import AnomalyModel
 
@@ -114,13 +115,14 @@ def run_bench(options: BenchOptions) -> dict:
 
     _log(options, f"predicting {len(test)} test images")
     scores = np.zeros(len(test))
-    maps, masks = [], []
+    maps, masks, predicted_masks = [], [], []
     for start in range(0, len(test), TIMING_BATCH):
         samples = [test[i] for i in range(start, min(start + TIMING_BATCH, len(test)))]
         for offset, prediction in enumerate(model.predict([s.image for s in samples], batch_size=TIMING_BATCH)):
             scores[start + offset] = prediction.score
             maps.append(prediction.anomaly_map.astype(np.float32))
             masks.append(samples[offset].mask)
+            predicted_masks.append(prediction.mask)
     labels = test.labels
     infer_ms, infer_cpu_ms = time_inference(model, [test[i].image for i in range(min(TIMING_BATCH, len(test)))])
     # Peak memory of fitting and inference; the exact pixel metrics below sort every test pixel and cost more.
@@ -136,12 +138,16 @@ def run_bench(options: BenchOptions) -> dict:
     optimistic_threshold, optimistic_f1 = metrics.f1_best_threshold(labels, scores)
     precision_at_recall1, threshold_at_recall1 = metrics.precision_at_full_recall(labels, scores)
     has_masks = any(mask.any() for mask in masks)
+    # Families that outline defects (the U-Net) are also judged on their masks: IoU per defect image, averaged.
+    segments = any(mask is not None for mask in predicted_masks)
 
     report = {
         "image_auroc": metrics.image_auroc(labels, scores),
         "image_ap": metrics.image_average_precision(labels, scores),
         "pixel_auroc": metrics.pixel_auroc(masks, maps) if has_masks else None,
         "aupro": metrics.aupro(masks, maps) if has_masks else None,
+        "mean_iou": mean_defect_iou(masks, predicted_masks) if segments and has_masks else None,
+        "n_iou_images": sum(1 for mask in masks if mask.any()) if segments else 0,
         "f1": counts.f1,
         "precision": counts.precision,
         "recall": counts.recall,
@@ -186,6 +192,7 @@ def format_table(report: dict) -> str:
         "image_ap",
         "pixel_auroc",
         "aupro",
+        "mean_iou",
         "f1",
         "precision",
         "recall",

@@ -61,4 +61,19 @@ def test_bench_cli_writes_the_report(synthetic_mvtec, tmp_path, family, capsys):
     assert set(report) >= REPORT_KEYS
     assert report["n_train"] == 8 and report["n_test"] == 10
     assert 0 <= report["image_auroc"] <= 1
+    assert report["mean_iou"] is None  # these families give maps, not outlines
     assert "image_auroc" in capsys.readouterr().out
+
+
+def test_bench_reports_mask_iou_for_the_segmenter(synthetic_mvtec, tmp_path):
+    # given: the supervised split trains on half the defects (with masks) and tests on the rest
+    out = tmp_path / "report.json"
+    # when
+    main(
+        ["bench", "--data", str(synthetic_mvtec), "--model", "unet", "--quiet", "--json", str(out)]
+        + ["--set", "epochs=1", "--set", "num_threads=1"]
+    )
+    # then
+    report = json.loads(out.read_text())
+    assert report["n_iou_images"] == 3
+    assert 0 <= report["mean_iou"] <= 1
