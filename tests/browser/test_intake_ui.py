@@ -63,5 +63,7 @@ def test_create_project_upload_and_see_thumbnails(page, live_server, celery_work
     page.click("text=See the images")
     page.wait_for_function("document.querySelectorAll('img.thumb').length === 6", timeout=30_000)
     assert page.locator("span.thumb.pending").count() == 0
-    widths = page.eval_on_selector_all("img.thumb", "imgs => imgs.map(i => i.naturalWidth)")
-    assert all(w > 0 for w in widths)
+    # every thumbnail is a real, decodable picture (waiting for the browser to fetch the freshly swapped ones)
+    page.wait_for_function(
+        "Array.from(document.querySelectorAll('img.thumb')).every(i => i.complete && i.naturalWidth > 0)"
+    )
