@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ml.backbones import DEFAULT_BACKBONE, create_feature_extractor
+from ml.backbones import DEFAULT_BACKBONE, Preprocessing, create_feature_extractor, preprocessing_for
 
 
 class PatchFeatures(nn.Module):
@@ -64,3 +64,24 @@ def _channel_pooling(channels: int, width: int) -> torch.Tensor:
         start, end = (j * channels) // width, -((-(j + 1) * channels) // width)
         weights[j, start:end] = 1.0 / (end - start)
     return weights
+
+
+def patch_features_for(
+    config, *, pretrained: bool, weights_path: Path | str | None
+) -> tuple[Preprocessing, PatchFeatures]:
+    """The preprocessing and the (eval-mode) feature module a PatchCore or Gaussian config describes.
+
+    `config` needs backbone, layers, neighbourhood, reduced_channels and preprocessing; an empty preprocessing is
+    filled in from the backbone's own pretrained config, so it is saved with the model.
+    """
+    if not config.preprocessing:
+        config.preprocessing = preprocessing_for(config.backbone).to_dict()
+    features = PatchFeatures(
+        config.backbone,
+        layers=config.layers,
+        neighbourhood=config.neighbourhood,
+        reduced_channels=config.reduced_channels,
+        pretrained=pretrained,
+        weights_path=weights_path,
+    ).eval()
+    return Preprocessing.from_dict(config.preprocessing), features

@@ -22,8 +22,8 @@ from safetensors.torch import load_file, save_file
 from sklearn.covariance import ledoit_wolf
 from torch import nn
 
-from ml.backbones import DEFAULT_BACKBONE, Preprocessing, preprocessing_for
-from ml.features import PatchFeatures
+from ml.backbones import DEFAULT_BACKBONE
+from ml.features import patch_features_for
 from ml.images import blur_maps, gaussian_kernel, resize_map, to_tensor
 from ml.types import GOOD, Prediction, ProgressCallback, Sample, no_progress
 
@@ -69,17 +69,9 @@ class GaussianBaseline(nn.Module):
     def __init__(self, *, pretrained: bool = True, weights_path: Path | str | None = None, **config):
         super().__init__()
         self.config = GaussianConfig(**config)
-        if not self.config.preprocessing:
-            self.config.preprocessing = preprocessing_for(self.config.backbone).to_dict()
-        self.preprocessing = Preprocessing.from_dict(self.config.preprocessing)
-        self.features = PatchFeatures(
-            self.config.backbone,
-            layers=self.config.layers,
-            neighbourhood=self.config.neighbourhood,
-            reduced_channels=self.config.reduced_channels,
-            pretrained=pretrained,
-            weights_path=weights_path,
-        ).eval()
+        self.preprocessing, self.features = patch_features_for(
+            self.config, pretrained=pretrained, weights_path=weights_path
+        )
         side = self.config.image_size // self.features.stride
         if side % self.config.grid:
             raise ValueError(

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ml.backbones import DEFAULT_BACKBONE, Preprocessing, preprocessing_for
+from ml.backbones import DEFAULT_BACKBONE
 from ml.coreset import create_sampler
-from ml.features import PatchFeatures
+from ml.features import patch_features_for
 from ml.images import blur_maps, gaussian_kernel, resize_map, to_tensor
 from ml.types import GOOD, Prediction, ProgressCallback, Sample, no_progress
 
@@ -99,17 +99,9 @@ class PatchCore(nn.Module):
     def __init__(self, *, pretrained: bool = True, weights_path: Path | str | None = None, **config):
         super().__init__()
         self.config = PatchCoreConfig(**config)
-        if not self.config.preprocessing:
-            self.config.preprocessing = preprocessing_for(self.config.backbone).to_dict()
-        self.preprocessing = Preprocessing.from_dict(self.config.preprocessing)
-        self.features = PatchFeatures(
-            self.config.backbone,
-            layers=self.config.layers,
-            neighbourhood=self.config.neighbourhood,
-            reduced_channels=self.config.reduced_channels,
-            pretrained=pretrained,
-            weights_path=weights_path,
-        ).eval()
+        self.preprocessing, self.features = patch_features_for(
+            self.config, pretrained=pretrained, weights_path=weights_path
+        )
         bank_width = self.config.pca_dim or self.features.channels
         pca_shape = (self.features.channels, self.config.pca_dim) if self.config.pca_dim else (0, 0)
         self.register_buffer("pca_mean", torch.zeros(pca_shape[0]))
