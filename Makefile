@@ -18,7 +18,8 @@ export HF_HUB_OFFLINE := 1
 PYTEST_ARGS ?=
 TEST_ENV := HF_HUB_OFFLINE=1 DJANGO_ALLOW_ASYNC_UNSAFE=true
 
-.PHONY: help venv venv-run system-packages system-packages-test run test test-all lint format clean-venv
+.PHONY: help venv venv-run system-packages system-packages-test run test test-sqlite test-postgres test-all lint format \
+	clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -46,10 +47,21 @@ system-packages-test: ## redis-server and chromium from apt, when missing
 run: venv-run system-packages ## migrate, then run redis, Celery workers and the web server on http://127.0.0.1:8000
 	HF_HUB_OFFLINE=1 $(PY) scripts/run_all.py
 
-test: venv system-packages-test ## lint checks, then every test except those marked slow (pytest -m 'not slow')
+test: venv system-packages-test ## lint checks, every test but the slow ones on SQLite, then the app's on PostgreSQL
 	$(PY) scripts/check_env_example.py
 	$(PY) -m ruff check .
 	$(TEST_ENV) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-postgres
+
+test-sqlite: venv system-packages-test ## every test but the slow ones, on SQLite only
+	$(TEST_ENV) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The database-backed tests again on PostgreSQL, the database of a fleet of workers: the web app, workers and
+# browser tests (tests/ml never touches a database). scripts/ensure_postgres.sh uses a server already on
+# 127.0.0.1:5432 or starts Debian's (installing it when missing) and prints the database's URL.
+test-postgres: venv system-packages-test ## the web app's tests (not slow) on PostgreSQL
+	url=$$(scripts/ensure_postgres.sh); \
+		KENSA_TEST_DATABASE_URL=$$url $(TEST_ENV) $(PY) -m pytest -m "not slow" tests/webapp tests/browser $(PYTEST_ARGS)
 
 test-all: venv system-packages-test ## lint checks, then every test including slow ones
 	$(PY) scripts/check_env_example.py

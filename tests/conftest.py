@@ -32,6 +32,14 @@ CHROMIUM_ARGS = [
 ]
 
 
+def pytest_report_header(config) -> str:
+    """Which database this run uses: `make test` runs the suite on SQLite, then the app's tests on PostgreSQL."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    return f"database: {database['ENGINE'].rsplit('.', 1)[-1]} ({database.get('HOST') or database['NAME']})"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -120,15 +128,19 @@ def broker(redis_server: RedisServer) -> Iterator[RedisServer]:
 
 def _database_url() -> str:
     """The URL of the test database as this process sees it, for a worker process to use the same one."""
+    from urllib.parse import quote
+
     from django.db import connection
 
     cfg = connection.settings_dict
     if cfg["ENGINE"].endswith("sqlite3"):
         return f"sqlite:///{cfg['NAME']}"
-    user = cfg.get("USER") or ""
-    password = f":{cfg['PASSWORD']}" if cfg.get("PASSWORD") else ""
+    user = quote(cfg.get("USER") or "", safe="")
+    password = f":{quote(cfg['PASSWORD'], safe='')}" if cfg.get("PASSWORD") else ""
     auth = f"{user}{password}@" if user else ""
-    return f"postgres://{auth}{cfg.get('HOST') or '127.0.0.1'}:{cfg.get('PORT') or 5432}/{cfg['NAME']}"
+    host = quote(cfg.get("HOST") or "", safe="")  # a socket folder is a host written with %2F
+    port = f":{cfg['PORT']}" if cfg.get("PORT") else ""
+    return f"postgres://{auth}{host}{port}/{cfg['NAME']}"
 
 
 class CeleryWorker:
@@ -146,7 +158,7 @@ class CeleryWorker:
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "DATABASE_URL": _database_url(),
+            "KENSA_TEST_DATABASE_URL": _database_url(),  # tests.settings reads this one, not DATABASE_URL
             "REDIS_URL": self.broker_url,
             "KENSA_MEDIA_ROOT": str(settings.MEDIA_ROOT),
             "PYTHONUNBUFFERED": "1",

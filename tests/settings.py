@@ -1,5 +1,8 @@
 """Test settings: the app's own settings with a throwaway secret, media in a temporary folder and a file-based
-SQLite test database (a separate Celery worker process must see the same data)."""
+SQLite test database (a separate Celery worker process must see the same data).
+
+KENSA_TEST_DATABASE_URL runs the suite against another database instead, e.g. PostgreSQL (`make test-postgres`);
+DATABASE_URL is ignored here so that tests never touch the database a developer's shell points at."""
 
 import os
 import tempfile
@@ -10,6 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 _scratch = Path(os.environ.setdefault("KENSA_TEST_SCRATCH", tempfile.mkdtemp(prefix="kensa-tests-")))
 os.environ.setdefault("KENSA_MEDIA_ROOT", str(_scratch / "media"))
 os.environ.setdefault("KENSA_DATA_DIR", str(_scratch / "data"))
+os.environ["DATABASE_URL"] = os.environ.get("KENSA_TEST_DATABASE_URL") or f"sqlite:///{_scratch / 'kensa.sqlite3'}"
 
 from webapp.settings import *  # noqa: E402,F403
 from webapp.settings import DATABASES  # noqa: E402
