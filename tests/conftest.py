@@ -146,11 +146,16 @@ def _database_url() -> str:
 class CeleryWorker:
     """A real `celery worker` process using the test database, media folder and Redis."""
 
-    def __init__(self, broker_url: str, queues: str, logfile: Path):
+    def __init__(self, broker_url: str, queues: str, logfile: Path, name: str = ""):
         self.broker_url = broker_url
         self.queues = queues
         self.logfile = logfile
+        self.name = name or f"test-{os.getpid()}-{time.time_ns()}"
         self.process: subprocess.Popen | None = None
+
+    @property
+    def nodename(self) -> str:
+        return f"{self.name}@{socket.gethostname()}"
 
     def start(self) -> None:
         from django.conf import settings
@@ -166,7 +171,7 @@ class CeleryWorker:
         command = [
             sys.executable, "-m", "celery", "-A", "workers", "worker",
             "-Q", self.queues, "--concurrency", "1", "--prefetch-multiplier", "1",
-            "--without-gossip", "--without-mingle", "-l", "info", "-n", f"test-{os.getpid()}-{time.time_ns()}@%h",
+            "--without-gossip", "--without-mingle", "-l", "info", "-n", self.nodename,
         ]  # fmt: skip
         self.log = self.logfile.open("ab")
         # A process group of its own, so stopping it also stops its pool children.

@@ -29,10 +29,13 @@ def thumbnails_make_task(image_ids: list[int]) -> None:
 # Redis's visibility_timeout (settings) is still longer than the hard limit, so nothing is redelivered mid-run.
 @kensa_task("training.run", queue=TRAIN_QUEUE, soft_time_limit=4 * 3600, time_limit=4 * 3600 + 300, acks_late=False)
 def training_run_task(run_id: int) -> None:
+    from celery import current_task
+
     from webapp.training.execution import training_run_execute
     from webapp.training.services import training_run_claim
 
-    if not training_run_claim(run_id=run_id):
+    # The node name (train@host), not only the host: one machine may run several workers.
+    if not training_run_claim(run_id=run_id, worker=current_task.request.hostname or ""):
         log.info("training run %s already claimed, cancelled or gone", run_id)
         return
     training_run_execute(run_id=run_id)

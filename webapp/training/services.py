@@ -125,14 +125,15 @@ def _enqueue_on_commit(run: TrainingRun) -> None:
     transaction.on_commit(send)
 
 
-def training_run_claim(*, run_id: int) -> bool:
-    """The worker's first step: queued -> running. False when someone else claimed it or it was cancelled."""
+def training_run_claim(*, run_id: int, worker: str = "") -> bool:
+    """The worker's first step: queued -> running. False when someone else claimed it or it was cancelled.
+    `worker` names who runs it (a Celery node name such as train@gpu-box-1; the host name when not given)."""
     now = timezone.now()
     claimed = TrainingRun.objects.filter(id=run_id, status=RunStatus.QUEUED).update(
         status=RunStatus.RUNNING,
         started_at=now,
         heartbeat_at=now,
-        worker=f"{socket.gethostname()}",
+        worker=(worker or socket.gethostname())[:200],
         stage="starting",
         message="Starting",
     )
