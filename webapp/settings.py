@@ -172,4 +172,5 @@ LOGGING = {
 }
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-training-runs": {"task": "training.reap", "schedule": 60.0},
+    "reap-stale-batch-jobs": {"task": "api.batch_reap", "schedule": 60.0},
 }

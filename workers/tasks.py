@@ -56,3 +56,12 @@ def batch_job_run_task(job_id: int) -> None:
 
     if not batch_job_run(job_id=job_id):
         log.info("batch job %s already claimed or gone", job_id)
+
+
+@kensa_task("api.batch_reap", soft_time_limit=60, time_limit=90)
+def batch_jobs_reap_task() -> None:
+    from webapp.api.services import batch_jobs_reap
+
+    result = batch_jobs_reap()
+    if any(result.values()):
+        log.info("batch reaper: %s", result)

@@ -63,7 +63,10 @@ class BatchJob(models.Model):
     error = models.TextField(blank=True)  # for people: no tracebacks
     threshold = models.FloatField(null=True, blank=True)  # the version's raw threshold when the job ran
     created_at = models.DateTimeField(auto_now_add=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)  # when its message was last sent
     started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)  # the running worker's last sign of life
+    attempts = models.PositiveSmallIntegerField(default=0)  # claims so far; a job that keeps killing workers stops
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from webapp.api.errors import ApiError
@@ -48,6 +48,16 @@ NO_SUCH_JOB = "No such batch job in this project."
 NO_SUCH_PREDICTION = "No such prediction in this project."
 
 BATCH_MAX_IMAGES = 500
+BATCH_WORKER_LOST = (
+    "The batch stopped {attempts} times because its worker was lost (stopped, restarted or out of memory); "
+    "the images predicted so far are kept. Send the rest again."
+)
+# A running job beats once per image; this long without a beat means its worker is gone (an image takes seconds).
+BATCH_STALE_AFTER = timedelta(minutes=5)
+# A queued job no worker took for this long is sent again (its message may have died with a restarted Redis).
+BATCH_REQUEUE_AFTER = timedelta(minutes=2)
+# Items already predicted are kept, so a lost job resumes where it stopped, up to this many claims in all.
+BATCH_MAX_ATTEMPTS = 3
 # last_used_at is a hint for people, not an audit: one write a minute per token spares the database under load.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -172,14 +182,16 @@ def batch_job_submit(*, project: Project, token: ApiToken | None, uploads: list[
 def _enqueue(job_id: int) -> None:
     from workers.tasks import batch_job_run_task
 
+    BatchJob.objects.filter(id=job_id).update(enqueued_at=timezone.now())
     batch_job_run_task.delay(job_id)
 
 
 def batch_job_run(*, job_id: int) -> bool:
     """Claims a queued job and predicts its unfinished items in order, counting progress as it goes.
     Returns False when the job was gone or already claimed."""
+    now = timezone.now()
     claimed = BatchJob.objects.filter(id=job_id, status=JobStatus.QUEUED).update(
-        status=JobStatus.RUNNING, started_at=timezone.now()
+        status=JobStatus.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1
     )
     if claimed != 1:
         return False
@@ -189,7 +201,8 @@ def batch_job_run(*, job_id: int) -> bool:
         for item in job.items.filter(prediction=None, error=""):
             _batch_item_predict(item=item, version=job.model_version)
             BatchJob.objects.filter(id=job.id).update(
-                done=job.items.filter(Q(prediction__isnull=False) | ~Q(error="")).count()
+                done=job.items.filter(Q(prediction__isnull=False) | ~Q(error="")).count(),
+                heartbeat_at=timezone.now(),
             )
     except Exception:
         log.exception("batch job %s failed", job.public_id)
@@ -199,6 +212,46 @@ def batch_job_run(*, job_id: int) -> bool:
         return True
     BatchJob.objects.filter(id=job.id).update(status=JobStatus.SUCCEEDED, finished_at=timezone.now())
     return True
+
+
+def batch_jobs_reap(*, now=None) -> dict[str, int]:
+    """Jobs whose worker went silent go back to the queue and resume where they stopped, up to
+    BATCH_MAX_ATTEMPTS claims, then fail with their staged images removed; queued jobs that no worker picked up
+    are sent again. Called periodically by Celery beat."""
+    now = now or timezone.now()
+    result = {"resumed": 0, "failed": 0, "requeued": 0}
+    # Read before resuming anything, so a job sent again below is not counted (or sent) twice.
+    forgotten = list(
+        BatchJob.objects.filter(status=JobStatus.QUEUED, created_at__lt=now - BATCH_REQUEUE_AFTER)
+        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - BATCH_REQUEUE_AFTER))
+        .values_list("id", flat=True)
+    )
+    for job in BatchJob.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=now - BATCH_STALE_AFTER):
+        # Conditional on the beat read above: a worker that was only slow and beats again keeps its job.
+        still_stale = BatchJob.objects.filter(id=job.id, status=JobStatus.RUNNING, heartbeat_at=job.heartbeat_at)
+        if job.attempts < BATCH_MAX_ATTEMPTS:
+            if still_stale.update(status=JobStatus.QUEUED):
+                log.warning("batch job %s: no heartbeat since %s, sent again", job.public_id, job.heartbeat_at)
+                transaction.on_commit(lambda job_id=job.id: _enqueue(job_id))
+                result["resumed"] += 1
+        elif still_stale.update(
+            status=JobStatus.FAILED, error=BATCH_WORKER_LOST.format(attempts=job.attempts), finished_at=now
+        ):
+            log.warning("batch job %s failed after %s lost workers", job.public_id, job.attempts)
+            _batch_unfinished_items_drop(job)
+            result["failed"] += 1
+    for job_id in forgotten:
+        transaction.on_commit(lambda job_id=job_id: _enqueue(job_id))
+        result["requeued"] += 1
+    return result
+
+
+def _batch_unfinished_items_drop(job: BatchJob) -> None:
+    items = job.items.filter(prediction=None, error="")
+    staged = [name for name in items.values_list("staged_file", flat=True) if name]
+    items.update(staged_file="", error="Not predicted: the batch stopped before this image.")
+    BatchJob.objects.filter(id=job.id).update(done=job.total)
+    stored_files_delete(staged)
 
 
 def _batch_item_predict(*, item: BatchItem, version: ModelVersion) -> None:
