@@ -1,16 +1,19 @@
-"""Every project page: anonymous users go to the login page, strangers get 404, viewers cannot change anything."""
+"""Every route: anonymous users go to the login page (the API answers 401), strangers get 404 (a token for another
+project too), members whose role does not allow an action get 403 (a token without the scope too). A test checks
+that every URL pattern has a row in one of the tables, so a route added without an access check fails."""
 
 import pytest
-from django.urls import reverse
+from django.urls import URLResolver, get_resolver, reverse
 
-from tests.webapp.conftest import png_bytes
+from tests.webapp.conftest import make_user, png_bytes
+from webapp.api.models import BatchJob, Scope
 from webapp.api.services import api_token_create
 from webapp.images.intake.ingest import uploads_ingest
-from webapp.images.models import Image
+from webapp.images.models import Annotation, Image
 from webapp.projects.access import Action, role_allows
-from webapp.projects.models import DefectClass, Role
+from webapp.projects.models import DefectClass, Membership, Role
 from webapp.review.models import ReviewItem
-from webapp.training.models import ModelVersion, Prediction, Purpose
+from webapp.training.models import ModelVersion, Prediction, Purpose, TrainingRun
 
 # (url name, which objects the URL names, method, the action it needs)
 ROUTES = [
@@ -19,6 +22,8 @@ ROUTES = [
     ("image_grid", {}, "get", Action.VIEW),
     ("image_detail", {"image": True}, "get", Action.VIEW),
     ("image_original", {"image": True}, "get", Action.VIEW),
+    ("image_thumbnail", {"image": True}, "get", Action.VIEW),
+    ("annotation_mask", {"annotation": True}, "get", Action.VIEW),
     ("image_upload", {}, "get", Action.EDIT_DATA),
     ("image_upload", {}, "post", Action.EDIT_DATA),
     ("image_bulk", {}, "post", Action.EDIT_DATA),
@@ -31,6 +36,10 @@ ROUTES = [
     ("project_delete", {}, "post", Action.MANAGE),
     ("member_set", {}, "post", Action.MANAGE),
     ("member_remove", {"membership": True}, "post", Action.MANAGE),
+    ("train", {}, "get", Action.VIEW),
+    ("train", {}, "post", Action.TRAIN),
+    ("run_detail", {"run": True}, "get", Action.VIEW),
+    ("run_cancel", {"run": True}, "post", Action.TRAIN),
     ("model_home", {}, "get", Action.VIEW),
     ("version_detail", {"version": True}, "get", Action.VIEW),
     ("version_compare", {}, "get", Action.VIEW),
@@ -58,11 +67,38 @@ ROUTES = [
 ]
 
 
-@pytest.fixture
-def target(project, owner):
+# Routes outside any project: (url name, method, who may use it).
+PUBLIC, SIGNED_IN, STAFF = "public", "signed in", "staff"
+SITE_ROUTES = [
+    ("login", "get", PUBLIC),
+    ("login", "post", PUBLIC),
+    ("api_openapi", "get", PUBLIC),
+    ("logout", "post", SIGNED_IN),
+    ("project_list", "get", SIGNED_IN),
+    ("project_list", "post", SIGNED_IN),
+    ("sample_create", "post", SIGNED_IN),
+    ("user_list", "get", STAFF),
+    ("user_list", "post", STAFF),
+]
+
+# The HTTP API (bearer tokens, never sessions): (url name, which objects, method, the scope it needs; None: any).
+API_ROUTES = [
+    ("api_projects", {}, "get", Scope.READ),
+    ("api_versions", {}, "get", Scope.READ),
+    ("api_predict", {}, "post", Scope.PREDICT),
+    ("api_batch_create", {}, "post", Scope.PREDICT),
+    ("api_batch_detail", {"job": True}, "get", Scope.PREDICT),
+    ("api_prediction_map", {"prediction": True}, "get", None),
+    ("api_prediction_mask", {"prediction": True}, "get", None),
+]
+
+
+def route_target(project, owner) -> dict:
+    """One of everything a project URL can name, so every route in the tables above can be called."""
     uploads_ingest(project=project, user=owner, uploads=[_file()])
     image = Image.objects.get(project=project)
     defect_class = DefectClass.objects.create(project=project, name="scratch", colour="#ff0000")
+    other_class = DefectClass.objects.create(project=project, name="dent", colour="#0000ff")
     version = ModelVersion.objects.create(
         project=project, number=1, family="gaussian", artifact_prefix="v1", calibration={"threshold": 1.0, "scale": 1.0}
     )
@@ -71,15 +107,26 @@ def target(project, owner):
     )
     token, _ = api_token_create(project=project, name="camera", scopes=["predict"], created_by=owner)
     review_item = ReviewItem.objects.create(project=project, prediction=prediction, reason="band")
+    annotator = make_user("anna")
     return {
         "image": image,
         "class": defect_class,
-        "membership": project.memberships.get(user=owner),
+        # not the owner's own membership: the owner may remove this one, so a write test can see it go
+        "membership": Membership.objects.create(project=project, user=annotator, role=Role.ANNOTATOR),
         "version": version,
         "prediction": prediction,
         "token": token,
         "review_item": review_item,
+        # on another class: the class above stays deletable (a class with drawings is protected)
+        "annotation": Annotation.objects.create(image=image, defect_class=other_class, author=owner),
+        "run": TrainingRun.objects.create(project=project, family="gaussian"),
+        "job": BatchJob.objects.create(project=project, model_version=version, token=token, total=0),
     }
+
+
+@pytest.fixture
+def target(project, owner):
+    return route_target(project, owner)
 
 
 def _file():
@@ -88,25 +135,59 @@ def _file():
     return SimpleUploadedFile("a.png", png_bytes(1))
 
 
+URL_KWARGS = {  # key in `needs` -> (URL keyword, how to get its value from the target)
+    "image": ("image_id", lambda t: t["image"].public_id),
+    "class": ("class_id", lambda t: t["class"].id),
+    "membership": ("membership_id", lambda t: t["membership"].id),
+    "version": ("version_id", lambda t: t["version"].public_id),
+    "prediction": ("prediction_id", lambda t: t["prediction"].id),
+    "review_item": ("item_id", lambda t: t["review_item"].id),
+    "token": ("token_id", lambda t: t["token"].id),
+    "annotation": ("annotation_id", lambda t: t["annotation"].id),
+    "run": ("run_id", lambda t: t["run"].public_id),
+    "job": ("job_id", lambda t: t["job"].public_id),
+}
+
+
 def _url(name, needs, project, target):
     kwargs = {"project_id": project.public_id}
-    if needs.get("image"):
-        kwargs["image_id"] = target["image"].public_id
-    if needs.get("class"):
-        kwargs["class_id"] = target["class"].id
-    if needs.get("membership"):
-        kwargs["membership_id"] = target["membership"].id
-    if needs.get("fmt"):
-        kwargs["fmt"] = needs["fmt"]
-    if needs.get("version"):
-        kwargs["version_id"] = target["version"].public_id
-    if needs.get("prediction"):
-        kwargs["prediction_id"] = target["prediction"].id
-    if needs.get("review_item"):
-        kwargs["item_id"] = target["review_item"].id
-    if needs.get("token"):
-        kwargs["token_id"] = target["token"].id
+    if name == "api_projects":
+        kwargs = {}
+    for key, value in needs.items():
+        if key == "fmt":
+            kwargs["fmt"] = value
+        else:
+            keyword, get = URL_KWARGS[key]
+            kwargs[keyword] = get(target)
     return reverse(name, kwargs=kwargs)
+
+
+def url_patterns(resolver: URLResolver | None = None, namespace: str = ""):
+    """(namespace, name, route) of every URL pattern, through every include."""
+    for pattern in (resolver or get_resolver()).url_patterns:
+        if isinstance(pattern, URLResolver):
+            inner = ":".join(n for n in (namespace, pattern.namespace or "") if n)
+            yield from url_patterns(pattern, inner)
+        else:
+            yield namespace, pattern.name, str(pattern.pattern)
+
+
+def test_every_url_pattern_is_in_an_access_table():
+    """A route added without a row here fails: each row is walked as anonymous, stranger and every role."""
+    patterns = list(url_patterns())
+    admin = [p for p in patterns if p[0] == "admin"]
+    assert admin, "Django admin's patterns are expected under the 'admin' namespace"
+    ours = [p for p in patterns if p[0] != "admin"]
+    assert all(namespace == "" for namespace, _, _ in ours), "only the admin is namespaced"
+    assert [route for _, name, route in ours if not name] == [], "every route needs a name to be walked"
+    covered = {r[0] for r in ROUTES} | {r[0] for r in SITE_ROUTES} | {r[0] for r in API_ROUTES}
+    names = {name for _, name, _ in ours}
+    assert names - covered == set(), "routes without an access check in the tables"
+    assert covered - names == set(), "rows for routes that no longer exist"
+    # project routes are exactly those with a project in the URL (so strangers and roles are walked)
+    assert {r[0] for r in ROUTES} == {name for _, name, route in ours if "<uuid:project_id>" in route} - {
+        r[0] for r in API_ROUTES
+    }
 
 
 @pytest.mark.django_db
@@ -139,7 +220,7 @@ def test_roles_without_the_right_get_403(client, project, target, member_with, r
     client.force_login(member_with(role))
     response = getattr(client, method)(_url(name, needs, project, target))
     assert response.status_code == 403
-    assert project.images.count() == 1 and project.defect_classes.count() == 1
+    assert project.images.count() == 1 and project.defect_classes.count() == 2
 
 
 @pytest.mark.django_db
@@ -159,12 +240,107 @@ def test_viewer_sees_the_project_but_no_edit_controls(client, project, target, m
 
 
 def test_user_admin_page_is_for_staff_only(client, db):
-    from tests.webapp.conftest import make_user
-
     client.force_login(make_user("plain"))
     assert client.get(reverse("user_list")).status_code == 302
     client.force_login(make_user("boss", is_staff=True))
     assert client.get(reverse("user_list")).status_code == 200
+
+
+# What an anonymous or unprivileged POST to a site route tries to create.
+SITE_POSTS = {
+    "project_list": {"name": "Sneaky"},
+    "user_list": {"username": "mallory", "password1": "Pw-for-tests-99", "password2": "Pw-for-tests-99"},
+    "login": {"username": "olivia", "password": "wrong password"},
+}
+
+
+def _site_rows() -> tuple[int, int]:
+    from django.contrib.auth.models import User
+
+    from webapp.projects.models import Project
+
+    return Project.objects.count(), User.objects.count()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("name", "method", "who"), [r for r in SITE_ROUTES if r[2] != PUBLIC])
+def test_anonymous_is_sent_to_login_outside_projects(client, owner, name, method, who):
+    before = _site_rows()
+    response = getattr(client, method)(reverse(name), SITE_POSTS.get(name, {}) if method == "post" else {})
+    assert response.status_code == 302
+    # staff pages (@staff_member_required) send people to the admin's login, which accepts staff only
+    assert response.url.startswith(reverse("admin:login") if who == STAFF else reverse("login"))
+    assert _site_rows() == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("name", "method", "who"), [r for r in SITE_ROUTES if r[2] == PUBLIC])
+def test_public_routes_answer_anonymous_users_without_signing_them_in(client, owner, name, method, who):
+    response = getattr(client, method)(reverse(name), SITE_POSTS.get(name, {}) if method == "post" else {})
+    assert response.status_code == 200
+    assert "_auth_user_id" not in client.session  # a wrong password on the login page signs nobody in
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("name", "method", "who"), [r for r in SITE_ROUTES if r[2] == STAFF])
+def test_staff_routes_refuse_other_users(client, owner, name, method, who):
+    client.force_login(owner)
+    before = _site_rows()
+    response = getattr(client, method)(reverse(name), SITE_POSTS.get(name, {}) if method == "post" else {})
+    assert response.status_code == 302
+    assert response.url.startswith(reverse("admin:login"))
+    assert _site_rows() == before
+
+
+@pytest.mark.django_db
+def test_django_admin_needs_a_staff_login(client, owner):
+    for path in ("/admin/", "/admin/auth/user/", "/admin/auth/user/add/"):
+        client.logout()
+        anonymous = client.get(path)
+        assert anonymous.status_code == 302 and "login" in anonymous.url, path
+        client.force_login(owner)
+        plain = client.get(path)
+        assert plain.status_code == 302 and plain.url.startswith(reverse("admin:login")), path
+    client.force_login(make_user("root", is_staff=True, is_superuser=True))
+    assert client.get("/admin/").status_code == 200
+
+
+def _auth(secret: str) -> dict:
+    return {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
+
+
+def _api_error(response, status: int) -> str:
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/json"
+    return response.json()["error"]["code"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("name", "needs", "method", "scope"), API_ROUTES)
+def test_api_without_a_token_is_401_json(client, project, target, name, needs, method, scope):
+    response = getattr(client, method)(_url(name, needs, project, target))
+    assert _api_error(response, 401) == "missing_token"
+    assert response["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("name", "needs", "method", "scope"), [r for r in API_ROUTES if r[0] != "api_projects"])
+def test_api_token_for_another_project_is_404(client, project, target, owner, name, needs, method, scope):
+    from webapp.projects.services import project_create
+
+    other = project_create(name="Other line", owner=owner)
+    _, secret = api_token_create(project=other, name="other", scopes=[Scope.READ, Scope.PREDICT], created_by=owner)
+    response = getattr(client, method)(_url(name, needs, project, target), **_auth(secret))
+    assert _api_error(response, 404) == "not_found"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("name", "needs", "method", "scope"), [r for r in API_ROUTES if r[3] is not None])
+def test_api_token_without_the_scope_is_403(client, project, target, owner, name, needs, method, scope):
+    others = [s for s in Scope.values if s != scope]
+    _, secret = api_token_create(project=project, name="narrow", scopes=others, created_by=owner)
+    response = getattr(client, method)(_url(name, needs, project, target), **_auth(secret))
+    assert _api_error(response, 403) == "wrong_scope"
 
 
 @pytest.mark.django_db

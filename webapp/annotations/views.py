@@ -14,6 +14,7 @@ from webapp.annotations.formats import FormatError, mask_from_png
 from webapp.annotations.forms import ImportForm, SaveForm
 from webapp.images.models import Image
 from webapp.projects.access import Action, project_for, role_allows
+from webapp.serving import stored_file_headers
 
 UNREADABLE_MASK = "The mask for class {id} is not a PNG Kensa can read."
 
@@ -132,4 +133,5 @@ def dataset_export(request: HttpRequest, project_id: uuid.UUID, fmt: str) -> Fil
     except ValidationError as exc:
         return _plain(" ".join(exc.messages), 404)
     name = f"{project.name or 'kensa'}-{fmt}.zip".replace("/", "_").replace('"', "")
-    return FileResponse(archive, as_attachment=True, filename=name, content_type="application/zip")
+    response = FileResponse(archive, as_attachment=True, filename=name, content_type="application/zip")
+    return stored_file_headers(response)

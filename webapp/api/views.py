@@ -9,7 +9,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import ValidationError
-from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -23,6 +23,7 @@ from webapp.api.payloads import job_payload, prediction_payload, project_payload
 from webapp.api.services import NO_IMAGE, Upload, image_size_check
 from webapp.inference.services import active_version
 from webapp.projects.access import Action, project_for
+from webapp.serving import stored_image_response
 from webapp.training.models import Prediction
 
 RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
@@ -92,7 +93,12 @@ def _prediction_png(project, prediction_id: int, field: str) -> FileResponse:
     prediction = Prediction.objects.filter(id=prediction_id, model_version__project=project).first()
     if prediction is None:
         raise ApiError(404, "not_found", services.NO_SUCH_PREDICTION)
-    return FileResponse(getattr(prediction, field).open("rb"), content_type="image/png")
+    # Served like every stored file (server-decided type, nosniff, sandboxing CSP); a prediction stored without
+    # its maps, or whose file is gone, is a JSON 404 rather than a 500 from opening an empty file field.
+    try:
+        return stored_image_response(getattr(prediction, field).name)
+    except Http404:
+        raise ApiError(404, "not_found", services.NO_SUCH_PREDICTION) from None
 
 
 @api_endpoint(methods=("GET",), scope=None)

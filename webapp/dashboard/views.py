@@ -17,9 +17,9 @@ from webapp.dashboard import selectors, services
 from webapp.dashboard.overlays import heatmap_rgba_png, mask_rgba_png
 from webapp.dashboard.panels import threshold_panel
 from webapp.images.models import Label
-from webapp.images.views import _serve_stored
 from webapp.inference.services import active_version
 from webapp.projects.access import Action, project_for, role_allows
+from webapp.serving import png_response, stored_image_response
 from webapp.storage import stored_file_read
 from webapp.training.models import ModelVersion
 
@@ -151,7 +151,7 @@ def prediction_file(request: HttpRequest, project_id: uuid.UUID, prediction_id: 
     if prediction is None:
         raise Http404("No such prediction")
     if kind == "input":
-        return _serve_stored(prediction.input_file.name)
+        return stored_image_response(prediction.input_file.name)
     stored = prediction.anomaly_map if kind == "heatmap" else prediction.predicted_mask
     if not stored.name:
         raise Http404("Not stored")
@@ -159,11 +159,7 @@ def prediction_file(request: HttpRequest, project_id: uuid.UUID, prediction_id: 
         data = OVERLAYS[kind](stored_file_read(stored.name))
     except (FileNotFoundError, OSError):
         raise Http404("File missing") from None
-    response = HttpResponse(data, content_type="image/png")
-    response["X-Content-Type-Options"] = "nosniff"
-    response["Content-Security-Policy"] = "default-src 'none'"
-    response["Cache-Control"] = "private, max-age=3600"
-    return response
+    return png_response(data)
 
 
 def trial_page(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:

@@ -1,13 +1,11 @@
 from __future__ import annotations
 
-import mimetypes
 import uuid
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -19,11 +17,10 @@ from webapp.images.models import Annotation, Image, Label, Split, ThumbnailState
 from webapp.images.selectors import image_list
 from webapp.images.splits import splits_rebalance
 from webapp.projects.access import Action, project_for, role_allows
+from webapp.serving import stored_image_response
 
 PAGE_SIZE = 60
 FILTERS = ("label", "split", "has_mask", "defect_class")
-# Only these types are ever served back; anything stored is an image Kensa decoded itself.
-SERVED_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".bmp": "image/bmp", ".tif": "image/tiff"}
 
 
 def image_grid(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
@@ -120,28 +117,10 @@ def image_file(request: HttpRequest, project_id: uuid.UUID, image_id: uuid.UUID,
     project, _ = project_for(request.user, project_id)
     image = get_object_or_404(Image, public_id=image_id, project=project)
     name = image.file.name if kind == "original" else image.thumbnail.name
-    return _serve_stored(name)
+    return stored_image_response(name)
 
 
 def annotation_mask(request: HttpRequest, project_id: uuid.UUID, annotation_id: int) -> FileResponse:
     project, _ = project_for(request.user, project_id)
     annotation = get_object_or_404(Annotation, id=annotation_id, image__project=project)
-    return _serve_stored(annotation.mask.name)
-
-
-def _serve_stored(name: str) -> FileResponse:
-    if not name:
-        raise Http404("Not ready yet")
-    extension = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
-    content_type = SERVED_TYPES.get(extension) or mimetypes.guess_type(name)[0]
-    if content_type not in SERVED_TYPES.values():
-        raise Http404("Not an image")
-    try:
-        handle = default_storage.open(name, "rb")
-    except (FileNotFoundError, OSError):
-        raise Http404("File missing") from None
-    response = FileResponse(handle, content_type=content_type)
-    response["X-Content-Type-Options"] = "nosniff"
-    response["Content-Security-Policy"] = "default-src 'none'"
-    response["Cache-Control"] = "private, max-age=3600"
-    return response
+    return stored_image_response(annotation.mask.name)
