@@ -146,6 +146,10 @@ SESSION_COOKIE_SECURE = env_bool("KENSA_SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Behind a TLS-terminating proxy (nginx, Caddy, a load balancer) that sets X-Forwarded-Proto: the request counts as
+# HTTPS, so CSRF's origin check and absolute URLs use https. Only when the proxy overwrites that header itself.
+if env_bool("KENSA_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # Celery on Redis. No result backend: progress and results live on database rows.
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -5,6 +5,7 @@ import sys
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
+import workers.tasks  # noqa: F401  (registers the tasks and their queues)
 from webapp.env import env_bool, env_int, env_str
 from workers.decorators import TASK_QUEUES, route_task
 
@@ -44,3 +45,33 @@ def test_tasks_are_routed_to_their_queues():
     assert TASK_QUEUES["images.thumbnails_make"] == "default"
     assert route_task("training.run", (), {}, {}) == {"queue": "train"}
     assert route_task("something.else", (), {}, {}) is None
+
+
+@pytest.mark.parametrize("behind_proxy, expected", [("true", "True"), ("false", "False")])
+def test_a_form_posted_over_https_through_a_tls_proxy_passes_csrf_only_when_the_proxy_is_trusted(
+    behind_proxy, expected, tmp_path
+):
+    # The browser sends Origin https://...; gunicorn sees plain HTTP from the proxy. Without trusting
+    # X-Forwarded-Proto, Django's CSRF origin check refuses every form post.
+    script = """
+import django
+from django.conf import settings
+django.setup()
+from django.middleware.csrf import CsrfViewMiddleware
+from django.test import RequestFactory
+request = RequestFactory().post(
+    "/", HTTP_HOST="kensa.example", HTTP_ORIGIN="https://kensa.example", HTTP_X_FORWARDED_PROTO="https"
+)
+print(CsrfViewMiddleware(lambda r: None)._origin_verified(request))
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KENSA_")}
+    env |= {
+        "DJANGO_SETTINGS_MODULE": "webapp.settings",
+        "KENSA_SECRET_KEY": "x" * 50,
+        "KENSA_DATA_DIR": str(tmp_path),
+        "KENSA_ALLOWED_HOSTS": "kensa.example",
+        "KENSA_BEHIND_TLS_PROXY": behind_proxy,
+    }
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected
