@@ -5,6 +5,7 @@ from datetime import timedelta
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
+from django.urls import reverse
 from django.utils import timezone
 
 from webapp.images.models import Image, Label, Split
@@ -57,6 +58,16 @@ def test_cancel_a_queued_run_ends_it_at_once(small_project, owner):
     assert not services.training_run_claim(run_id=run.id)
     # and the project can train again
     assert services.training_run_request(project=small_project, requested_by=owner).status == RunStatus.QUEUED
+
+
+@pytest.mark.django_db
+def test_a_running_run_shows_which_worker_has_it_and_when_it_last_reported(client, small_project, owner):
+    run = services.training_run_request(project=small_project, requested_by=owner)
+    assert services.training_run_claim(run_id=run.id, worker="train@gpu-box-2")
+    client.force_login(owner)
+    response = client.get(reverse("run_detail", args=[small_project.public_id, run.public_id]))
+    assert response.status_code == 200
+    assert "worker train@gpu-box-2" in response.text and "last report 0\xa0minutes ago" in response.text
 
 
 @pytest.mark.django_db
