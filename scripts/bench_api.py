@@ -1,182 +1,210 @@
 #!/usr/bin/env python3
-"""Single-image HTTP API latency and throughput on loopback, against a freshly trained sample-project model.
+"""Single-image HTTP API latency, and a load test with bounded concurrency, on loopback against a freshly trained
+sample-project model.
 
-Everything lives in a temporary folder (SQLite database, media, model cache), so no real data is touched:
-it migrates, creates the sample project (webapp.samples), trains one version in-process, makes a predict token,
-starts gunicorn on 127.0.0.1 and sends PNGs with the docs page's urllib client (webapp/api/client_example.py).
+Everything lives in a temporary folder (SQLite database, media, model cache, its own redis-server), so no real data
+is touched: it migrates, creates the sample project (webapp.samples), trains one version in-process, makes a
+predict token, starts gunicorn on 127.0.0.1 configured like docker/entrypoint.sh (2 workers x 4 threads) and sends
+the project's PNGs as raw bodies, as the docs page's client does (webapp/api/client_example.py).
 
-    .venv/bin/python scripts/bench_api.py --family gaussian --requests 200 --seconds 60
+    .venv/bin/python scripts/bench_api.py --family gaussian --clients 50 --requests 2000
 
-Prints one Markdown table row per phase: sequential latency (p50, p95) and throughput with concurrent clients.
+Two phases. Sequential (`--sequential`, bounded by `--seconds`): one request at a time, each paired with the same
+image through the same service in this process and a read-only request, so the web layer's share shows. Load:
+exactly `--clients` threads share `--requests` predict requests; every request's latency and outcome is recorded.
+Prints a Markdown table (p50, p95, p99, max, mean, req/s) and the errors by kind; exits 1 if any request failed
+(a status other than 200, a connection error or a timeout).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import socket
+import collections
+import json
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+import benchlib
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+@dataclass(frozen=True)
+class Outcome:
+    seconds: float
+    error: str = ""  # empty when the answer was a 200 with a prediction in it
 
 
-def main() -> int:
+def _error_kind(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code}"
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
+        return type(exc.reason).__name__  # ConnectionRefusedError, TimeoutError, ...
+    return type(exc).__name__
+
+
+def timed(request: urllib.request.Request, *, timeout: float, expect: str) -> Outcome:
+    """Sends the request; the outcome is an error unless it answers 200 with JSON holding `expect`."""
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            answer = json.load(response)
+        error = "" if expect in answer else "unexpected answer"
+    except Exception as exc:  # every failure is counted by kind, none stops the run
+        error = _error_kind(exc)
+    return Outcome(time.perf_counter() - started, error)
+
+
+def predict_request(url: str, secret: str, image: bytes) -> urllib.request.Request:
+    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "image/png"}
+    return urllib.request.Request(url, data=image, method="POST", headers=headers)
+
+
+def load_run(send: Callable[[int], Outcome], *, clients: int, total: int) -> tuple[list[Outcome], float]:
+    """Exactly `clients` threads take request numbers 0..total-1 in turn; returns every outcome and the wall time."""
+    outcomes: list[Outcome] = []
+    next_index = [0]
+    lock = threading.Lock()
+
+    def client() -> None:
+        while True:
+            with lock:
+                index = next_index[0]
+                next_index[0] += 1
+            if index >= total:
+                return
+            outcome = send(index)
+            with lock:
+                outcomes.append(outcome)
+
+    threads = [threading.Thread(target=client, name=f"client-{n}") for n in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes, time.perf_counter() - started
+
+
+def sequential_run(*, count: int, seconds: float, http: Callable, direct: Callable, read: Callable) -> dict:
+    """One request at a time, alternating HTTP predict, the same image in-process, and a read-only request, so all
+    three see the same load from whatever else shares the cores."""
+    phases: dict[str, list[Outcome]] = {"http": [], "direct": [], "read": []}
+    deadline = time.monotonic() + seconds
+    index = 0
+    while index < count and time.monotonic() < deadline:
+        phases["http"].append(http(index))
+        started = time.perf_counter()
+        direct(index)
+        phases["direct"].append(Outcome(time.perf_counter() - started))
+        phases["read"].append(read())
+        index += 1
+    return phases
+
+
+def table_row(phase: str, outcomes: list[Outcome], elapsed: float | None = None) -> list[str]:
+    """Percentiles over the successful requests; throughput over all (wall time when given, else summed)."""
+    ok = [o.seconds for o in outcomes if not o.error]
+    errors = len(outcomes) - len(ok)
+    spent = elapsed if elapsed is not None else sum(o.seconds for o in outcomes)
+    rate = f"{len(outcomes) / spent:.1f}" if spent else "–"
+    return [phase, str(len(outcomes)), str(errors), *benchlib.latency_cells(ok), rate]
+
+
+def error_counts(outcomes: list[Outcome]) -> collections.Counter:
+    return collections.Counter(o.error for o in outcomes if o.error)
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", default="gaussian", choices=["gaussian", "patchcore"])
     parser.add_argument("--image-size", type=int, default=256, help="model input side (training config)")
-    parser.add_argument("--requests", type=int, default=200, help="at most this many requests per phase")
-    parser.add_argument("--seconds", type=float, default=60, help="at most this long per phase")
-    parser.add_argument("--clients", type=int, default=4, help="concurrent clients in the throughput phase")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
-    args = parser.parse_args()
+    parser.add_argument("--clients", type=int, default=50, help="concurrent client threads in the load phase")
+    parser.add_argument("--requests", type=int, default=2000, help="predict requests in the load phase")
+    parser.add_argument("--sequential", type=int, default=30, help="requests in the sequential phase (0: skip)")
+    parser.add_argument("--seconds", type=float, default=60, help="at most this long for the sequential phase")
+    parser.add_argument("--timeout", type=float, default=300, help="client timeout per request, seconds")
+    parser.add_argument("--workers", type=int, default=benchlib.GUNICORN_WORKERS, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=benchlib.GUNICORN_THREADS, help="threads per gunicorn worker")
+    return parser.parse_args()
 
-    scratch = Path(tempfile.mkdtemp(prefix="kensa-bench-api-"))
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "webapp.settings",
-        "HF_HUB_OFFLINE": "1",
-        "KENSA_SECRET_KEY": "bench-only-secret",
-        "KENSA_DATA_DIR": str(scratch / "data"),
-        "KENSA_MEDIA_ROOT": str(scratch / "media"),
-        "DATABASE_URL": f"sqlite:///{scratch / 'bench.sqlite3'}",
-        "KENSA_LOG_LEVEL": "WARNING",
-    }
-    os.environ.update(env)
-    sys.path.insert(0, str(ROOT))
-    import django
 
-    django.setup()
-    from django.contrib.auth.models import User
-    from django.core.management import call_command
+def main() -> int:
+    args = parse_args()
+    sandbox = benchlib.sandbox_start("kensa-bench-api-")
+    try:
+        return bench(args, sandbox)
+    finally:
+        sandbox.close()
 
-    from webapp.api.client_example import predict
-    from webapp.api.services import api_token_create
-    from webapp.samples import sample_project_create
-    from webapp.training import services
-    from webapp.training.execution import training_run_execute
-    from webapp.training.models import ModelVersion
 
-    call_command("migrate", verbosity=0)
-    owner = User.objects.create_user("bench", password="bench-password-1")
+def bench(args: argparse.Namespace, sandbox: benchlib.Sandbox) -> int:
+    print(f"# {benchlib.machine_line()} (start)")
     started = time.monotonic()
-    project = sample_project_create(owner=owner)  # 80 good + 30 defective 256 px discs
-    run = services.training_run_request(
-        project=project, requested_by=owner, family=args.family, image_size=args.image_size
-    )
-    services.training_run_claim(run_id=run.id)
-    training_run_execute(run_id=run.id)
-    version = ModelVersion.objects.get(run=run)
+    owner, project, version = benchlib.sample_model(family=args.family, image_size=args.image_size)
     print(f"# trained {version} in {time.monotonic() - started:.1f} s (sample project, {args.image_size} px)")
+
+    from webapp.api.services import api_token_create
+    from webapp.inference.services import predict_bytes
+    from webapp.wsgi import torch_threads_limit
+
+    torch_threads_limit()  # the in-process calls run with the web server's torch threads
+
     _, secret = api_token_create(project=project, name="bench", scopes=["predict", "read"], created_by=owner)
     # A mix of good and defective parts: every fifth image of the project.
     images = [image.file.open("rb").read() for image in list(project.images.order_by("id"))[::5]]
+    if args.sequential:
+        predict_bytes(version=version, data=images[0], purpose="api")  # loads the model in this process
 
-    from webapp.inference.services import predict_bytes
+    server, base_url = benchlib.gunicorn_start(sandbox.env, workers=args.workers, threads=args.threads)
+    project_url = f"{base_url}/api/v1/projects/{project.public_id}"
+    read_request = urllib.request.Request(f"{project_url}/versions/", headers={"Authorization": f"Bearer {secret}"})
 
-    predict_bytes(version=version, data=images[0], purpose="api")  # loads the model in this process
+    def http(index: int) -> Outcome:
+        image = images[index % len(images)]
+        return timed(predict_request(f"{project_url}/predict/", secret, image), timeout=args.timeout, expect="score")
 
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "webapp.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(args.workers),
-         "--timeout", "120", "--log-level", "warning"],
-        cwd=ROOT, env=env,
-    )  # fmt: skip
-    api_url = f"http://127.0.0.1:{port}/api/v1"
-    project_id = str(project.public_id)
     try:
-        deadline = time.monotonic() + 60
-        while True:  # up, and every worker has loaded the model once
-            try:
-                for image in images[: args.workers * 3]:
-                    predict(api_url, project_id, secret, image)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.3)
-
-        # Sequential, one request at a time: the latency a camera PC sees. Each HTTP request is paired with the
-        # same image through the same service in this process (no HTTP, no auth), alternating, so both see the
-        # same load from whatever else shares the cores; the difference is the web layer. A read-only request
-        # (GET versions) times the web layer alone.
-        latencies: list[float] = []
-        direct: list[float] = []
-        reads: list[float] = []
-        read_request = urllib.request.Request(
-            f"{api_url}/projects/{project_id}/versions/", headers={"Authorization": f"Bearer {secret}"}
+        benchlib.http_wait(f"{project_url}/versions/")
+        # Every worker loads the model on its first predict: enough concurrent requests to reach them all.
+        warm = args.workers * args.threads
+        warmup, _ = load_run(http, clients=warm, total=2 * warm)
+        sequential = sequential_run(
+            count=args.sequential,
+            seconds=args.seconds,
+            http=http,
+            direct=lambda i: predict_bytes(version=version, data=images[i % len(images)], purpose="api"),
+            read=lambda: timed(read_request, timeout=args.timeout, expect="versions"),
         )
-        phase_end = time.monotonic() + args.seconds
-        while len(latencies) < args.requests and time.monotonic() < phase_end:
-            image = images[len(latencies) % len(images)]
-            t0 = time.perf_counter()
-            predict_bytes(version=version, data=image, purpose="api")
-            t1 = time.perf_counter()
-            predict(api_url, project_id, secret, image)
-            t2 = time.perf_counter()
-            urllib.request.urlopen(read_request, timeout=30).read()
-            direct.append(t1 - t0)
-            latencies.append(t2 - t1)
-            reads.append(time.perf_counter() - t2)
-
-        # Concurrent: `clients` threads sharing the request budget: throughput of the server.
-        sent = [0]
-        lock = threading.Lock()
-        phase_end = time.monotonic() + args.seconds
-
-        def client() -> None:
-            while time.monotonic() < phase_end:
-                with lock:
-                    if sent[0] >= args.requests:
-                        return
-                    sent[0] += 1
-                    index = sent[0]
-                predict(api_url, project_id, secret, images[index % len(images)])
-
-        t0 = time.perf_counter()
-        threads = [threading.Thread(target=client) for _ in range(args.clients)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.perf_counter() - t0
+        print(f"# load phase: {args.clients} clients, {args.requests} requests, load {benchlib.load_average()}")
+        load, elapsed = load_run(http, clients=args.clients, total=args.requests)
     finally:
-        server.terminate()
-        server.wait(30)
+        benchlib.process_stop(server)
 
     size = statistics.mean(len(image) for image in images)
-    print(f"# {version.family}, {args.workers} gunicorn workers, 256x256 PNGs of {size / 1024:.0f} KiB on average")
-    print("| phase | requests | p50 ms | p95 ms | mean ms | req/s |")
-    print("|---|---|---|---|---|---|")
-    phases = (
-        ("HTTP predict, 1 client, sequential", latencies),
-        ("same images in-process (predict_bytes, no HTTP)", direct),
-        ("HTTP GET versions (web layer alone)", reads),
+    print(f"# {benchlib.machine_line()} (end)")
+    print(
+        f"# {version.family}, gunicorn {args.workers} workers x {args.threads} threads, "
+        f"{len(images)} different 256x256 PNGs of {size / 1024:.0f} KiB on average; times in ms"
     )
-    for phase, values in phases:
-        print(
-            f"| {phase} | {len(values)} | {1000 * statistics.median(values):.0f} "
-            f"| {1000 * _percentile(values, 0.95):.0f} | {1000 * statistics.mean(values):.0f} "
-            f"| {len(values) / sum(values):.1f} |"
-        )
-    print(f"| HTTP, {args.clients} clients, concurrent | {sent[0]} | – | – | – | {sent[0] / elapsed:.1f} |")
+    rows = [
+        table_row("HTTP predict, 1 client, sequential", sequential["http"]),
+        table_row("same images in-process (predict_bytes, no HTTP)", sequential["direct"]),
+        table_row("HTTP GET versions (web layer alone)", sequential["read"]),
+        table_row(f"HTTP predict, {args.clients} concurrent clients", load, elapsed),
+    ]
+    headers = ["phase", "requests", "errors", "p50", "p95", "p99", "max", "mean", "req/s"]
+    print(benchlib.markdown_table(headers, rows))
+    failures = error_counts(warmup + sequential["http"] + sequential["read"] + load)
+    for kind, count in failures.most_common():
+        print(f"# errors: {count} x {kind}")
+    if failures:
+        return 1
+    print("# no errors")
     return 0
 
 
