@@ -104,23 +104,39 @@ STATICFILES_DIRS = [BASE_DIR / "webapp" / "static"]
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env_str("KENSA_MEDIA_ROOT", str(BASE_DIR / "media")))
 
+
+def s3_storage(
+    *, bucket: str, endpoint_url: str = "", access_key: str = "", secret_key: str = "", region: str = ""
+) -> dict:
+    """The STORAGES["default"] entry for an S3-compatible bucket; the S3 tests build theirs with it too."""
+    return {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": bucket,
+            "endpoint_url": endpoint_url or None,
+            "access_key": access_key,
+            "secret_key": secret_key,
+            "region_name": region or None,
+            "default_acl": None,
+            "file_overwrite": False,
+        },
+    }
+
+
 # Local folder by default; "s3" stores originals, masks and model artifacts in an S3-compatible bucket.
 STORAGE_BACKEND = env_str("KENSA_STORAGE", "local")
 if STORAGE_BACKEND == "local":
     _default_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
 elif STORAGE_BACKEND == "s3":
-    _default_storage = {
-        "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {
-            "bucket_name": env_str("KENSA_S3_BUCKET"),
-            "endpoint_url": env_str("KENSA_S3_ENDPOINT_URL") or None,
-            "access_key": env_str("KENSA_S3_ACCESS_KEY_ID"),
-            "secret_key": env_str("KENSA_S3_SECRET_ACCESS_KEY"),
-            "region_name": env_str("KENSA_S3_REGION") or None,
-            "default_acl": None,
-            "file_overwrite": False,
-        },
-    }
+    if not env_str("KENSA_S3_BUCKET"):
+        raise ImproperlyConfigured("KENSA_STORAGE=s3 needs KENSA_S3_BUCKET")
+    _default_storage = s3_storage(
+        bucket=env_str("KENSA_S3_BUCKET"),
+        endpoint_url=env_str("KENSA_S3_ENDPOINT_URL"),
+        access_key=env_str("KENSA_S3_ACCESS_KEY_ID"),
+        secret_key=env_str("KENSA_S3_SECRET_ACCESS_KEY"),
+        region=env_str("KENSA_S3_REGION"),
+    )
 else:
     raise ImproperlyConfigured(f"KENSA_STORAGE={STORAGE_BACKEND!r}: expected 'local' or 's3'")
 STORAGES = {

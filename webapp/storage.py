@@ -4,13 +4,20 @@ folder and an S3-compatible bucket behave the same."""
 from __future__ import annotations
 
 import logging
+import posixpath
+import shutil
 from collections.abc import Iterable
 
+from botocore.exceptions import BotoCoreError, ClientError
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
+from django.core.files.storage import FileSystemStorage, default_storage
 from django.db import transaction
 
 log = logging.getLogger(__name__)
+
+# What a storage raises when it cannot do its work: a local folder raises OSError, while S3 raises botocore's own
+# errors (an unreachable endpoint, a refused request), which are not OSErrors.
+STORAGE_ERRORS = (OSError, BotoCoreError, ClientError)
 
 
 def stored_file_write(name: str, data: bytes) -> str:
@@ -26,11 +33,34 @@ def stored_file_read(name: str) -> bytes:
 
 
 def stored_files_delete(names: Iterable[str]) -> None:
+    """Best effort: the rows are gone (or never were), so a file left behind is logged, never raised; on S3 an
+    outage would otherwise fail a request whose transaction had already committed."""
     for name in names:
         try:
             default_storage.delete(name)
-        except OSError:
+        except STORAGE_ERRORS:
             log.warning("could not delete stored file %s", name, exc_info=True)
+
+
+def stored_folder_delete(prefix: str) -> None:
+    """Deletes a stored folder and everything below it, best effort like stored_files_delete.
+
+    Folders exist only on a local disk. In a bucket (the only other storage settings allow) `prefix` is the start
+    of keys: deleting them one request per object would take minutes for a large project, inside the request that
+    deleted it, so they go 1,000 keys per DeleteObjects request."""
+    prefix = prefix.strip("/")
+    if not prefix:
+        raise ValueError("refusing to delete the whole storage")
+    try:
+        if isinstance(default_storage, FileSystemStorage):
+            shutil.rmtree(default_storage.path(prefix), ignore_errors=True)  # .path() exists for local files only
+            return
+        keys = default_storage.bucket.objects.filter(Prefix=posixpath.join(default_storage.location, prefix) + "/")
+        for response in keys.delete():
+            for error in response.get("Errors", []):
+                log.warning("could not delete stored file %s: %s", error.get("Key"), error.get("Message"))
+    except STORAGE_ERRORS:
+        log.warning("could not delete stored folder %s", prefix, exc_info=True)
 
 
 def stored_files_delete_on_commit(names: Iterable[str]) -> None:

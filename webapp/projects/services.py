@@ -38,13 +38,13 @@ def project_delete(*, project: Project) -> None:
     """Deletes the project with everything in it, and (after commit) its whole storage folder: originals,
     thumbnails, masks, model artifacts, predictions and batch inputs all live under it."""
     from webapp.images.models import Annotation
-    from webapp.training.artifacts import storage_folder_delete
+    from webapp.storage import stored_folder_delete
 
     folder = f"projects/{project.public_id}"
     # Annotations PROTECT their defect classes; remove them first so the cascade can proceed.
     Annotation.objects.filter(image__project=project).delete()
     project.delete()
-    transaction.on_commit(lambda: storage_folder_delete(folder))
+    transaction.on_commit(lambda: stored_folder_delete(folder))
 
 
 def membership_set(*, project: Project, username: str, role: str) -> Membership:

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 
 from webapp.storage import stored_file_read, stored_file_write
 
@@ -41,18 +40,3 @@ def artifact_local_dir(version) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
     return target
-
-
-def storage_folder_delete(prefix: str) -> None:
-    """Deletes a storage folder and everything below it (local folder or S3 prefix alike)."""
-    try:
-        folders, files = default_storage.listdir(prefix)
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    for name in files:
-        default_storage.delete(f"{prefix}/{name}")
-    for folder in folders:
-        storage_folder_delete(f"{prefix}/{folder}")
-    local_root = getattr(default_storage, "location", None)
-    if local_root:
-        shutil.rmtree(Path(local_root) / prefix, ignore_errors=True)

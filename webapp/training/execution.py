@@ -20,8 +20,9 @@ from django.db import close_old_connections, connection, transaction
 from ml.registry import create_model
 from ml.thresholds import calibrate
 from webapp.images.models import Image, Label, Split
+from webapp.storage import stored_folder_delete
 from webapp.training import services
-from webapp.training.artifacts import artifact_prefix, artifact_upload, storage_folder_delete
+from webapp.training.artifacts import artifact_prefix, artifact_upload
 from webapp.training.datasets import ProjectSamples
 from webapp.training.evaluation import evaluate_and_store
 from webapp.training.models import ModelVersion, RunStatus, TrainingRun
@@ -213,5 +214,5 @@ def run_workdir(run: TrainingRun) -> Path:
 def run_files_discard(run: TrainingRun) -> None:
     """Removes everything a run stored (artifact and prediction maps), its scratch folder, and any version rows."""
     ModelVersion.objects.filter(run=run).delete()
-    storage_folder_delete(artifact_prefix(run))
+    stored_folder_delete(artifact_prefix(run))
     shutil.rmtree(Path(settings.DATA_DIR) / "work" / f"run-{run.public_id}", ignore_errors=True)
