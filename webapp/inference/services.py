@@ -13,15 +13,16 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from scipy import ndimage
 
 from ml.registry import load_model
 from ml.thresholds import Calibration
-from webapp.images.intake.decoding import inspect_image, open_oriented, to_display_rgb
+from webapp.images.intake.decoding import open_checked, to_display_rgb
 from webapp.images.models import Image
 from webapp.projects.models import Project
 from webapp.review.services import prediction_route_for_review
-from webapp.storage import stored_file_write
 from webapp.training.artifacts import artifact_local_dir
 from webapp.training.evaluation import predicted_mask, prediction_store
 from webapp.training.models import ModelVersion, Prediction
@@ -91,13 +92,19 @@ def predict_arrays(
     *, version: ModelVersion, arrays: list[np.ndarray], purpose: str, images: list[Image | None] | None = None
 ) -> list[InferenceResult]:
     """Runs the version on decoded images and stores one Prediction (with map and mask PNGs) per image."""
-    model = model_for_version(version)
+    predictions = model_for_version(version).predict(arrays)
+    return _results_store(version=version, predictions=predictions, purpose=purpose, images=images)
+
+
+def _results_store(
+    *, version: ModelVersion, predictions: list, purpose: str, images: list[Image | None] | None, **fields
+) -> list[InferenceResult]:
     calibration = version_calibration(version)
-    images = images or [None] * len(arrays)
+    images = images or [None] * len(predictions)
     results = []
-    for image, prediction in zip(images, model.predict(arrays), strict=True):
+    for image, prediction in zip(images, predictions, strict=True):
         row = prediction_store(
-            version=version, image=image, prediction=prediction, calibration=calibration, purpose=purpose
+            version=version, image=image, prediction=prediction, calibration=calibration, purpose=purpose, **fields
         )
         boxes = mask_boxes(predicted_mask(prediction, calibration.threshold))
         # The one place trial, batch and API predictions pass through, so the review policy is applied here.
@@ -109,11 +116,18 @@ def predict_arrays(
 def predict_bytes(*, version: ModelVersion, data: bytes, purpose: str, name: str = "") -> InferenceResult:
     """One uploaded image, not (yet) part of the dataset: kept beside its prediction, so a person can review it
     or add it to the dataset later. Raises RejectedFile for unusable input."""
-    info = inspect_image(data, max_pixels=settings.KENSA_MAX_IMAGE_PIXELS, max_bytes=settings.KENSA_MAX_IMAGE_BYTES)
-    array = np.asarray(to_display_rgb(open_oriented(data)))
-    result = predict_arrays(version=version, arrays=[array], purpose=purpose)[0]
-    digest = hashlib.sha256(data).hexdigest()
-    stored = stored_file_write(f"{version.artifact_prefix}/inputs/{digest}{info.extension}", data)
-    Prediction.objects.filter(id=result.prediction.id).update(input_file=stored, input_name=name[:255])
-    result.prediction.input_file.name, result.prediction.input_name = stored, name[:255]
-    return result
+    info, picture = open_checked(
+        data, max_pixels=settings.KENSA_MAX_IMAGE_PIXELS, max_bytes=settings.KENSA_MAX_IMAGE_BYTES
+    )
+    predictions = model_for_version(version).predict([np.asarray(to_display_rgb(picture))])
+    stored = _input_store(version=version, data=data, extension=info.extension)
+    return _results_store(
+        version=version, predictions=predictions, purpose=purpose, images=None, input_file=stored, input_name=name[:255]
+    )[0]
+
+
+def _input_store(*, version: ModelVersion, data: bytes, extension: str) -> str:
+    """Keeps the uploaded bytes under the version, named by their SHA-256. A name already there holds these very
+    bytes (a camera sending the same part again), so it is reused rather than deleted and written again."""
+    name = f"{version.artifact_prefix}/inputs/{hashlib.sha256(data).hexdigest()}{extension}"
+    return name if default_storage.exists(name) else default_storage.save(name, ContentFile(data))

@@ -38,9 +38,10 @@ def predicted_mask(prediction: MlPrediction, threshold: float) -> np.ndarray:
 
 
 def prediction_store(
-    *, version: ModelVersion, image, prediction: MlPrediction, calibration: Calibration, purpose: str
+    *, version: ModelVersion, image, prediction: MlPrediction, calibration: Calibration, purpose: str, **fields
 ) -> Prediction:
-    """Stores one prediction row with its map and mask PNGs under the version's run folder."""
+    """Stores one prediction row with its map and mask PNGs under the version's run folder; `fields` are more
+    columns of the row (the kept input of an upload)."""
     threshold = calibration.threshold
     base = f"{version.artifact_prefix}/predictions/{purpose}/{image.sha256 if image else uuid.uuid4().hex}"
     map_name = stored_file_write(f"{base}_map.png", anomaly_map_png(prediction.anomaly_map, calibration))
@@ -54,6 +55,7 @@ def prediction_store(
         is_anomalous=bool(prediction.score >= threshold),
         anomaly_map=map_name,
         predicted_mask=mask_name,
+        **fields,
     )
 
 

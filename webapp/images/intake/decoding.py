@@ -39,6 +39,20 @@ class ImageInfo:
 
 def inspect_image(data: bytes, *, max_pixels: int, max_bytes: int) -> ImageInfo:
     """Validates `data` fully (header, size limits, a complete decode) and describes it. Raises RejectedFile."""
+    return _checked_decode(data, max_pixels=max_pixels, max_bytes=max_bytes)[0]
+
+
+def open_checked(data: bytes, *, max_pixels: int, max_bytes: int) -> tuple[ImageInfo, PILImage.Image]:
+    """`inspect_image` and `open_oriented` in one, decoding the pixels once: the description and the image as a
+    person sees it (EXIF orientation applied). Raises RejectedFile."""
+    info, image = _checked_decode(data, max_pixels=max_pixels, max_bytes=max_bytes)
+    if image.getexif().get(0x0112, 1) in (2, 3, 4, 5, 6, 7, 8):
+        image = ImageOps.exif_transpose(image)
+    return info, image
+
+
+def _checked_decode(data: bytes, *, max_pixels: int, max_bytes: int) -> tuple[ImageInfo, PILImage.Image]:
+    """The checks of `inspect_image`, and the decoded image (orientation not applied)."""
     if not data:
         raise RejectedFile(EMPTY_FILE)
     if len(data) > max_bytes:
@@ -49,7 +63,6 @@ def inspect_image(data: bytes, *, max_pixels: int, max_bytes: int) -> ImageInfo:
             width, height = probe.size
             mode = probe.mode
             frames = getattr(probe, "n_frames", 1)
-            orientation = probe.getexif().get(0x0112, 1) if fmt in {"JPEG", "TIFF", "PNG"} else 1
     except PILImage.DecompressionBombError:
         raise RejectedFile(TOO_MANY_PIXELS.format(width="?", height="?", limit=max_pixels)) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
@@ -63,21 +76,29 @@ def inspect_image(data: bytes, *, max_pixels: int, max_bytes: int) -> ImageInfo:
         raise RejectedFile(UNSUPPORTED_MODE.format(mode=mode))
     if frames > 1:
         raise RejectedFile(MULTI_FRAME)
-    _decode_completely(data)
+    image = _decode_completely(data)
+    # Read after the decode: a PNG keeps EXIF wherever it likes, so Pillow decodes the whole image to find it.
+    try:
+        orientation = image.getexif().get(0x0112, 1) if fmt in {"JPEG", "TIFF", "PNG"} else 1
+    except (OSError, ValueError, SyntaxError):
+        raise RejectedFile(NOT_AN_IMAGE) from None
     if orientation in (5, 6, 7, 8):  # EXIF rotations by 90 or 270 degrees swap the sides
         width, height = height, width
-    return ImageInfo(format=fmt, extension=ACCEPTED_FORMATS[fmt], mode=mode, width=width, height=height)
+    info = ImageInfo(format=fmt, extension=ACCEPTED_FORMATS[fmt], mode=mode, width=width, height=height)
+    return info, image
 
 
-def _decode_completely(data: bytes) -> None:
+def _decode_completely(data: bytes) -> PILImage.Image:
+    """The image with its pixel data loaded; any damage, warnings included, is RejectedFile(TRUNCATED)."""
     with warnings.catch_warnings():
         # Pillow warns (rather than fails) on some damaged files; treat that as damage.
         warnings.simplefilter("error")
         try:
-            with PILImage.open(io.BytesIO(data)) as image:
-                image.load()
+            image = PILImage.open(io.BytesIO(data))
+            image.load()
         except Exception:
             raise RejectedFile(TRUNCATED) from None
+    return image
 
 
 def open_oriented(data: bytes) -> PILImage.Image:
