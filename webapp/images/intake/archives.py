@@ -3,8 +3,11 @@ into more bytes than the limits allow. One bad member is reported and skipped; t
 
 from __future__ import annotations
 
+import lzma
 import stat
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import BinaryIO
@@ -12,6 +15,7 @@ from typing import BinaryIO
 from webapp.images.intake.decoding import RejectedFile
 
 NOT_A_ZIP = "This archive cannot be read as a zip file."
+EMPTY_ARCHIVE = "The archive holds no files to take in."
 TOO_MANY_MEMBERS = "The archive holds {count:,} files, more than the limit of {limit:,}."
 TOO_LARGE_EXPANDED = "The archive would expand to {size:,} bytes, more than the limit of {limit:,}."
 UNSAFE_PATH = "Skipped: the path leaves the archive's folder (absolute or with '..')."
@@ -27,6 +31,13 @@ MAX_EXPANSION_RATIO = 100
 RATIO_CHECK_ABOVE_BYTES = 1024 * 1024
 NESTED_SUFFIXES = {".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar"}
 JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+# Hostile bytes make zipfile fail in more ways than BadZipFile: zlib.error and lzma.LZMAError from damaged data,
+# ValueError from a negative seek (a lying end record), NotImplementedError from an unknown version or method.
+# Each means "damaged" and must come back as a rejection, never as a server error that loses the rest of the batch.
+DAMAGE_ERRORS = (
+    zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError, struct.error, zlib.error,
+    lzma.LZMAError,
+)  # fmt: skip
 
 
 @dataclass
@@ -60,7 +71,7 @@ class SafeZip:
     def __init__(self, fileobj: BinaryIO, *, max_member_bytes: int, max_total_bytes: int, max_members: int):
         try:
             self._zip = zipfile.ZipFile(fileobj)
-        except (zipfile.BadZipFile, OSError, ValueError):
+        except DAMAGE_ERRORS:
             raise RejectedFile(NOT_A_ZIP) from None
         infos = [info for info in self._zip.infolist() if not info.is_dir()]
         if len(infos) > max_members:
@@ -90,7 +101,7 @@ class SafeZip:
         """The member's bytes (at most its declared size: zipfile stops there and checks the CRC)."""
         try:
             return self._zip.read(self._infos[path])
-        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError):
+        except DAMAGE_ERRORS:
             raise RejectedFile(DAMAGED_MEMBER) from None
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+import zlib
 from dataclasses import dataclass
 
 from PIL import Image as PILImage
@@ -76,6 +77,10 @@ def _checked_decode(data: bytes, *, max_pixels: int, max_bytes: int) -> tuple[Im
         raise RejectedFile(UNSUPPORTED_MODE.format(mode=mode))
     if frames > 1:
         raise RejectedFile(MULTI_FRAME)
+    # Pillow stops reading once it has its pixels and checks no PNG checksum from the first IDAT on: a PNG cut in its
+    # last chunks or with a damaged IDAT, or a JPEG cut before its end marker, would pass as decoded completely.
+    if (fmt == "PNG" and not _png_chunks_intact(data)) or (fmt == "JPEG" and not _jpeg_has_end(data)):
+        raise RejectedFile(TRUNCATED)
     image = _decode_completely(data)
     # Read after the decode: a PNG keeps EXIF wherever it likes, so Pillow decodes the whole image to find it.
     try:
@@ -99,6 +104,26 @@ def _decode_completely(data: bytes) -> PILImage.Image:
         except Exception:
             raise RejectedFile(TRUNCATED) from None
     return image
+
+
+def _png_chunks_intact(data: bytes) -> bool:
+    """Every chunk of the PNG is whole and matches its CRC-32, up to and including IEND (anything after is ignored)."""
+    view = memoryview(data)
+    pos = 8  # past the signature
+    while pos + 12 <= len(view):
+        length = int.from_bytes(view[pos : pos + 4], "big")
+        end = pos + 12 + length
+        if end > len(view) or zlib.crc32(view[pos + 4 : end - 4]) != int.from_bytes(view[end - 4 : end], "big"):
+            return False
+        if view[pos + 4 : pos + 8] == b"IEND":
+            return True
+        pos = end
+    return False
+
+
+def _jpeg_has_end(data: bytes) -> bool:
+    """An end-of-image marker after the start of the scan (scan data never holds FF D9, so a cut file has none)."""
+    return data.rfind(b"\xff\xd9") > data.find(b"\xff\xda")
 
 
 def open_oriented(data: bytes) -> PILImage.Image:

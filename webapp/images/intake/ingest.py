@@ -20,7 +20,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from PIL import Image as PILImage
 
-from webapp.images.intake.archives import SafeZip
+from webapp.images.intake.archives import EMPTY_ARCHIVE, SafeZip
 from webapp.images.intake.decoding import ImageInfo, RejectedFile, inspect_image
 from webapp.images.intake.layout import Plan, PlannedImage, plan_layout
 from webapp.images.models import Annotation, Image, Label, Source
@@ -209,6 +209,11 @@ def archive_ingest(*, project: Project, user, fileobj, archive_name: str, source
         archive = upload_archive_open(fileobj)
     except RejectedFile as exc:
         report.results.append(FileResult(archive_name, REJECTED, str(exc)))
+        return report
+    if not archive.members:
+        # Nothing in it but folders and system junk: without this line the person would get no word at all.
+        archive.close()
+        report.results.append(FileResult(archive_name, REJECTED, EMPTY_ARCHIVE))
         return report
     try:
         report.results += archive_problem_results(archive, archive_name)
