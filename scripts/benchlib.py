@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -41,10 +42,12 @@ def load_average() -> str:
 
 
 def machine_line() -> str:
-    """Commit, CPU and load, for the benchmark notes."""
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
+    """Commit (marked when tracked files differ from it), CPU and load, for the benchmark notes."""
+    git = ["git", "-C", str(ROOT)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+    if dirty.stdout.strip():
+        commit += " + uncommitted changes"
     cpu = "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -92,6 +95,8 @@ class Sandbox:
 def sandbox_start(prefix: str) -> Sandbox:
     """Makes the temporary Kensa, starts its redis-server (so queued tasks never reach a shared broker), points
     this process at both, sets Django up and migrates."""
+    # A plain `kill` ends the bench through its `finally` blocks, so gunicorn, workers and redis go with it.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     scratch = Path(tempfile.mkdtemp(prefix=prefix))
     redis_port = free_port()
     redis = subprocess.Popen(
@@ -108,18 +113,24 @@ def sandbox_start(prefix: str) -> Sandbox:
         "KENSA_MEDIA_ROOT": str(scratch / "media"),
         "DATABASE_URL": f"sqlite:///{scratch / 'bench.sqlite3'}",
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "KENSA_STORAGE": "local",
         "KENSA_LOG_LEVEL": "WARNING",
     }
     os.environ.update(env)
     sys.path.insert(0, str(ROOT))
-    _wait_for_redis(redis_port)
-    import django
+    sandbox = Sandbox(scratch=scratch, env=env, redis=redis)
+    try:
+        _wait_for_redis(redis_port)
+        import django
 
-    django.setup()
-    from django.core.management import call_command
+        django.setup()
+        from django.core.management import call_command
 
-    call_command("migrate", verbosity=0)
-    return Sandbox(scratch=scratch, env=env, redis=redis)
+        call_command("migrate", verbosity=0)
+    except BaseException:
+        sandbox.close()
+        raise
+    return sandbox
 
 
 def _wait_for_redis(port: int, timeout: float = 10) -> None:
