@@ -2,13 +2,60 @@
 
 from __future__ import annotations
 
+import io
+import threading
+import warnings
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import ClassVar, Self
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ml.backbones import DEFAULT_BACKBONE, Preprocessing, create_feature_extractor, preprocessing_for
+
+ENGINES = ("auto", "onnxruntime", "torch")
+
+
+@dataclass
+class PatchFeatureConfig:
+    """The settings every family built on PatchFeatures shares; each family's config extends it.
+
+    image_size: side of the square the image is resized to, in pixels. layers: backbone feature indices (for lite0,
+    2 = stride 8, 3 = stride 16). neighbourhood: side of the average-pooling window that aggregates each patch
+    with its neighbours. reduced_channels: if set, features are averaged down to this many channels.
+    precision: the backbone's arithmetic. "bf16" runs it in bfloat16 (about 4x faster on CPUs with AVX-512 BF16
+    or AMX, features within ~2% of float32); "auto" uses bf16 where the processor has it and fp32 elsewhere;
+    everything after the backbone (pooling, distances, statistics) stays float32. ONNX exports are float32.
+    blur_sigma: Gaussian smoothing of the anomaly map, in pixels at image_size. preprocessing: the backbone's
+    resize/mean/std, filled in from the backbone's own config when empty, so it is saved with the model.
+    """
+
+    family: ClassVar[str] = ""
+
+    backbone: str = DEFAULT_BACKBONE
+    layers: tuple[int, ...] = (2, 3)
+    image_size: int = 320
+    neighbourhood: int = 3
+    reduced_channels: int | None = None
+    blur_sigma: float = 4.0
+    batch_size: int = 8
+    seed: int = 0
+    preprocessing: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.layers = tuple(self.layers)  # JSON and the command line give lists
+
+    def to_dict(self) -> dict:
+        return {"family": self.family, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Self:
+        """Unknown keys (such as "family", or settings of a newer version) are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
 
 
 class PatchFeatures(nn.Module):
@@ -18,6 +65,11 @@ class PatchFeatures(nn.Module):
     surroundings), deeper layers are upsampled bilinearly to the finest one and all are concatenated along
     channels. With `reduced_channels`, adjacent channels are averaged down to that width (the paper's adaptive
     average pooling), which shrinks the memory bank and the nearest-neighbour search proportionally.
+
+    On a CPU, without gradients, the same computation runs in ONNX Runtime by default (`engine`): exported once,
+    lazily, from this module's own weights, it gave identical features (within 3e-5) about 3x faster than eager
+    PyTorch on our 2-core test machine, where depthwise convolutions are PyTorch's weak spot. "torch" forces eager
+    PyTorch; GPUs, tracing and export always use it.
     """
 
     def __init__(
@@ -29,8 +81,16 @@ class PatchFeatures(nn.Module):
         reduced_channels: int | None = None,
         pretrained: bool = True,
         weights_path: Path | str | None = None,
+        engine: str = "auto",
     ):
         super().__init__()
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        self.engine = engine
+        self._session = None  # ONNX Runtime session, built on first use from the current weights
+        self._session_lock = threading.Lock()
+        # Weights loaded or moved after the session was built would leave it stale.
+        self.register_load_state_dict_post_hook(_forget_session_after_load)
         self.extractor = create_feature_extractor(
             backbone, out_indices=tuple(layers), pretrained=pretrained, weights_path=weights_path
         ).to(memory_format=torch.channels_last)
@@ -45,6 +105,12 @@ class PatchFeatures(nn.Module):
             self.register_buffer("reduction", _channel_pooling(full, reduced_channels), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self._runtime_applies(images):
+            return self._run_onnx(images)
+        return self.compute(images)
+
+    def compute(self, images: torch.Tensor) -> torch.Tensor:
+        """The eager PyTorch computation (what the ONNX Runtime path runs, exported)."""
         # channels_last made lite0's depthwise convolutions about twice as fast on our 2-core CPU.
         maps = self.extractor(images.contiguous(memory_format=torch.channels_last))
         size = maps[0].shape[-2:]
@@ -55,6 +121,82 @@ class PatchFeatures(nn.Module):
         if self.reduced_channels is not None:
             features = F.conv2d(features, self.reduction)
         return features.contiguous()
+
+    # ---- ONNX Runtime path ----
+
+    def _runtime_applies(self, images: torch.Tensor) -> bool:
+        if self.engine == "torch" or images.device.type != "cpu" or images.requires_grad:
+            return False
+        if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+            return False
+        return self.engine == "onnxruntime" or _onnxruntime_available()
+
+    def _run_onnx(self, images: torch.Tensor) -> torch.Tensor:
+        session = self._session or self._build_session()
+        array = np.ascontiguousarray(images.detach().float().numpy())
+        return torch.from_numpy(session.run(None, {"images": array})[0])
+
+    def _build_session(self):
+        import onnxruntime
+
+        with self._session_lock:
+            if self._session is None:
+                buffer = io.BytesIO()
+                example = torch.zeros(1, 3, 64, 64)
+                with warnings.catch_warnings(), torch.no_grad():
+                    warnings.simplefilter("ignore")  # tracer warnings about shapes read in Python are expected
+                    torch.onnx.export(
+                        _Eager(self).train(self.training), (example,), buffer, dynamo=False, input_names=["images"],
+                        output_names=["features"], opset_version=17,
+                        dynamic_axes={"images": {0: "n", 2: "h", 3: "w"}},
+                    )  # fmt: skip
+                options = onnxruntime.SessionOptions()
+                options.intra_op_num_threads = torch.get_num_threads()
+                options.inter_op_num_threads = 1
+                options.log_severity_level = 3
+                self._session = onnxruntime.InferenceSession(
+                    buffer.getvalue(), options, providers=["CPUExecutionProvider"]
+                )
+        return self._session
+
+    def _forget_session(self) -> None:
+        self._session = None
+
+    def _apply(self, fn, recurse=True):
+        self._forget_session()
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self) -> dict:
+        # Sessions and locks do not pickle (deepcopy, multiprocessing); the copy builds its own session.
+        return {**self.__dict__, "_session": None, "_session_lock": None}
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._session_lock = threading.Lock()
+
+
+class _Eager(nn.Module):
+    """Exports PatchFeatures.compute (forward would pick the runtime path again). Created in the mode of the
+    module it wraps: the exporter restores the wrapper's mode recursively afterwards."""
+
+    def __init__(self, features: PatchFeatures):
+        super().__init__()
+        self.features = features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.features.compute(images)
+
+
+def _forget_session_after_load(module: PatchFeatures, incompatible_keys) -> None:
+    module._forget_session()
+
+
+def _onnxruntime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _channel_pooling(channels: int, width: int) -> torch.Tensor:
@@ -67,13 +209,10 @@ def _channel_pooling(channels: int, width: int) -> torch.Tensor:
 
 
 def patch_features_for(
-    config, *, pretrained: bool, weights_path: Path | str | None
+    config: PatchFeatureConfig, *, pretrained: bool, weights_path: Path | str | None
 ) -> tuple[Preprocessing, PatchFeatures]:
-    """The preprocessing and the (eval-mode) feature module a PatchCore or Gaussian config describes.
-
-    `config` needs backbone, layers, neighbourhood, reduced_channels and preprocessing; an empty preprocessing is
-    filled in from the backbone's own pretrained config, so it is saved with the model.
-    """
+    """The preprocessing and the (eval-mode) feature module a config describes; an empty preprocessing is filled
+    in from the backbone's own pretrained config, so it is saved with the model."""
     if not config.preprocessing:
         config.preprocessing = preprocessing_for(config.backbone).to_dict()
     features = PatchFeatures(

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Self
+from typing import ClassVar, Self
 
 import numpy as np
 import torch
@@ -22,8 +22,7 @@ from safetensors.torch import load_file, save_file
 from sklearn.covariance import ledoit_wolf
 from torch import nn
 
-from ml.backbones import DEFAULT_BACKBONE
-from ml.features import patch_features_for
+from ml.features import PatchFeatureConfig, patch_features_for
 from ml.images import blur_maps, gaussian_kernel, resize_map, to_tensor
 from ml.types import GOOD, Prediction, ProgressCallback, Sample, no_progress
 
@@ -33,32 +32,17 @@ TENSORS_FILE = "model.safetensors"
 
 
 @dataclass
-class GaussianConfig:
-    """image_size: working side in pixels. grid: cells per side of the Gaussian grid. reduced_channels: feature width
-    (Mahalanobis cost and storage grow with its square). prior_strength: weight of the pooled covariance, in
-    images (a cell with n images uses (n S_cell + k S_pooled) / (n + k)). blur_sigma: map smoothing in pixels."""
+class GaussianConfig(PatchFeatureConfig):
+    """grid: cells per side of the Gaussian grid. reduced_channels: feature width (Mahalanobis cost and storage grow
+    with its square). prior_strength: weight of the pooled covariance, in images (a cell with n images uses
+    (n S_cell + k S_pooled) / (n + k)). The other settings are PatchFeatureConfig's."""
 
-    backbone: str = DEFAULT_BACKBONE
-    layers: tuple[int, ...] = (2, 3)
+    family: ClassVar[str] = FAMILY
+
     image_size: int = 256
-    grid: int = 16
-    neighbourhood: int = 3
     reduced_channels: int | None = 96
+    grid: int = 16
     prior_strength: float = 32.0
-    blur_sigma: float = 4.0
-    batch_size: int = 8
-    seed: int = 0
-    preprocessing: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.layers = tuple(self.layers)
-
-    def to_dict(self) -> dict:
-        return {"family": FAMILY, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> GaussianConfig:
-        return cls(**{key: value for key, value in data.items() if key in cls.__dataclass_fields__})
 
 
 class GaussianBaseline(nn.Module):

@@ -15,9 +15,9 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Self
+from typing import ClassVar, Self
 
 import numpy as np
 import torch
@@ -25,9 +25,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ml.backbones import DEFAULT_BACKBONE
 from ml.coreset import create_sampler
-from ml.features import patch_features_for
+from ml.features import PatchFeatureConfig, patch_features_for
 from ml.images import blur_maps, gaussian_kernel, resize_map, to_tensor
 from ml.types import GOOD, Prediction, ProgressCallback, Sample, no_progress
 
@@ -37,12 +36,10 @@ TENSORS_FILE = "model.safetensors"
 
 
 @dataclass
-class PatchCoreConfig:
-    """Everything needed to rebuild a PatchCore; saved as config.json.
+class PatchCoreConfig(PatchFeatureConfig):
+    """Everything needed to rebuild a PatchCore; saved as config.json. The shared feature settings (backbone,
+    layers, image_size, neighbourhood, reduced_channels, precision, blur_sigma, ...) are PatchFeatureConfig's.
 
-    image_size: side of the square the image is resized to, in pixels. layers: backbone feature indices (for lite0,
-    2 = stride 8, 3 = stride 16). neighbourhood: side of the average-pooling window that aggregates each patch
-    with its neighbours. reduced_channels: if set, features are averaged down to this many channels.
     pca_dim: if set, patch features are projected onto their top principal components (fitted on the training
     patches) before the coreset and search; unlike channel averaging this keeps distances nearly intact while
     making the nearest-neighbour search proportionally cheaper.
@@ -52,14 +49,11 @@ class PatchCoreConfig:
     8 = every 45, edges extended): for parts whose orientation varies freely, such as loose screws, when training
     images are few. Keep 1 for fixtured parts, where a rotated part is itself a defect.
     score: "max" (the highest patch distance) or "reweighted" (the paper's Eq. 7, which discounts a far patch whose
-    nearest bank entry lies in a sparse region). blur_sigma: Gaussian smoothing of the map, in pixels at image_size.
+    nearest bank entry lies in a sparse region).
     """
 
-    backbone: str = DEFAULT_BACKBONE
-    layers: tuple[int, ...] = (2, 3)
-    image_size: int = 320
-    neighbourhood: int = 3
-    reduced_channels: int | None = None
+    family: ClassVar[str] = FAMILY
+
     pca_dim: int | None = None
     brightness: str = "match_mean"
     sampler: str = "greedy_projected"
@@ -71,24 +65,13 @@ class PatchCoreConfig:
     rotations: int = 1
     score: str = "max"
     reweight_neighbours: int = 9
-    blur_sigma: float = 4.0
     search_chunk: int = 2048
-    batch_size: int = 8
-    seed: int = 0
-    preprocessing: dict = field(default_factory=dict)
     bank_size: int = 0
     feature_shape: tuple[int, int, int] = (0, 0, 0)
 
     def __post_init__(self) -> None:
-        self.layers = tuple(self.layers)  # JSON and the command line give lists
+        super().__post_init__()
         self.feature_shape = tuple(self.feature_shape)
-
-    def to_dict(self) -> dict:
-        return {"family": FAMILY, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> PatchCoreConfig:
-        return cls(**{key: value for key, value in data.items() if key in cls.__dataclass_fields__})
 
 
 class PatchCore(nn.Module):
