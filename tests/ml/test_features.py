@@ -1,0 +1,55 @@
+"""Patch features: the ONNX Runtime path computes what eager PyTorch computes, and follows the module's weights."""
+
+import copy
+
+import pytest
+import torch
+
+from ml.features import PatchFeatures
+
+
+@pytest.fixture(scope="module")
+def features() -> PatchFeatures:
+    return PatchFeatures(pretrained=True).eval()
+
+
+def eager(module: PatchFeatures, images: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return module.compute(images)
+
+
+def test_onnx_runtime_gives_the_eager_features_at_any_batch_and_size(features):
+    for shape in [(3, 3, 96, 96), (1, 3, 64, 128)]:
+        images = torch.randn(*shape, generator=torch.Generator().manual_seed(sum(shape)))
+        with torch.no_grad():
+            fast = features(images)
+        assert features._session is not None  # the runtime really ran
+        torch.testing.assert_close(fast, eager(features, images), rtol=1e-4, atol=1e-4)
+        assert fast.shape == (shape[0], features.channels, shape[2] // 8, shape[3] // 8)
+
+
+def test_new_weights_rebuild_the_runtime(features):
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    changed = copy.deepcopy(features)
+    with torch.no_grad():
+        changed(images)
+    state = changed.state_dict()
+    stem = next(name for name in state if name.endswith("conv_stem.weight"))
+    state[stem] = state[stem] * 1.2
+    changed.load_state_dict(state)
+    with torch.no_grad():
+        after = changed(images)
+    torch.testing.assert_close(after, eager(changed, images), rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(after, eager(features, images), atol=1e-2)
+
+
+def test_gradients_and_forced_torch_use_eager_pytorch(features):
+    images = torch.randn(1, 3, 64, 64, requires_grad=True)
+    assert features(images).requires_grad  # ONNX Runtime would have cut the graph
+    forced = copy.deepcopy(features)
+    forced.engine = "torch"
+    with torch.no_grad():
+        forced(images.detach())
+    assert forced._session is None
+    with pytest.raises(ValueError, match="engine"):
+        PatchFeatures(pretrained=False, engine="tensorrt")
