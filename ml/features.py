@@ -17,6 +17,9 @@ from torch import nn
 from ml.backbones import DEFAULT_BACKBONE, Preprocessing, create_feature_extractor, preprocessing_for
 
 ENGINES = ("auto", "onnxruntime", "torch")
+# torch.onnx.export keeps its state in globals, so two exports at once (two models' first predictions in the
+# threads of one web worker) break each other: sessions are built one at a time in the process.
+_SESSION_BUILD_LOCK = threading.Lock()
 
 
 @dataclass
@@ -88,7 +91,7 @@ class PatchFeatures(nn.Module):
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
         self.engine = engine
         self._session = None  # ONNX Runtime session, built on first use from the current weights
-        self._session_lock = threading.Lock()
+        self._session_lock = _SESSION_BUILD_LOCK
         # Weights loaded or moved after the session was built would leave it stale.
         self.register_load_state_dict_post_hook(_forget_session_after_load)
         self.extractor = create_feature_extractor(
@@ -172,7 +175,7 @@ class PatchFeatures(nn.Module):
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
-        self._session_lock = threading.Lock()
+        self._session_lock = _SESSION_BUILD_LOCK
 
 
 class _Eager(nn.Module):

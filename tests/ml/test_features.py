@@ -1,6 +1,7 @@
 """Patch features: the ONNX Runtime path computes what eager PyTorch computes, and follows the module's weights."""
 
 import copy
+import threading
 
 import pytest
 import torch
@@ -53,3 +54,31 @@ def test_gradients_and_forced_torch_use_eager_pytorch(features):
     assert forced._session is None
     with pytest.raises(ValueError, match="engine"):
         PatchFeatures(pretrained=False, engine="tensorrt")
+
+
+def test_first_calls_of_several_models_at_once_all_build_their_runtime(features):
+    # The threads of one web worker: two models' first predictions at the same moment (torch.onnx.export keeps
+    # global state, so two exports at once used to fail one another).
+    models = [copy.deepcopy(features) for _ in range(4)]
+    images = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    results, errors = [None] * len(models), []
+
+    def first_call(index: int) -> None:
+        try:
+            with torch.no_grad():
+                results[index] = models[index](images)
+        except Exception as exc:  # collected: an exception in a thread would not fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_call, args=(i,)) for i in range(len(models))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for model, result in zip(models, results, strict=True):
+        # (a call made while another model exports runs eager PyTorch: the exporter's flag is process-wide)
+        torch.testing.assert_close(result, eager(features, images), rtol=1e-4, atol=1e-4)
+        with torch.no_grad():
+            model(images)
+        assert model._session is not None

@@ -1,3 +1,9 @@
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from django.core.files.storage import default_storage
@@ -6,7 +12,10 @@ from PIL import Image as PILImage
 from ml.synthetic import make_image
 from tests.webapp.conftest import encode
 from webapp.images.intake.decoding import RejectedFile
+from webapp.inference import services
 from webapp.inference.services import mask_boxes, predict_bytes, version_calibration
+from webapp.storage import stored_file_write
+from webapp.training.artifacts import artifact_local_dir
 from webapp.training.models import ModelVersion, Prediction, Purpose
 
 
@@ -42,3 +51,54 @@ def test_predict_bytes_stores_the_input_and_follows_the_operating_threshold(trai
 def test_predict_bytes_rejects_bad_input(trained_version):
     with pytest.raises(RejectedFile, match="not an image"):
         predict_bytes(version=trained_version, data=b"GIF89a not really", purpose=Purpose.TRIAL)
+
+
+def _at_once(call, count: int = 8) -> tuple[list, list]:
+    """`call()` from `count` threads started together: (results, exceptions)."""
+    results, errors = [], []
+    start = threading.Barrier(count)
+
+    def run() -> None:
+        start.wait()
+        try:
+            results.append(call())
+        except Exception as exc:  # collected: an exception in a thread would not fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results, errors
+
+
+def test_first_requests_arriving_together_load_the_model_once(monkeypatch, tmp_path):
+    loads = []
+
+    def slow_load(directory):
+        loads.append(directory)
+        time.sleep(0.2)
+        return object()
+
+    monkeypatch.setattr(services, "load_model", slow_load)
+    monkeypatch.setattr(services, "artifact_local_dir", lambda version: tmp_path)
+    monkeypatch.setattr(services, "_models", OrderedDict())
+    version = SimpleNamespace(public_id=uuid.uuid4())
+    results, errors = _at_once(lambda: services.model_for_version(version))
+    assert errors == [] and len(results) == 8
+    assert len(loads) == 1 and len({id(model) for model in results}) == 1
+
+
+def test_processes_fetching_one_model_at_once_all_get_the_complete_folder(settings, tmp_path):
+    settings.DATA_DIR = tmp_path / "data"
+    prefix = f"projects/p/runs/{uuid.uuid4()}"
+    files = {"config.json": b"{}", "model.safetensors": np.random.default_rng(0).bytes(400_000)}
+    for name, data in files.items():
+        stored_file_write(f"{prefix}/model/{name}", data)
+    version = SimpleNamespace(public_id=uuid.uuid4(), artifact_prefix=prefix, artifact_files=list(files))
+    results, errors = _at_once(lambda: artifact_local_dir(version))
+    assert errors == [] and len(set(results)) == 1
+    folder = results[0]
+    assert {name: (folder / name).read_bytes() for name in files} == files
+    assert [p.name for p in folder.parent.iterdir()] == [str(version.public_id)]  # no fetch folder left behind

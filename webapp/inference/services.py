@@ -32,6 +32,7 @@ MODEL_CACHE_SIZE = 2
 
 _models: OrderedDict[str, object] = OrderedDict()
 _models_lock = threading.Lock()
+_load_lock = threading.Lock()
 
 
 def version_calibration(version: ModelVersion) -> Calibration:
@@ -40,18 +41,31 @@ def version_calibration(version: ModelVersion) -> Calibration:
 
 
 def model_for_version(version: ModelVersion):
-    """The loaded model, cached per process (a few versions at most: each can hold hundreds of MB)."""
+    """The loaded model, cached per process (a few versions at most: each can hold hundreds of MB). Loads run one
+    at a time: the first requests after a start arrive together (gunicorn threads), and each loading its own copy
+    would fetch the same files into the same cache folder at once."""
     key = str(version.public_id)
+    cached = _cached_model(key)
+    if cached is not None:
+        return cached
+    with _load_lock:
+        cached = _cached_model(key)
+        if cached is not None:
+            return cached
+        model = load_model(artifact_local_dir(version))
+        with _models_lock:
+            _models[key] = model
+            while len(_models) > MODEL_CACHE_SIZE:
+                _models.popitem(last=False)
+    return model
+
+
+def _cached_model(key: str):
     with _models_lock:
         if key in _models:
             _models.move_to_end(key)
             return _models[key]
-    model = load_model(artifact_local_dir(version))
-    with _models_lock:
-        _models[key] = model
-        while len(_models) > MODEL_CACHE_SIZE:
-            _models.popitem(last=False)
-    return model
+    return None
 
 
 def active_version(*, project: Project) -> ModelVersion | None:

@@ -4,6 +4,7 @@ and a local cache for loading them back in a worker."""
 from __future__ import annotations
 
 import shutil
+import uuid
 from pathlib import Path
 
 from django.conf import settings
@@ -30,13 +31,21 @@ def artifact_local_dir(version) -> Path:
     target = Path(settings.DATA_DIR) / "model-cache" / str(version.public_id)
     if (target / ".complete").exists():
         return target
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    for name in version.artifact_files:
-        destination = partial / name
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        destination.write_bytes(stored_file_read(f"{version.artifact_prefix}/model/{name}"))
-    (partial / ".complete").touch()
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
+    # Fetched into a folder of this call's own, then renamed into place in one step: processes loading the same
+    # version at once (gunicorn workers after a start) never write into, or delete, a folder another one reads.
+    partial = target.with_name(f"{target.name}.partial-{uuid.uuid4().hex}")
+    try:
+        for name in version.artifact_files:
+            destination = partial / name
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_bytes(stored_file_read(f"{version.artifact_prefix}/model/{name}"))
+        (partial / ".complete").touch()
+        try:
+            partial.rename(target)
+        except OSError:  # another process put its copy in place first, or an incomplete folder is in the way
+            if not (target / ".complete").exists():
+                shutil.rmtree(target, ignore_errors=True)
+                partial.rename(target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return target
