@@ -50,6 +50,7 @@ def bench(args: argparse.Namespace, sandbox: benchlib.Sandbox) -> int:
                for name, value in settings.items()}  # fmt: skip
     outcomes = {(name, phase): [] for name in settings for phase in ("sequential", "burst")}
     burst_seconds = dict.fromkeys(settings, 0.0)
+    warmup: list[bench_api.Outcome] = []  # not timed, but a failure counts
     try:
         senders = {}
         for name, (_, base_url) in servers.items():
@@ -58,7 +59,7 @@ def bench(args: argparse.Namespace, sandbox: benchlib.Sandbox) -> int:
                 bench_api.predict_request(url, secret, images[i % len(images)]), timeout=300, expect="score"
             )
             benchlib.http_wait(url)
-            bench_api.load_run(senders[name], clients=8, total=16)  # every worker loads the model
+            warmup += bench_api.load_run(senders[name], clients=8, total=16)[0]  # every worker loads the model
         for _ in range(args.rounds):
             for name, send in senders.items():
                 outcomes[name, "sequential"] += [send(i) for i in range(args.sequential)]
@@ -81,7 +82,7 @@ def bench(args: argparse.Namespace, sandbox: benchlib.Sandbox) -> int:
         )
     headers = ["server", "requests", "errors", "p50", "p95", "p99", "max", "mean", "req/s"]
     print(benchlib.markdown_table(headers, rows))
-    failures = bench_api.error_counts([o for values in outcomes.values() for o in values])
+    failures = bench_api.error_counts(warmup + [o for values in outcomes.values() for o in values])
     for kind, count in failures.most_common():
         print(f"# errors: {count} x {kind}")
     return 1 if failures else 0

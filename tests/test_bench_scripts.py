@@ -1,5 +1,5 @@
-"""The benchmark scripts (scripts/bench_api.py, scripts/bench_upload.py): their helpers, and each script run end to
-end with tiny numbers (slow: each trains or starts a throwaway Kensa with gunicorn)."""
+"""The benchmark scripts (scripts/bench_*.py): their helpers, and each script run end to end with tiny numbers (the
+ones that train a model first are marked slow)."""
 
 from __future__ import annotations
 
@@ -106,10 +106,15 @@ def test_bench_api_runs_a_tiny_load_test():
     assert "# no errors" in out
 
 
-@pytest.mark.slow
-def test_bench_upload_runs_each_case():
+def test_bench_upload_runs_each_case():  # ~15 s: no model to train
     out = _run("bench_upload.py", "--count", "3")
     assert "| case | images | requests | MB | seconds | images/s | MB/s |" in out
     for case in ("| 3 JPEG files, 1024x1024 | 3 | 1 |", "| 3 PNG files, 256x256 | 3 | 1 |", "| 1 zip of 3 JPEGs"):
         assert case in out
     assert "# no errors" in out
+
+
+@pytest.mark.slow
+def test_bench_torch_threads_compares_both_settings():
+    out = _run("bench_torch_threads.py", "--rounds", "1", "--sequential", "2", "--burst", "6", "--clients", "3")
+    assert "| A: threads=1, 3 clients | 6 | 0 |" in out and "| B: threads=0, 3 clients | 6 | 0 |" in out
