@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import io
-import threading
-import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import ClassVar, Self
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ml.backbones import DEFAULT_BACKBONE, Preprocessing, create_feature_extractor, preprocessing_for
-
-ENGINES = ("auto", "onnxruntime", "torch")
-# torch.onnx.export keeps its state in globals, so two exports at once (two models' first predictions in the
-# threads of one web worker) break each other: sessions are built one at a time in the process.
-_SESSION_BUILD_LOCK = threading.Lock()
+from ml.runtime import ENGINES, RuntimeGraph, reset_graphs_after_load, runtime_applies
 
 
 @dataclass
@@ -90,10 +82,9 @@ class PatchFeatures(nn.Module):
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
         self.engine = engine
-        self._session = None  # ONNX Runtime session, built on first use from the current weights
-        self._session_lock = _SESSION_BUILD_LOCK
-        # Weights loaded or moved after the session was built would leave it stale.
-        self.register_load_state_dict_post_hook(_forget_session_after_load)
+        # Batch and image size may vary: the features of any image size come from one graph.
+        self.runtime = RuntimeGraph("compute", ["features"], dynamic=(0, 2, 3))
+        self.register_load_state_dict_post_hook(reset_graphs_after_load)
         self.extractor = create_feature_extractor(
             backbone, out_indices=tuple(layers), pretrained=pretrained, weights_path=weights_path
         ).to(memory_format=torch.channels_last)
@@ -108,8 +99,8 @@ class PatchFeatures(nn.Module):
             self.register_buffer("reduction", _channel_pooling(full, reduced_channels), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self._runtime_applies(images):
-            return self._run_onnx(images)
+        if runtime_applies(self.engine, images):
+            return self.runtime.run(self, images)[0]
         return self.compute(images)
 
     def compute(self, images: torch.Tensor) -> torch.Tensor:
@@ -125,81 +116,9 @@ class PatchFeatures(nn.Module):
             features = F.conv2d(features, self.reduction)
         return features.contiguous()
 
-    # ---- ONNX Runtime path ----
-
-    def _runtime_applies(self, images: torch.Tensor) -> bool:
-        if self.engine == "torch" or images.device.type != "cpu" or images.requires_grad:
-            return False
-        if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
-            return False
-        return self.engine == "onnxruntime" or _onnxruntime_available()
-
-    def _run_onnx(self, images: torch.Tensor) -> torch.Tensor:
-        session = self._session or self._build_session()
-        array = np.ascontiguousarray(images.detach().float().numpy())
-        return torch.from_numpy(session.run(None, {"images": array})[0])
-
-    def _build_session(self):
-        import onnxruntime
-
-        with self._session_lock:
-            if self._session is None:
-                buffer = io.BytesIO()
-                example = torch.zeros(1, 3, 64, 64)
-                with warnings.catch_warnings(), torch.no_grad():
-                    warnings.simplefilter("ignore")  # tracer warnings about shapes read in Python are expected
-                    torch.onnx.export(
-                        _Eager(self).train(self.training), (example,), buffer, dynamo=False, input_names=["images"],
-                        output_names=["features"], opset_version=17,
-                        dynamic_axes={"images": {0: "n", 2: "h", 3: "w"}},
-                    )  # fmt: skip
-                options = onnxruntime.SessionOptions()
-                options.intra_op_num_threads = torch.get_num_threads()
-                options.inter_op_num_threads = 1
-                options.log_severity_level = 3
-                self._session = onnxruntime.InferenceSession(
-                    buffer.getvalue(), options, providers=["CPUExecutionProvider"]
-                )
-        return self._session
-
-    def _forget_session(self) -> None:
-        self._session = None
-
     def _apply(self, fn, recurse=True):
-        self._forget_session()
+        self.runtime.reset()  # moved or cast: the graph holds the old weights
         return super()._apply(fn, recurse)
-
-    def __getstate__(self) -> dict:
-        # Sessions and locks do not pickle (deepcopy, multiprocessing); the copy builds its own session.
-        return {**self.__dict__, "_session": None, "_session_lock": None}
-
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        self._session_lock = _SESSION_BUILD_LOCK
-
-
-class _Eager(nn.Module):
-    """Exports PatchFeatures.compute (forward would pick the runtime path again). Created in the mode of the
-    module it wraps: the exporter restores the wrapper's mode recursively afterwards."""
-
-    def __init__(self, features: PatchFeatures):
-        super().__init__()
-        self.features = features
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.features.compute(images)
-
-
-def _forget_session_after_load(module: PatchFeatures, incompatible_keys) -> None:
-    module._forget_session()
-
-
-def _onnxruntime_available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _channel_pooling(channels: int, width: int) -> torch.Tensor:

@@ -24,6 +24,7 @@ from torch import nn
 
 from ml.features import PatchFeatureConfig, patch_features_for
 from ml.images import blur_maps, gaussian_kernel, resize_map, to_tensor
+from ml.runtime import RuntimeGraph, forward_with, reset_graphs_after_load
 from ml.types import GOOD, Prediction, ProgressCallback, Sample, no_progress
 
 FAMILY = "gaussian"
@@ -67,6 +68,9 @@ class GaussianBaseline(nn.Module):
         self.register_buffer("precisions", torch.zeros(cells, channels, channels))
         self.register_buffer("blur_kernel", gaussian_kernel(self.config.blur_sigma))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+        # predict() runs the whole forward pass as one onnxruntime graph on a CPU (see ml.runtime).
+        self.runtime = RuntimeGraph("forward", ["scores", "maps"])
+        self.register_load_state_dict_post_hook(reset_graphs_after_load)
 
     def grid_features(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised images N x 3 x S x S -> N x cells x C features averaged onto the grid."""
@@ -116,6 +120,7 @@ class GaussianBaseline(nn.Module):
         self.means = means.float()
         self.precisions = torch.linalg.inv(covariances).float()
         self.fitted.fill_(True)
+        self.runtime.reset()
         progress("statistics", 1.0, "estimated the normal appearance of every region")
 
     @torch.no_grad()
@@ -126,11 +131,15 @@ class GaussianBaseline(nn.Module):
         predictions = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            scores, maps = self(self._batch(chunk))
+            scores, maps = forward_with(self.runtime, self, self._batch(chunk), engine=self.features.engine)
             for image, score, anomaly_map in zip(chunk, scores, maps, strict=True):
                 full = resize_map(anomaly_map, tuple(np.asarray(image).shape[:2])).numpy()
                 predictions.append(Prediction(score=float(score), anomaly_map=full))
         return predictions
+
+    def _apply(self, fn, recurse=True):
+        self.runtime.reset()  # moved or cast: the graph holds the old tensors
+        return super()._apply(fn, recurse)
 
     def save(self, directory: Path) -> None:
         """Writes config.json and model.safetensors (backbone weights, means, precision matrices)."""

@@ -28,11 +28,14 @@ from torch import nn
 from ml.coreset import create_sampler
 from ml.features import PatchFeatureConfig, patch_features_for
 from ml.images import blur_maps, gaussian_kernel, resize_map, to_tensor
+from ml.runtime import RuntimeGraph, forward_with, reset_graphs_after_load
 from ml.types import GOOD, Prediction, ProgressCallback, Sample, no_progress
 
 FAMILY = "patchcore"
 CONFIG_FILE = "config.json"
 TENSORS_FILE = "model.safetensors"
+# The most memory one nearest-neighbour search of the exported graph may take (its distance matrix), in bytes.
+GRAPH_SEARCH_BYTES = 256 * 1024 * 1024
 
 
 @dataclass
@@ -97,6 +100,9 @@ class PatchCore(nn.Module):
         std = torch.tensor(self.preprocessing.std).view(1, 3, 1, 1)
         self.register_buffer("input_mean", mean, persistent=False)
         self.register_buffer("input_std", std, persistent=False)
+        # predict() runs the whole forward pass as one onnxruntime graph on a CPU (see ml.runtime).
+        self.runtime = RuntimeGraph("forward", ["scores", "maps"])
+        self.register_load_state_dict_post_hook(reset_graphs_after_load)
 
     # ---- tensor path (also what ONNX export traces) ----
 
@@ -226,6 +232,7 @@ class PatchCore(nn.Module):
         chosen = sampler.select(bank_candidates, size, progress)
         self.memory_bank = bank_candidates[chosen].contiguous()
         config.bank_size = len(self.memory_bank)
+        self.runtime.reset()
 
     def _fit_pca(self, patches: torch.Tensor) -> None:
         """Principal axes of the training patches (eigenvectors of their covariance, largest first)."""
@@ -244,11 +251,27 @@ class PatchCore(nn.Module):
         predictions = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            scores, maps = self(self._batch(chunk))
+            scores, maps = self._scores_and_maps(self._batch(chunk))
             for image, score, anomaly_map in zip(chunk, scores, maps, strict=True):
                 full = resize_map(anomaly_map, tuple(np.asarray(image).shape[:2])).numpy()
                 predictions.append(Prediction(score=float(score), anomaly_map=full))
         return predictions
+
+    def _scores_and_maps(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward(batch), through the onnxruntime graph where it applies. The graph searches the bank in one
+        piece (patches x bank entries floats), so it is fed few enough images to keep that under GRAPH_SEARCH_BYTES.
+        """
+        # The re-weighted score loops over images in Python, which an exported graph would freeze.
+        engine = self.features.engine if self.config.score == "max" else "torch"
+        _, h, w = self.config.feature_shape
+        per_image = max(1, h * w * len(self.memory_bank) * 4)
+        pieces = [forward_with(self.runtime, self, part, engine=engine)
+                  for part in batch.split(max(1, GRAPH_SEARCH_BYTES // per_image))]  # fmt: skip
+        return torch.cat([scores for scores, _ in pieces]), torch.cat([maps for _, maps in pieces])
+
+    def _apply(self, fn, recurse=True):
+        self.runtime.reset()  # moved or cast: the graph holds the old tensors
+        return super()._apply(fn, recurse)
 
     def save(self, directory: Path) -> None:
         """Writes config.json and model.safetensors (backbone weights, memory bank, buffers: tensors only)."""

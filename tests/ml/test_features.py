@@ -24,7 +24,7 @@ def test_onnx_runtime_gives_the_eager_features_at_any_batch_and_size(features):
         images = torch.randn(*shape, generator=torch.Generator().manual_seed(sum(shape)))
         with torch.no_grad():
             fast = features(images)
-        assert features._session is not None  # the runtime really ran
+        assert features.runtime.session is not None  # the runtime really ran
         torch.testing.assert_close(fast, eager(features, images), rtol=1e-4, atol=1e-4)
         assert fast.shape == (shape[0], features.channels, shape[2] // 8, shape[3] // 8)
 
@@ -51,7 +51,7 @@ def test_gradients_and_forced_torch_use_eager_pytorch(features):
     forced.engine = "torch"
     with torch.no_grad():
         forced(images.detach())
-    assert forced._session is None
+    assert forced.runtime.session is None
     with pytest.raises(ValueError, match="engine"):
         PatchFeatures(pretrained=False, engine="tensorrt")
 
@@ -81,4 +81,4 @@ def test_first_calls_of_several_models_at_once_all_build_their_runtime(features)
         torch.testing.assert_close(result, eager(features, images), rtol=1e-4, atol=1e-4)
         with torch.no_grad():
             model(images)
-        assert model._session is not None
+        assert model.runtime.session is not None
