@@ -137,7 +137,7 @@ class PatchCore(nn.Module):
             # |q - b|^2 = |b|^2 - 2 q.b + |q|^2 finds the nearest entry with one fused matmul (|q|^2 is constant per
             # row, so it is left out). That expansion loses precision for near-zero distances (float32 cancellation,
             # amplified by the square root), so the winner's distance is recomputed directly.
-            _, index = torch.addmm(bank_norms, chunk, bank.T, alpha=-2).min(dim=1)
+            index = torch.addmm(bank_norms, chunk, bank.T, alpha=-2).argmin(dim=1)
             distances.append((chunk - bank[index]).norm(dim=1))
             indices.append(index)
         return torch.cat(distances), torch.cat(indices)
