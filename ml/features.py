@@ -21,9 +21,6 @@ class PatchFeatureConfig:
     image_size: side of the square the image is resized to, in pixels. layers: backbone feature indices (for lite0,
     2 = stride 8, 3 = stride 16). neighbourhood: side of the average-pooling window that aggregates each patch
     with its neighbours. reduced_channels: if set, features are averaged down to this many channels.
-    precision: the backbone's arithmetic. "bf16" runs it in bfloat16 (about 4x faster on CPUs with AVX-512 BF16
-    or AMX, features within ~2% of float32); "auto" uses bf16 where the processor has it and fp32 elsewhere;
-    everything after the backbone (pooling, distances, statistics) stays float32. ONNX exports are float32.
     blur_sigma: Gaussian smoothing of the anomaly map, in pixels at image_size. preprocessing: the backbone's
     resize/mean/std, filled in from the backbone's own config when empty, so it is saved with the model.
     """
