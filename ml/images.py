@@ -97,8 +97,20 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
 
 
 def blur_maps(maps: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur of N x H x W maps with a 1-D `kernel`; edges replicated, so shapes are kept."""
+    """Separable Gaussian blur of N x H x W maps with a 1-D `kernel`; edges replicated, so shapes are kept.
+
+    Computed as B_H @ map @ B_W^T with banded matrices that fold the replicated edges in: the same numbers as
+    padding and two 1-D convolutions, but matrix products, which ONNX Runtime runs several times faster than
+    one-channel convolutions (they were 5 of PatchCore's 27 ms per screw image).
+    """
+    height, width = (int(side) for side in maps.shape[-2:])
+    return blur_matrix(height, kernel) @ maps @ blur_matrix(width, kernel).T
+
+
+def blur_matrix(size: int, kernel: torch.Tensor) -> torch.Tensor:
+    """size x size matrix B such that B @ x is x (length `size`) correlated with `kernel`, edges replicated."""
     radius = len(kernel) // 2
-    padded = F.pad(maps[:, None], (radius, radius, radius, radius), mode="replicate")
-    blurred = F.conv2d(F.conv2d(padded, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))
-    return blurred[:, 0]
+    rows = torch.arange(size)[:, None]
+    columns = (rows + torch.arange(len(kernel))[None, :] - radius).clamp(0, size - 1)
+    matrix = torch.zeros(size, size, dtype=kernel.dtype, device=kernel.device)
+    return matrix.scatter_add_(1, columns, kernel.expand(size, -1).contiguous())

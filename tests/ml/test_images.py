@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from ml.backbones import Preprocessing
-from ml.images import read_image, resize_map, to_rgb, to_tensor
+from ml.images import blur_maps, gaussian_kernel, read_image, resize_map, to_rgb, to_tensor
 
 
 @pytest.mark.parametrize(
@@ -60,3 +60,15 @@ def test_to_tensor_resizes_and_normalises():
 def test_resize_map_keeps_batches():
     assert resize_map(np.ones((3, 4, 4)), (8, 6)).shape == (3, 8, 6)
     assert resize_map(np.ones((4, 4)), (8, 6)).shape == (8, 6)
+
+
+@pytest.mark.parametrize(("shape", "sigma"), [((2, 320, 320), 4.0), ((2, 17, 40), 4.0), ((1, 64, 48), 1.0)])
+def test_blur_by_matrices_equals_padding_and_two_convolutions(shape, sigma):
+    # the reference: replicate padding, then a 1-D correlation along each axis
+    maps = torch.rand(*shape, generator=torch.Generator().manual_seed(3)) * 30
+    kernel = gaussian_kernel(sigma)
+    radius = len(kernel) // 2
+    padded = torch.nn.functional.pad(maps[:, None], (radius,) * 4, mode="replicate")
+    rows = torch.nn.functional.conv2d(padded, kernel.view(1, 1, 1, -1))
+    expected = torch.nn.functional.conv2d(rows, kernel.view(1, 1, -1, 1))[:, 0]
+    torch.testing.assert_close(blur_maps(maps, kernel), expected, rtol=1e-5, atol=1e-4)
