@@ -101,7 +101,7 @@ def blur_maps(maps: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 
     Computed as B_H @ map @ B_W^T with banded matrices that fold the replicated edges in: the same numbers as
     padding and two 1-D convolutions, but matrix products, which ONNX Runtime runs several times faster than
-    one-channel convolutions (they were 5 of PatchCore's 27 ms per screw image).
+    one-channel convolutions (in an onnxruntime profile of PatchCore on screw the blur went to 0.4 ms/image).
     """
     height, width = (int(side) for side in maps.shape[-2:])
     return blur_matrix(height, kernel) @ maps @ blur_matrix(width, kernel).T
