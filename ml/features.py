@@ -8,10 +8,9 @@ from typing import ClassVar, Self
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ml.backbones import DEFAULT_BACKBONE, Preprocessing, create_feature_extractor, preprocessing_for
-from ml.runtime import ENGINES, RuntimeGraph, reset_graphs_after_load, runtime_applies
+from ml.runtime import GraphOwner, RuntimeGraph, checked_engine, runtime_applies
 
 
 @dataclass
@@ -50,7 +49,7 @@ class PatchFeatureConfig:
         return cls(**{key: value for key, value in data.items() if key in known})
 
 
-class PatchFeatures(nn.Module):
+class PatchFeatures(GraphOwner):
     """Images N x 3 x S x S (normalised) -> patch features N x C x S/r x S/r, r the finest layer's stride.
 
     Each layer is average-pooled over a `neighbourhood` x `neighbourhood` window (so a patch sees its
@@ -76,12 +75,9 @@ class PatchFeatures(nn.Module):
         engine: str = "auto",
     ):
         super().__init__()
-        if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-        self.engine = engine
+        self.engine = checked_engine(engine)
         # Batch and image size may vary: the features of any image size come from one graph.
         self.runtime = RuntimeGraph("compute", ["features"], dynamic=(0, 2, 3))
-        self.register_load_state_dict_post_hook(reset_graphs_after_load)
         self.extractor = create_feature_extractor(
             backbone, out_indices=tuple(layers), pretrained=pretrained, weights_path=weights_path
         ).to(memory_format=torch.channels_last)
@@ -112,10 +108,6 @@ class PatchFeatures(nn.Module):
         if self.reduced_channels is not None:
             features = F.conv2d(features, self.reduction)
         return features.contiguous()
-
-    def _apply(self, fn, recurse=True):
-        self.runtime.reset()  # moved or cast: the graph holds the old weights
-        return super()._apply(fn, recurse)
 
 
 def _channel_pooling(channels: int, width: int) -> torch.Tensor:

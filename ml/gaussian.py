@@ -20,11 +20,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from sklearn.covariance import ledoit_wolf
-from torch import nn
 
 from ml.features import PatchFeatureConfig, patch_features_for
 from ml.images import blur_maps, gaussian_kernel, resize_map, to_tensor
-from ml.runtime import RuntimeGraph, forward_with, reset_graphs_after_load
+from ml.runtime import GraphOwner, RuntimeGraph, forward_with
 from ml.types import GOOD, Prediction, ProgressCallback, Sample, no_progress
 
 FAMILY = "gaussian"
@@ -46,7 +45,7 @@ class GaussianConfig(PatchFeatureConfig):
     prior_strength: float = 32.0
 
 
-class GaussianBaseline(nn.Module):
+class GaussianBaseline(GraphOwner):
     """`forward` maps a normalised batch N x 3 x S x S to (scores N, maps N x S x S), Mahalanobis units."""
 
     family = FAMILY
@@ -70,7 +69,6 @@ class GaussianBaseline(nn.Module):
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
         # predict() runs the whole forward pass as one onnxruntime graph on a CPU (see ml.runtime).
         self.runtime = RuntimeGraph("forward", ["scores", "maps"])
-        self.register_load_state_dict_post_hook(reset_graphs_after_load)
 
     def grid_features(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised images N x 3 x S x S -> N x cells x C features averaged onto the grid."""
@@ -136,10 +134,6 @@ class GaussianBaseline(nn.Module):
                 full = resize_map(anomaly_map, tuple(np.asarray(image).shape[:2])).numpy()
                 predictions.append(Prediction(score=float(score), anomaly_map=full))
         return predictions
-
-    def _apply(self, fn, recurse=True):
-        self.runtime.reset()  # moved or cast: the graph holds the old tensors
-        return super()._apply(fn, recurse)
 
     def save(self, directory: Path) -> None:
         """Writes config.json and model.safetensors (backbone weights, means, precision matrices)."""

@@ -23,12 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 from ml.coreset import create_sampler
 from ml.features import PatchFeatureConfig, patch_features_for
 from ml.images import blur_maps, gaussian_kernel, resize_map, to_tensor
-from ml.runtime import RuntimeGraph, forward_with, reset_graphs_after_load
+from ml.runtime import GraphOwner, RuntimeGraph, forward_with
 from ml.types import GOOD, Prediction, ProgressCallback, Sample, no_progress
 
 FAMILY = "patchcore"
@@ -43,7 +42,7 @@ GRAPH_SEARCH_BYTES = 64 * 1024 * 1024
 @dataclass
 class PatchCoreConfig(PatchFeatureConfig):
     """Everything needed to rebuild a PatchCore; saved as config.json. The shared feature settings (backbone,
-    layers, image_size, neighbourhood, reduced_channels, precision, blur_sigma, ...) are PatchFeatureConfig's.
+    layers, image_size, neighbourhood, reduced_channels, blur_sigma, ...) are PatchFeatureConfig's.
 
     pca_dim: if set, patch features are projected onto their top principal components (fitted on the training
     patches) before the coreset and search; unlike channel averaging this keeps distances nearly intact while
@@ -79,7 +78,7 @@ class PatchCoreConfig(PatchFeatureConfig):
         self.feature_shape = tuple(self.feature_shape)
 
 
-class PatchCore(nn.Module):
+class PatchCore(GraphOwner):
     """The "patchcore" family. `forward` maps a normalised batch to (scores N, maps N x S x S) for export."""
 
     family = FAMILY
@@ -104,7 +103,6 @@ class PatchCore(nn.Module):
         self.register_buffer("input_std", std, persistent=False)
         # predict() runs the whole forward pass as one onnxruntime graph on a CPU (see ml.runtime).
         self.runtime = RuntimeGraph("forward", ["scores", "maps"])
-        self.register_load_state_dict_post_hook(reset_graphs_after_load)
 
     # ---- tensor path (also what ONNX export traces) ----
 
@@ -270,10 +268,6 @@ class PatchCore(nn.Module):
         pieces = [forward_with(self.runtime, self, part, engine=engine)
                   for part in batch.split(max(1, GRAPH_SEARCH_BYTES // per_image))]  # fmt: skip
         return torch.cat([scores for scores, _ in pieces]), torch.cat([maps for _, maps in pieces])
-
-    def _apply(self, fn, recurse=True):
-        self.runtime.reset()  # moved or cast: the graph holds the old tensors
-        return super()._apply(fn, recurse)
 
     def save(self, directory: Path) -> None:
         """Writes config.json and model.safetensors (backbone weights, memory bank, buffers: tensors only)."""

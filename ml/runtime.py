@@ -7,6 +7,7 @@ numbers within 1e-4. Nothing is written to disk: the graph lives in memory besid
 
 from __future__ import annotations
 
+import functools
 import io
 import threading
 import warnings
@@ -24,6 +25,7 @@ OPSET = 17
 _EXPORT_LOCK = threading.Lock()
 
 
+@functools.cache  # asked on every forward call
 def onnxruntime_available() -> bool:
     try:
         import onnxruntime  # noqa: F401
@@ -32,11 +34,15 @@ def onnxruntime_available() -> bool:
     return True
 
 
-def runtime_applies(engine: str, images: torch.Tensor) -> bool:
-    """Whether `images` may go through onnxruntime: CPU tensors without gradients, outside any export or trace."""
+def checked_engine(engine: str) -> str:
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    if engine == "torch" or images.device.type != "cpu" or images.requires_grad:
+    return engine
+
+
+def runtime_applies(engine: str, images: torch.Tensor) -> bool:
+    """Whether `images` may go through onnxruntime: CPU tensors without gradients, outside any export or trace."""
+    if checked_engine(engine) == "torch" == "torch" or images.device.type != "cpu" or images.requires_grad:
         return False
     if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
         return False
@@ -46,8 +52,9 @@ def runtime_applies(engine: str, images: torch.Tensor) -> bool:
 class RuntimeGraph:
     """One module method (images -> tensor or tuple of tensors) as an onnxruntime session, built on first `run`.
 
-    The owner calls `reset()` whenever what the graph captured changes: weights loaded, buffers refitted, the
-    module moved. `dynamic` names the input axes that may vary between calls (batch always does).
+    The graph holds the tensors it was exported with: GraphOwner resets it when weights are loaded or the module
+    is moved or cast, and the owner itself calls `reset()` when it refits its buffers. `dynamic` names the input
+    axes that may vary between calls (batch always does).
     """
 
     def __init__(self, method: str, outputs: Sequence[str], *, dynamic: Sequence[int] = (0,)):
@@ -113,11 +120,26 @@ class _Method(nn.Module):
         return getattr(self.module, self.method)(images)
 
 
-def reset_graphs_after_load(module: nn.Module, incompatible_keys) -> None:
-    """A load_state_dict post-hook: new weights make every RuntimeGraph of the module stale."""
-    for value in vars(module).values():
-        if isinstance(value, RuntimeGraph):
-            value.reset()
+class GraphOwner(nn.Module):
+    """A module with RuntimeGraph attributes, reset whenever its tensors change under them: load_state_dict (for
+    this module and any GraphOwner inside it) and .to() / .float() / ... (which reach every submodule)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_load_state_dict_post_hook(_reset_graphs_after_load)
+
+    def reset_graphs(self) -> None:
+        for value in vars(self).values():
+            if isinstance(value, RuntimeGraph):
+                value.reset()
+
+    def _apply(self, fn, recurse=True):
+        self.reset_graphs()
+        return super()._apply(fn, recurse)
+
+
+def _reset_graphs_after_load(module: GraphOwner, incompatible_keys) -> None:
+    module.reset_graphs()
 
 
 def forward_with(graph: RuntimeGraph, module: nn.Module, images: torch.Tensor, *, engine: str):
