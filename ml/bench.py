@@ -28,7 +28,7 @@ from ml.thresholds import default_threshold
 from ml.types import AnomalyModel
 
 TIMING_BATCH = 8
-TIMING_REPEATS = 3
+TIMING_REPEATS = 10
 
 
 @dataclass

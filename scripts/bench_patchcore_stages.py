@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +60,9 @@ def main() -> int:
     model.fit([Sample(image=np.asarray(Image.open(path))) for path in train])
     images = [np.asarray(Image.open(path)) for path in test]
     batch = model._batch(images)
+    float32_twin = PatchCore(pretrained=False, **{**asdict(model.config), "search_precision": "float32"})
+    float32_twin.memory_bank = torch.empty_like(model.memory_bank)
+    float32_twin.load_state_dict(model.state_dict())
     with torch.no_grad():
         features = model.embed(batch)
         n, c, h, w = features.shape
@@ -71,6 +75,7 @@ def main() -> int:
             "predict: preprocessing, the graph in 64 MB pieces, maps resized": lambda: model.predict(
                 images, batch_size=BATCH
             ),
+            "same, float32 search (`search_precision=float32`)": lambda: float32_twin.predict(images, batch_size=BATCH),
         }
         timings = {name: best_of(function) for name, function in stages.items()}
     with tempfile.TemporaryDirectory() as scratch:

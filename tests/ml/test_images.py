@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from ml.backbones import Preprocessing
-from ml.images import blur_maps, gaussian_kernel, read_image, resize_map, to_rgb, to_tensor
+from ml.images import blur_maps, gaussian_kernel, is_gray, read_image, resize_image, resize_map, to_rgb, to_tensor
 
 
 @pytest.mark.parametrize(
@@ -72,3 +72,23 @@ def test_blur_by_matrices_equals_padding_and_two_convolutions(shape, sigma):
     rows = torch.nn.functional.conv2d(padded, kernel.view(1, 1, 1, -1))
     expected = torch.nn.functional.conv2d(rows, kernel.view(1, 1, -1, 1))[:, 0]
     torch.testing.assert_close(blur_maps(maps, kernel), expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "lanczos"])
+def test_a_grey_image_resizes_as_one_channel_to_what_rgb_resizing_gives(interpolation):
+    # given: a grey texture stored as RGB, and the same texture with one pixel tinted deep inside
+    rng = np.random.default_rng(3)
+    grey = np.repeat(rng.integers(0, 256, (90, 70, 1), dtype=np.uint8), 3, axis=2)
+    tinted = grey.copy()
+    tinted[60, 40, 2] ^= 0x55
+
+    # when
+    resized = resize_image(grey, (32, 48), interpolation)
+    expected = np.asarray(Image.fromarray(grey).resize((48, 32), getattr(Image.Resampling, interpolation.upper())))
+
+    # then: the one-channel path is exact, and a colour pixel anywhere takes the RGB path
+    assert is_gray(grey)
+    assert not is_gray(tinted)
+    assert resized.shape == (32, 48, 3)
+    assert np.array_equal(resized, expected)
+    assert not np.array_equal(resize_image(tinted, (32, 48), interpolation), resized)
