@@ -13,7 +13,9 @@ import logging
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import onnx
+from onnx.numpy_helper import to_array
 
 
 class _DropPreprocessingAdvice(logging.Filter):
@@ -27,19 +29,22 @@ class _DropPreprocessingAdvice(logging.Filter):
 logging.getLogger().addFilter(_DropPreprocessingAdvice())
 
 
-def quantize_bank_products(model_bytes: bytes, bank_shape: tuple[int, int]) -> bytes:
-    """The ONNX model with every MatMul whose constant right operand is `bank_shape` (width x entries) in int8."""
+def quantize_bank_products(model_bytes: bytes, operand: np.ndarray) -> bytes:
+    """The ONNX model with every MatMul whose constant right operand equals `operand` (the bank's width x entries
+    matrix, as the graph multiplies by it) rewritten as an int8 product. Matching the values, not only the shape,
+    keeps any other product of the same shape (a blur matrix, say) in float32."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = onnx.load_from_string(model_bytes)
-    constants = {tensor.name: tuple(tensor.dims) for tensor in model.graph.initializer}
-    products = [
-        node.name
-        for node in model.graph.node
-        if node.op_type == "MatMul" and constants.get(node.input[1]) == tuple(bank_shape)
-    ]
+    constants = {tensor.name: tensor for tensor in model.graph.initializer}
+
+    def is_bank(name: str) -> bool:
+        tensor = constants.get(name)
+        return tensor is not None and tuple(tensor.dims) == operand.shape and np.array_equal(to_array(tensor), operand)
+
+    products = [node.name for node in model.graph.node if node.op_type == "MatMul" and is_bank(node.input[1])]
     if not products:
-        raise ValueError(f"no matrix product with a {bank_shape} constant in the graph to quantise")
+        raise ValueError(f"no matrix product with the {operand.shape} bank in the graph to quantise")
     with tempfile.TemporaryDirectory() as folder:
         output = Path(folder) / "model.onnx"
         quantize_dynamic(

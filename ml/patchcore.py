@@ -153,7 +153,7 @@ class PatchCore(GraphOwner):
     def _int8_search(self, model_bytes: bytes) -> bytes:
         from ml.int8_search import quantize_bank_products
 
-        return quantize_bank_products(model_bytes, tuple(self.memory_bank.T.shape))
+        return quantize_bank_products(model_bytes, (self.memory_bank.T * -2).numpy())
 
     def _image_scores(self, patches: torch.Tensor, distances: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Per-image score from N x P patch distances: the max, or the paper's re-weighted max."""

@@ -31,24 +31,37 @@ def exported(module: torch.nn.Module, example: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
+class BankSearchAndSameShapeProduct(BankSearch):
+    """A search plus another product by a constant of the bank operand's shape, which must stay float32."""
+
+    def __init__(self, bank: torch.Tensor):
+        super().__init__(bank)
+        self.register_buffer("other", torch.rand(bank.shape[1], bank.shape[0]))
+
+    def forward(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return super().forward(queries), queries @ self.other
+
+
 def test_only_the_bank_product_becomes_an_integer_product():
-    # given: a search over a 24 x 100 bank
-    model = exported(BankSearch(torch.rand(100, 24)), torch.rand(5, 24))
+    # given: a search over a 24 x 100 bank, and another 24 x 100 constant product
+    bank = torch.rand(100, 24)
+    model = exported(BankSearchAndSameShapeProduct(bank), torch.rand(5, 24))
 
     # when
-    rewritten = onnx.load_from_string(quantize_bank_products(model, (24, 100)))
+    rewritten = onnx.load_from_string(quantize_bank_products(model, (bank.T * -2).numpy()))
 
     # then
     operators = [node.op_type for node in rewritten.graph.node]
-    assert "MatMulInteger" in operators
-    assert "MatMul" not in operators
+    assert operators.count("MatMulInteger") == 1
+    assert operators.count("MatMul") == 1
 
 
 def test_a_graph_without_the_bank_product_is_refused():
-    model = exported(BankSearch(torch.rand(100, 24)), torch.rand(5, 24))
+    bank = torch.rand(100, 24)
+    model = exported(BankSearch(bank), torch.rand(5, 24))
 
     with pytest.raises(ValueError, match="no matrix product"):
-        quantize_bank_products(model, (24, 99))
+        quantize_bank_products(model, (bank.T * 2).numpy())
 
 
 @pytest.fixture(scope="module")
@@ -94,9 +107,9 @@ def test_patchcore_runs_its_search_through_the_int8_rewrite(fitted, monkeypatch)
     model, held_out = fitted
     rewritten = []
 
-    def spy(model_bytes, bank_shape):
-        result = quantize_bank_products(model_bytes, bank_shape)
-        rewritten.append((bank_shape, [node.op_type for node in onnx.load_from_string(result).graph.node]))
+    def spy(model_bytes, operand):
+        result = quantize_bank_products(model_bytes, operand)
+        rewritten.append((operand.shape, [node.op_type for node in onnx.load_from_string(result).graph.node]))
         return result
 
     monkeypatch.setattr(ml.int8_search, "quantize_bank_products", spy)
