@@ -143,17 +143,21 @@ class PatchCore(GraphOwner):
             # amplified by the square root), so the winner's distance is recomputed directly.
             if torch.onnx.is_in_onnx_export():
                 # A MatMul with a constant (folded) right operand, the form onnxruntime's int8 rewrite recognises.
-                index = (bank_norms + chunk @ (bank.T * -2)).argmin(dim=1)
+                index = (bank_norms + chunk @ self._bank_operand()).argmin(dim=1)
             else:
                 index = torch.addmm(bank_norms, chunk, bank.T, alpha=-2).argmin(dim=1)
             distances.append((chunk - bank[index]).norm(dim=1))
             indices.append(index)
         return torch.cat(distances), torch.cat(indices)
 
+    def _bank_operand(self) -> torch.Tensor:
+        """-2 x bank^T: the constant the exported search multiplies by, and what the int8 rewrite looks for."""
+        return self.memory_bank.T * -2
+
     def _int8_search(self, model_bytes: bytes) -> bytes:
         from ml.int8_search import quantize_bank_products
 
-        return quantize_bank_products(model_bytes, (self.memory_bank.T * -2).numpy())
+        return quantize_bank_products(model_bytes, self._bank_operand().numpy())
 
     def _image_scores(self, patches: torch.Tensor, distances: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Per-image score from N x P patch distances: the max, or the paper's re-weighted max."""

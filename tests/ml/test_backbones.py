@@ -116,8 +116,9 @@ def test_a_larger_lite_variant_maps_by_its_own_stage_depths(tmp_path, monkeypatc
 
     import ml.backbones
 
-    source = timm.create_model("tf_efficientnet_lite2", pretrained=False).state_dict()
-    depths = [len(stage) for stage in timm.create_model("tf_efficientnet_lite2", pretrained=False).blocks]
+    reference = timm.create_model("tf_efficientnet_lite2", pretrained=False)
+    source = reference.state_dict()
+    depths = [len(stage) for stage in reference.blocks]
     assert depths != [1, 2, 2, 3, 3, 4, 1]  # deeper than lite0: lite0's table would misplace blocks
     path = tmp_path / "efficientnet-lite2.pth"
     torch.save({port_key(key, depths): tensor for key, tensor in source.items()}, path)

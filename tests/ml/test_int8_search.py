@@ -12,6 +12,7 @@ from ml.int8_search import quantize_bank_products
 from ml.patchcore import PatchCore
 from ml.synthetic import make_dataset
 from ml.types import Sample
+from tests.ml.test_runtime import eager_predict
 
 SIZE = 64
 
@@ -79,11 +80,7 @@ def test_int8_search_scores_are_the_float32_ones_or_just_above(fitted):
 
     # when
     int8 = model.predict(held_out)
-    model.features.engine = "torch"  # eager PyTorch: float32 search
-    try:
-        float32 = model.predict(held_out)
-    finally:
-        model.features.engine = "auto"
+    float32 = eager_predict(model, held_out)  # eager PyTorch: float32 search
 
     # then: the winner's distance is exact, so a wrong pick can only be farther than the nearest entry
     int8_scores = np.array([p.score for p in int8])
