@@ -4,6 +4,7 @@ import uuid
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -18,13 +19,16 @@ from webapp.review.selectors import review_summary
 from webapp.samples import sample_project_create
 from webapp.training.services import active_run
 
+PROJECTS_PER_PAGE = 50
+
 
 def project_list(request: HttpRequest) -> HttpResponse:
     form = ProjectForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         project = services.project_create(owner=request.user, **form.cleaned_data)
         return redirect("project_detail", project_id=project.public_id)
-    return render(request, "projects/list.html", {"projects": project_list_for(user=request.user), "form": form})
+    page = Paginator(project_list_for(user=request.user), PROJECTS_PER_PAGE).get_page(request.GET.get("page"))
+    return render(request, "projects/list.html", {"page": page, "form": form})
 
 
 @require_POST
