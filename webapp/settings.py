@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "webapp.api",
     "webapp.annotations",
     "webapp.review",
+    "webapp.audit",
 ]
 
 MIDDLEWARE = [

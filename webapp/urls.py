@@ -5,6 +5,7 @@ from django.urls import include, path
 from webapp.accounts import views as accounts
 from webapp.annotations import views as annotations
 from webapp.api import urls as api_urls
+from webapp.audit import views as audit
 from webapp.dashboard import views as dashboard
 from webapp.images import views as images
 from webapp.projects import views as projects
@@ -33,6 +34,7 @@ urlpatterns = [
     path(f"{P}/classes/<int:class_id>/delete/", projects.defect_class_delete, name="defect_class_delete"),
     path(f"{P}/images/", images.image_grid, name="image_grid"),
     path(f"{P}/images/bulk/", images.image_bulk, name="image_bulk"),
+    path(f"{P}/images/bulk/undo/", images.image_bulk_undo, name="image_bulk_undo"),
     path(f"{P}/images/upload/", images.image_upload, name="image_upload"),
     path(f"{P}/images/rebalance/", images.splits_rebalance_view, name="splits_rebalance"),
     path(f"{P}/images/<uuid:image_id>/", images.image_detail, name="image_detail"),
@@ -60,4 +62,6 @@ urlpatterns = [
     path(f"{P}/review/policy/", review.review_policy_save, name="review_policy_save"),
     path(f"{P}/review/<int:item_id>/", review.review_item, name="review_item"),
     path(f"{P}/review/<int:item_id>/decide/", review.review_decide, name="review_decide"),
+    path(f"{P}/audit/", audit.audit_log, name="audit_log"),
+    path(f"{P}/audit/export.csv", audit.audit_export, name="audit_export"),
 ]

@@ -7,8 +7,12 @@ so earlier assignments never move (the test split stays comparable across model 
 
 from __future__ import annotations
 
-from collections import Counter
+import random
+from collections import Counter, defaultdict
+from collections.abc import Hashable, Sequence
 
+from webapp.audit.models import AuditAction
+from webapp.audit.services import audit_record
 from webapp.images.models import Image, Split
 
 TARGET_SHARES = {Split.TRAIN: 0.70, Split.VALIDATION: 0.15, Split.TEST: 0.15}
@@ -36,7 +40,7 @@ class SplitAssigner:
         self.counts[(label, split)] += 1
 
 
-def splits_rebalance(*, project_id: int) -> int:
+def splits_rebalance(*, project_id: int, user=None) -> int:
     """Reassigns every automatically split image of the project from scratch; returns how many moved."""
     images = list(Image.objects.filter(project_id=project_id).order_by("sha256"))
     fixed = Counter((i.label, i.split) for i in images if not i.split_is_automatic)
@@ -50,4 +54,31 @@ def splits_rebalance(*, project_id: int) -> int:
             image.split = split
             moved.append(image)
     Image.objects.bulk_update(moved, ["split"], batch_size=500)
+    if moved:
+        audit_record(
+            project=project_id,
+            user=user,
+            action=AuditAction.SPLITS_REBALANCE,
+            target=f"{len(moved)} images",
+            after={"split": dict(Counter(image.split for image in moved))},
+        )
     return len(moved)
+
+
+def stratified_pick(
+    images: Sequence[Image], *, strata: dict[int, Hashable], share: float, rng: random.Random
+) -> list[Image]:
+    """About `share` of every stratum (image id -> its stratum, e.g. label and defect classes), picked by `rng`
+    from the stratum in the given order: at least one of a stratum of two or more, never a whole stratum, so
+    every kind of image stays on both sides."""
+    groups: dict[Hashable, list[Image]] = defaultdict(list)
+    for image in images:
+        groups[strata[image.id]].append(image)
+    chosen: list[Image] = []
+    for key in sorted(groups, key=repr):  # a fixed order, so one seed always picks the same images
+        group = groups[key]
+        if len(group) < 2:
+            continue
+        count = min(len(group) - 1, max(1, round(share * len(group))))
+        chosen += rng.sample(group, count)
+    return chosen

@@ -5,13 +5,14 @@ import uuid
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from webapp.images import services
-from webapp.images.forms import BULK_ACTIONS, BulkForm, ImageEditForm
+from webapp.annotations.services import GOOD_WITH_DRAWINGS
+from webapp.images import bulk
+from webapp.images.forms import SCOPE_FILTER, BulkForm, BulkUndoForm, ImageEditForm, bulk_actions
 from webapp.images.intake.ingest import uploads_ingest
 from webapp.images.models import Annotation, Image, Label, Split, ThumbnailState
 from webapp.images.selectors import image_list
@@ -21,6 +22,12 @@ from webapp.serving import stored_image_response
 
 PAGE_SIZE = 60
 FILTERS = ("label", "split", "has_mask", "defect_class")
+# The session remembers the user's last bulk change per project, so the grid can offer to undo it.
+UNDO_SESSION_KEY = "images_bulk_undo"
+FILTER_MOVED = (
+    "The filter now matches {now} image(s), not the {expected} shown when you chose; nothing was changed. "
+    "Check the images and apply again."
+)
 
 
 def image_grid(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
@@ -36,9 +43,10 @@ def image_grid(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
         "labels": Label.choices,
         "splits": Split.choices,
         "defect_classes": project.defect_classes.all(),
-        "bulk_actions": BULK_ACTIONS,
+        "bulk_actions": bulk_actions(project.defect_classes.all()),
         "can_edit_data": role_allows(role, Action.EDIT_DATA),
         "thumbnails_pending": any(i.thumbnail_state == ThumbnailState.PENDING for i in page),
+        "undo": request.session.get(UNDO_SESSION_KEY, {}).get(str(project.public_id)),
     }
     template = "images/_grid.html" if request.htmx and not request.htmx.boosted else "images/grid.html"
     return render(request, template, context)
@@ -46,28 +54,82 @@ def image_grid(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
 
 @require_POST
 def image_bulk(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
+    """A bulk action on the ticked images, or on every image the grid's filter matches (scope "filter")."""
     project, _ = project_for(request.user, project_id, Action.EDIT_DATA)
-    form = BulkForm(request.POST)
-    back = reverse("image_grid", kwargs={"project_id": project.public_id}) + "?" + request.POST.get("query", "")
+    actions = bulk_actions(project.defect_classes.all())
+    form = BulkForm(request.POST, defect_classes=project.defect_classes.all())
+    query = request.POST.get("query", "")
+    back = reverse("image_grid", kwargs={"project_id": project.public_id}) + "?" + query
     if not form.is_valid():
-        messages.error(request, "Select images and an action.")
+        messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
         return redirect(back)
-    action, ids = form.cleaned_data["action"], form.cleaned_data["image_ids"]
-    kind, _, value = action.partition("_")
-    if kind == "label":
-        count = services.images_set_label(project=project, image_ids=ids, label=value)
-    elif kind == "split":
-        count = services.images_set_split(project=project, image_ids=ids, split=value)
+    action = form.cleaned_data["action"]
+    if form.cleaned_data["scope"] == SCOPE_FILTER:
+        parsed = QueryDict(query)
+        images = image_list(project=project, **{name: parsed.get(name, "") for name in FILTERS})
+        expected, now = form.cleaned_data["expected_count"], images.count()
+        if now != expected:
+            messages.error(request, FILTER_MOVED.format(now=now, expected=expected))
+            return redirect(back)
     else:
-        count = services.images_delete(project=project, image_ids=ids)
-    messages.success(request, f"{BULK_ACTIONS[action]}: {count} image(s).")
+        images = form.cleaned_data["image_ids"]
+    kind, _, value = action.partition("_")
+    changes = {
+        "label": lambda: bulk.images_label_change(project=project, images=images, label=value, user=request.user),
+        "split": lambda: bulk.images_split_change(project=project, images=images, split=value, user=request.user),
+        "class": lambda: bulk.images_defect_class_change(
+            project=project, images=images, defect_class_id=int(value), user=request.user
+        ),
+    }
+    try:
+        if kind not in changes:
+            count = bulk.images_bulk_delete(project=project, images=images, user=request.user)
+            messages.success(request, f"{actions[action]}: {count} image(s).")
+            return redirect(back)
+        result = changes[kind]()
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect(back)
+    messages.success(request, _bulk_message(actions[action], result))
+    if result.entry is not None:
+        undo = request.session.get(UNDO_SESSION_KEY, {})
+        undo[str(project.public_id)] = {"entry": result.entry.id, "what": f"{actions[action]} ({result.changed})"}
+        request.session[UNDO_SESSION_KEY] = undo
+    return redirect(back)
+
+
+def _bulk_message(what: str, result: bulk.BulkResult) -> str:
+    text = f"{what}: {result.changed} image(s) changed."
+    for reason, count in result.skipped.items():
+        text += f" {count} image(s) {reason}."
+    return text
+
+
+@require_POST
+def image_bulk_undo(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
+    """Puts back what the user's last bulk change replaced."""
+    project, _ = project_for(request.user, project_id, Action.EDIT_DATA)
+    back = reverse("image_grid", kwargs={"project_id": project.public_id}) + "?" + request.POST.get("query", "")
+    form = BulkUndoForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, bulk.NOTHING_TO_UNDO)
+        return redirect(back)
+    try:
+        result = bulk.bulk_change_undo(project=project, entry_id=form.cleaned_data["entry"], user=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, _bulk_message("Undone", result))
+    undo = request.session.get(UNDO_SESSION_KEY, {})
+    if undo.pop(str(project.public_id), None) is not None:
+        request.session[UNDO_SESSION_KEY] = undo
     return redirect(back)
 
 
 @require_POST
 def splits_rebalance_view(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
     project, _ = project_for(request.user, project_id, Action.EDIT_DATA)
-    moved = splits_rebalance(project_id=project.id)
+    moved = splits_rebalance(project_id=project.id, user=request.user)
     messages.success(request, f"Rebalanced automatic splits: {moved} image(s) moved.")
     return redirect("project_detail", project_id=project.public_id)
 
@@ -90,9 +152,16 @@ def image_detail(request: HttpRequest, project_id: uuid.UUID, image_id: uuid.UUI
         project_for(request.user, project_id, Action.EDIT_DATA)
         if form.is_valid():
             try:
-                services.images_set_label(project=project, image_ids=[image.id], label=form.cleaned_data["label"])
+                if form.cleaned_data["label"] != image.label:
+                    result = bulk.images_label_change(
+                        project=project, images=[image.id], label=form.cleaned_data["label"], user=request.user
+                    )
+                    if result.skipped:
+                        raise ValidationError(GOOD_WITH_DRAWINGS)
                 if form.cleaned_data["split"] != image.split:
-                    services.images_set_split(project=project, image_ids=[image.id], split=form.cleaned_data["split"])
+                    bulk.images_split_change(
+                        project=project, images=[image.id], split=form.cleaned_data["split"], user=request.user
+                    )
             except ValidationError as exc:
                 messages.error(request, " ".join(exc.messages))
             else:

@@ -20,6 +20,7 @@ class Action(enum.Enum):
     TRAIN = "train"
     REVIEW = "review"
     MANAGE = "manage"  # rename, delete, members
+    AUDIT = "audit"  # read the project's audit log (everyone who can change something in the project)
 
 
 ALLOWED_ROLES: dict[Action, frozenset[str]] = {
@@ -29,6 +30,7 @@ ALLOWED_ROLES: dict[Action, frozenset[str]] = {
     Action.TRAIN: frozenset({Role.OWNER, Role.ANNOTATOR}),
     Action.REVIEW: frozenset({Role.OWNER, Role.REVIEWER}),
     Action.MANAGE: frozenset({Role.OWNER}),
+    Action.AUDIT: frozenset({Role.OWNER, Role.ANNOTATOR, Role.REVIEWER}),
 }
 
 
