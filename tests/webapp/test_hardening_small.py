@@ -30,3 +30,111 @@ def test_project_list_is_paginated_with_a_fixed_number_of_queries(client, owner,
     assert f"Part {total - 1:03d}" in pages[2]
     assert 'href="?page=2"' in pages[0] and "Page 1 of 3" in pages[0]
     assert 'href="?page=2"' in pages[2] and 'href="?page=4"' not in pages[2]
+
+
+# --- defect class names the MVTec layout gives a meaning to ---------------------------------------------------------
+
+
+def _mvtec_round_trip(project, owner, class_name: str):
+    """A defect image with a mask of `class_name` (made directly, as a project from before the rule could have it),
+    exported as MVTec and imported into a new project: (label, {class name: mask}) of the imported image."""
+    import numpy as np
+
+    from tests.webapp.conftest import png_bytes
+    from webapp.annotations.services import LayerEdit, annotation_save
+    from webapp.annotations.transfer import dataset_export, dataset_import
+    from webapp.images.intake.ingest import IncomingFile, images_ingest
+    from webapp.images.models import Annotation, Image
+    from webapp.projects.models import DefectClass
+    from webapp.projects.services import project_create
+
+    defect_class = DefectClass.objects.create(project=project, name=class_name, colour="#ff0000")
+    data = png_bytes(5, size=32)
+    image = images_ingest(project=project, user=owner, files=[IncomingFile("part.png", lambda: data)]).results[0].image
+    mask = np.zeros((32, 32), bool)
+    mask[4:12, 6:20] = True
+    annotation_save(
+        image=image, user=owner, expected_version=0, label="defect", layers=[LayerEdit(defect_class.id, mask)]
+    )
+    Image.objects.filter(id=image.id).update(split="test")
+    target = project_create(name="copy", owner=owner)
+    report = dataset_import(
+        project=target, user=owner, fileobj=dataset_export(project=project, fmt="mvtec"), archive_name="x.zip",
+        fmt="mvtec",
+    )  # fmt: skip
+    assert [r.status for r in report.results] == ["added"], [(r.name, r.message) for r in report.results]
+    copied = Image.objects.get(project=target)
+    drawings = {a.defect_class.name: a for a in Annotation.objects.filter(image=copied).select_related("defect_class")}
+    return copied.label, sorted(drawings)
+
+
+@pytest.mark.parametrize("name", ["good", "Good", "train", "test", "validation", "ground_truth", "unlabelled"])
+def test_mvtec_round_trip_keeps_a_defect_whose_class_is_named_like_a_folder(project, owner, name):
+    label, classes = _mvtec_round_trip(project, owner, name)
+    assert label == "defect" and len(classes) == 1, (label, classes)
+
+
+@pytest.mark.parametrize("name", ["good", " Good ", "GOOD"])
+def test_good_cannot_name_a_defect_class_when_created_renamed_or_imported(client, project, owner, name):
+    from django.core.exceptions import ValidationError
+
+    from webapp.projects.models import RESERVED_CLASS_NAME, DefectClass
+    from webapp.projects.services import defect_class_create, defect_class_update
+
+    message = RESERVED_CLASS_NAME.format(name=name.strip())
+    with pytest.raises(ValidationError) as refused:
+        defect_class_create(project=project, name=name)
+    assert refused.value.messages == [message]
+    scratch = defect_class_create(project=project, name="scratch")
+    with pytest.raises(ValidationError):
+        defect_class_update(defect_class=scratch, name=name, colour="#00ff00")
+    assert DefectClass.objects.get(id=scratch.id).name == "scratch"
+    # the settings page says why
+    client.force_login(owner)
+    response = client.post(reverse("defect_class_create", args=[project.public_id]), {"name": name}, follow=True)
+    assert message in response.content.decode().replace("&ldquo;", "“").replace("&rdquo;", "”")
+    assert list(DefectClass.objects.filter(project=project).values_list("name", flat=True)) == ["scratch"]
+
+
+@pytest.mark.parametrize("fmt", ["coco", "lookout"])
+def test_an_import_naming_a_good_class_is_refused_before_anything_is_taken_in(project, owner, fmt):
+    import io
+    import json
+    import zipfile
+
+    from PIL import Image as PILImage
+
+    from tests.webapp.conftest import png_bytes
+    from webapp.annotations.transfer import dataset_import
+    from webapp.images.models import Image
+    from webapp.projects.models import RESERVED_CLASS_NAME
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("images/a.png", png_bytes(1, size=32))
+        if fmt == "coco":
+            document = {
+                "images": [{"id": 1, "file_name": "images/a.png", "width": 32, "height": 32}],
+                "categories": [{"id": 1, "name": "Good"}],
+                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}],
+            }
+            archive.writestr("annotations.json", json.dumps(document))
+        else:
+            mask = PILImage.new("RGB", (32, 32))
+            mask.paste((255, 0, 0), (2, 2, 9, 9))
+            mask_png = io.BytesIO()
+            mask.save(mask_png, format="PNG")
+            archive.writestr("masks/a.png", mask_png.getvalue())
+            colours = {"1": {"class-name": "Good", "hex-color": "#ff0000"}}
+            line = {
+                "source-ref": "images/a.png",
+                "anomaly-label": 1,
+                "anomaly-mask-ref": "masks/a.png",
+                "anomaly-mask-ref-metadata": {"internal-color-map": colours},
+            }
+            archive.writestr("train.manifest", json.dumps(line) + "\n")
+    buffer.seek(0)
+    report = dataset_import(project=project, user=owner, fileobj=buffer, archive_name="x.zip", fmt=fmt)
+    assert [(r.status, r.message) for r in report.results] == [("rejected", RESERVED_CLASS_NAME.format(name="Good"))]
+    assert not Image.objects.filter(project=project).exists()
+    assert not project.defect_classes.exists()

@@ -43,7 +43,7 @@ from webapp.images.intake.ingest import (
 )
 from webapp.images.intake.layout import PlannedImage
 from webapp.images.models import Annotation, Image, Label, Source
-from webapp.projects.models import DefectClass, Project
+from webapp.projects.models import RESERVED_CLASS_NAME, DefectClass, Project, class_name_is_reserved
 from webapp.projects.services import defect_class_create
 from webapp.storage import stored_file_read
 
@@ -137,6 +137,10 @@ def dataset_import(
         except (FormatError, RejectedFile, ValueError, OSError, PILImage.DecompressionBombError) as exc:
             report.results.append(FileResult(archive_name, REJECTED, str(exc)))
             return report
+        reserved = _reserved_class_names(classes, items)
+        if reserved:  # refused before anything is taken in, so renaming the class in the file and retrying is clean
+            report.results += [FileResult(archive_name, REJECTED, RESERVED_CLASS_NAME.format(name=n)) for n in reserved]
+            return report
         class_ids = _classes_ensure(project=project, classes=classes, items=items)
         files = [
             IncomingFile(
@@ -178,6 +182,11 @@ def _read_annotations(archive: SafeZip, fmt: str) -> tuple[list[DatasetItem], li
         for defect_class in found_classes:
             classes.setdefault(defect_class.name, defect_class)
     return items, list(classes.values())
+
+
+def _reserved_class_names(classes: list[DatasetClass], items: list[DatasetItem]) -> list[str]:
+    names = {c.name for c in classes} | {d.class_name for item in items for d in item.drawings}
+    return sorted(name for name in names if class_name_is_reserved(name))
 
 
 def _classes_ensure(*, project: Project, classes: list[DatasetClass], items: list[DatasetItem]) -> dict[str, int]:

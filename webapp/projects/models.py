@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
@@ -46,6 +47,18 @@ class Membership(models.Model):
 
 colour_validator = RegexValidator(r"^#[0-9a-fA-F]{6}$", "Use a colour like #e4572e.")
 
+# "good" is a label, and in the MVTec AD layout the folder of good images: a defect class of that name would come
+# back from an MVTec export as good images (any case: the folders merge on Windows and macOS disks).
+RESERVED_CLASS_NAMES = frozenset({"good"})
+RESERVED_CLASS_NAME = (
+    "“{name}” cannot name a defect class: good is the label of images without defects (and their folder in "
+    "MVTec AD exports). Choose another name, such as “{name} defect”."
+)
+
+
+def class_name_is_reserved(name: str) -> bool:
+    return name.strip().casefold() in RESERVED_CLASS_NAMES
+
 
 class DefectClass(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="defect_classes")
@@ -58,3 +71,7 @@ class DefectClass(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        if class_name_is_reserved(self.name):
+            raise ValidationError({"name": RESERVED_CLASS_NAME.format(name=self.name.strip())})

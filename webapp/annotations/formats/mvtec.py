@@ -7,7 +7,9 @@
 
 MVTec has one class per image and no boxes: an image with masks of several classes is filed under the first class
 that has a mask (the others are left out), boxes are left out, and a defect without a class goes under
-`defect/`. Masks are matched to images by stem, so file names must be unique (see unique_names).
+`defect/`. A class named like the good folder (Kensa refuses such names now; older projects may have one) is
+written as `<name>_class/` so that its images come back as defects. Masks are matched to images by stem, so file
+names must be unique (see unique_names).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import PurePosixPath
 
 from webapp.annotations.formats import DEFECT, GOOD, DatasetItem, mask_png
 
+GOOD_FOLDER = "good"
+RESERVED_FOLDER_SUFFIX = "_class"
 UNLABELLED_FOLDER = "unlabelled"
 CLASSLESS_FOLDER = "defect"
 MASK_FOLDER = "ground_truth"
@@ -29,7 +33,7 @@ def mvtec_write(items: list[DatasetItem]) -> tuple[list[str], dict[str, bytes]]:
         name = PurePosixPath(item.path).name
         split = item.split or "train"
         if item.label == GOOD:
-            paths.append(f"{split}/good/{name}")
+            paths.append(f"{split}/{GOOD_FOLDER}/{name}")
             continue
         if item.label != DEFECT:
             paths.append(f"{UNLABELLED_FOLDER}/{name}")
@@ -44,5 +48,7 @@ def mvtec_write(items: list[DatasetItem]) -> tuple[list[str], dict[str, bytes]]:
 
 
 def _folder_name(class_name: str) -> str:
-    """A class name as one folder: slashes would make more folders, a leading dot a hidden one."""
-    return class_name.replace("/", "_").replace("\\", "_").lstrip(".") or CLASSLESS_FOLDER
+    """A class name as one folder: slashes would make more folders, a leading dot a hidden one, and the good
+    folder's name (in any case) would turn the class's images into good ones."""
+    folder = class_name.replace("/", "_").replace("\\", "_").lstrip(".") or CLASSLESS_FOLDER
+    return folder + RESERVED_FOLDER_SUFFIX if folder.casefold() == GOOD_FOLDER else folder
