@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Container entry point. The first argument picks the role:
-#   web [GUNICORN_ARGS...]            migrate, make sure an admin exists, then gunicorn on 0.0.0.0:8000
+#   web [SERVER_ARGS...]              migrate, make sure an admin exists, then the web server (webapp/server.py,
+#                                     waitress) on 0.0.0.0:8000
 #   worker QUEUES [CELERY_ARGS...]    a Celery worker for QUEUES (comma-separated: default, train)
 #   beat                              Celery beat (periodic tasks), schedule kept in /data
 #   manage ARGS...                    python manage.py ARGS (import_folder, createsuperuser, ...)
@@ -30,8 +31,8 @@ case "$role" in
             echo "entrypoint: no administrator yet. Set KENSA_ADMIN_USERNAME and KENSA_ADMIN_PASSWORD, or run" >&2
             echo "  docker compose -f docker/compose.yaml exec web python manage.py ensure_admin" >&2
         fi
-        exec gunicorn webapp.wsgi:application --bind 0.0.0.0:8000 --workers 2 --threads 4 \
-            --timeout 120 --graceful-timeout 30 --access-logfile - "$@"
+        # The same server as `make run`: whole requests are read before a thread takes one (slow clients).
+        exec python -m webapp.server --bind 0.0.0.0:8000 "$@"
         ;;
     worker)
         queues=${1:?usage: worker QUEUES [CELERY_ARGS...]}

@@ -4,7 +4,8 @@ sample-project model.
 
 Everything lives in a temporary folder (SQLite database, media, model cache, its own redis-server), so no real data
 is touched: it migrates, creates the sample project (webapp.samples), trains one version in-process, makes a
-predict token, starts gunicorn on 127.0.0.1 configured like docker/entrypoint.sh (2 workers x 4 threads) and sends
+predict token, starts the web server on 127.0.0.1 as `make run` does (waitress, 8 threads; `--server gunicorn`: the
+former 2 workers x 4 threads) and sends
 the project's PNGs as raw bodies, as the docs page's client does (webapp/api/client_example.py).
 
     .venv/bin/python scripts/bench_api.py --family gaussian --clients 50 --requests 2000
@@ -128,8 +129,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sequential", type=int, default=30, help="requests in the sequential phase (0: skip)")
     parser.add_argument("--seconds", type=float, default=60, help="at most this long for the sequential phase")
     parser.add_argument("--timeout", type=float, default=300, help="client timeout per request, seconds")
+    parser.add_argument("--server", default="waitress", choices=["waitress", "gunicorn"], help="waitress: as make run")
     parser.add_argument("--workers", type=int, default=benchlib.GUNICORN_WORKERS, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=benchlib.GUNICORN_THREADS, help="threads per gunicorn worker")
+    parser.add_argument("--web-threads", type=int, default=8, help="waitress threads (KENSA_WEB_THREADS)")
     return parser.parse_args()
 
 
@@ -160,7 +163,12 @@ def bench(args: argparse.Namespace, sandbox: benchlib.Sandbox) -> int:
     if args.sequential:
         predict_bytes(version=version, data=images[0], purpose="api")  # loads the model in this process
 
-    server, base_url = benchlib.gunicorn_start(sandbox.env, workers=args.workers, threads=args.threads)
+    if args.server == "gunicorn":
+        server, base_url = benchlib.gunicorn_start(sandbox.env, workers=args.workers, threads=args.threads)
+        server_line, warm = f"gunicorn {args.workers} workers x {args.threads} threads", args.workers * args.threads
+    else:
+        server, base_url = benchlib.web_server_start(sandbox.env, threads=args.web_threads)
+        server_line, warm = f"waitress (make run's server) {args.web_threads} threads", args.web_threads
     project_url = f"{base_url}/api/v1/projects/{project.public_id}"
     read_request = urllib.request.Request(f"{project_url}/versions/", headers={"Authorization": f"Bearer {secret}"})
 
@@ -171,7 +179,6 @@ def bench(args: argparse.Namespace, sandbox: benchlib.Sandbox) -> int:
     try:
         benchlib.http_wait(f"{project_url}/versions/")
         # Every worker loads the model on its first predict: enough concurrent requests to reach them all.
-        warm = args.workers * args.threads
         warmup, _ = load_run(http, clients=warm, total=2 * warm)
         sequential = sequential_run(
             count=args.sequential,
@@ -188,7 +195,7 @@ def bench(args: argparse.Namespace, sandbox: benchlib.Sandbox) -> int:
     size = statistics.mean(len(image) for image in images)
     print(f"# {benchlib.machine_line()} (end)")
     print(
-        f"# {version.family}, gunicorn {args.workers} workers x {args.threads} threads, "
+        f"# {version.family}, {server_line}, "
         f"{len(images)} different 256x256 PNGs of {size / 1024:.0f} KiB on average; times in ms"
     )
     rows = [

@@ -173,6 +173,14 @@ def gunicorn_start(env: dict[str, str], *, workers: int = GUNICORN_WORKERS, thre
     return subprocess.Popen(command, cwd=ROOT, env=env), f"http://127.0.0.1:{port}"
 
 
+def web_server_start(env: dict[str, str], *, threads: int = 8):
+    """The web server `make run` and the Docker image start (waitress, webapp/server.py) on a free loopback port.
+    Returns (process, base URL)."""
+    port = free_port()
+    command = [sys.executable, "-m", "webapp.server", "--bind", f"127.0.0.1:{port}", "--threads", str(threads)]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL), f"http://127.0.0.1:{port}"
+
+
 def http_wait(url: str, timeout: float = 60) -> None:
     """Until the server answers anything at all (an HTTP error status counts as up)."""
     deadline = time.monotonic() + timeout

@@ -12,7 +12,7 @@ admin exists. Then it runs, each in its own process group:
     train     Celery worker for the `train` queue, one task at a time
     default   Celery worker for the `default` queue
     beat      Celery beat, only when a beat schedule is configured
-    web       gunicorn serving webapp.wsgi on KENSA_BIND (127.0.0.1:8000)
+    web       waitress serving webapp.wsgi on KENSA_BIND (127.0.0.1:8000), see webapp/server.py
 
 If any of them exits, the others are stopped too. Stopping sends SIGTERM to each process group, then (for the
 Celery workers, which wait for their running task) SIGQUIT, then SIGKILL; Redis stops last, so workers can
@@ -326,6 +326,13 @@ class Supervisor:
                 log("stopped")
 
 
+def web_command(bind: str) -> list[str]:
+    """The web service's command line: waitress, which buffers whole requests before a thread takes one, so slow
+    clients cannot hold its threads (webapp/server.py; tests/webapp/test_slow_clients.py starts this very server).
+    Threads come from KENSA_WEB_THREADS."""
+    return [sys.executable, "-m", "webapp.server", "--bind", bind]
+
+
 def run() -> int:
     os.chdir(ROOT)
     env = prepare_env()
@@ -384,10 +391,7 @@ def run() -> int:
         data_dir = Path(env["KENSA_DATA_DIR"])
         schedule = ["-s", str(data_dir / "celerybeat-schedule"), "--pidfile", str(data_dir / "celerybeat.pid")]
         services.append(Service("beat", [*celery, "beat", "-l", "info", *schedule]))
-    gunicorn = shlex.split("--workers 2 --threads 4 --timeout 120 --graceful-timeout 10 --access-logfile -")
-    services.append(
-        Service("web", [sys.executable, "-m", "gunicorn", "webapp.wsgi:application", "--bind", bind, *gunicorn])
-    )
+    services.append(Service("web", web_command(bind)))
 
     supervisor = Supervisor(env)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
