@@ -9,19 +9,34 @@ from workers.decorators import TRAIN_QUEUE, TRANSIENT_ERRORS, kensa_task
 log = logging.getLogger(__name__)
 
 
+THUMBNAIL_UNREADABLE = "No preview: the image could not be read ({error})."
+
+
 @kensa_task("images.thumbnails_make")
 def thumbnails_make_task(image_ids: list[int]) -> None:
-    from webapp.images.models import Image
-    from webapp.images.services import image_thumbnail_make
+    from webapp.images.models import Image, ThumbnailState
+    from webapp.images.services import image_thumbnail_attempt, image_thumbnail_fail, image_thumbnail_make
 
-    for image in Image.objects.filter(id__in=image_ids).select_related("project"):
+    # Only pending ones: the periodic check may have sent an image again that an earlier message has made since.
+    pending = Image.objects.filter(id__in=image_ids, thumbnail_state=ThumbnailState.PENDING).select_related("project")
+    for image in pending:
+        if not image_thumbnail_attempt(image_id=image.id):
+            continue
         try:
             image_thumbnail_make(image=image)
         except TRANSIENT_ERRORS:
             raise
-        except Exception:
-            # One unreadable image must not stop the others; it is marked failed on its row.
+        except Exception as exc:
+            # One unreadable image must not stop the others; it is marked failed on its row, with the reason.
             log.exception("thumbnail failed for image %s", image.id)
+            image_thumbnail_fail(image_id=image.id, reason=THUMBNAIL_UNREADABLE.format(error=exc))
+
+
+@kensa_task("images.thumbnails_requeue", soft_time_limit=60, time_limit=90)
+def thumbnails_requeue_task() -> None:
+    from webapp.images.services import thumbnails_requeue_stale
+
+    thumbnails_requeue_stale()
 
 
 # Early acknowledgement on purpose: the database claim (queued -> running) is what makes a run execute once.
@@ -65,3 +80,12 @@ def batch_jobs_reap_task() -> None:
     result = batch_jobs_reap()
     if any(result.values()):
         log.info("batch reaper: %s", result)
+
+
+@kensa_task("inference.predictions_cleanup", soft_time_limit=540, time_limit=590)
+def predictions_cleanup_task() -> None:
+    from webapp.inference.retention import predictions_cleanup
+
+    result = predictions_cleanup()
+    if result.rows:
+        log.info("retention: deleted %d predictions and %d files %s", result.rows, result.files, result.by_purpose)

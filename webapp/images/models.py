@@ -55,6 +55,11 @@ class Image(models.Model):
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.UPLOAD)
     thumbnail = models.FileField(max_length=255, blank=True)
     thumbnail_state = models.CharField(max_length=16, choices=ThumbnailState.choices, default=ThumbnailState.PENDING)
+    # When its thumbnail was last sent to a worker or started there (None: never sent), how many times a worker
+    # started on it, and why it failed: the periodic check re-sends pending work that went quiet, up to a cap.
+    thumbnail_queued_at = models.DateTimeField(null=True, blank=True)
+    thumbnail_attempts = models.PositiveSmallIntegerField(default=0)
+    thumbnail_error = models.CharField(max_length=400, blank=True)
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     # Grows with every save of the image's label or drawings (all classes together): an editor sends the version

@@ -34,10 +34,14 @@ STALE_HEARTBEAT_MESSAGE = (
 )
 # A worker beats every HEARTBEAT_SECONDS; missing several in a row means it is gone.
 HEARTBEAT_SECONDS = 10
-STALE_AFTER = timedelta(seconds=120)
+# What docs/deploy.md promises: a run whose worker died is failed (a lost queued message sent again) within this.
+# The reaper runs every REAP_SECONDS (CELERY_BEAT_SCHEDULE), so each threshold is the promise less one period.
+REAP_PROMISE = timedelta(minutes=2)
+REAP_SECONDS = 30
+STALE_AFTER = REAP_PROMISE - timedelta(seconds=REAP_SECONDS)
 # A queued run no worker took for this long is sent again (its message may have died with a restarted Redis);
 # claiming is conditional, so a duplicate message is harmless.
-REQUEUE_AFTER = timedelta(minutes=2)
+REQUEUE_AFTER = REAP_PROMISE - timedelta(seconds=REAP_SECONDS)
 
 
 @dataclass(frozen=True)

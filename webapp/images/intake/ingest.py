@@ -90,19 +90,28 @@ def _limits() -> dict:
 def images_ingest(
     *, project: Project, user: AbstractBaseUser | None, files: Iterable[IncomingFile], source: str = Source.UPLOAD
 ) -> IntakeReport:
-    """Checks and stores each file; returns one result per file. Thumbnails are queued after commit."""
+    """Checks and stores each file; returns one result per file. Thumbnails are queued a chunk at a time as rows
+    commit (a process that dies mid-upload leaves at most one chunk for the periodic check to send)."""
+    from webapp.images.services import THUMBNAIL_CHUNK, thumbnails_queue, thumbnails_retry
+
     report = IntakeReport()
     assigner = SplitAssigner.for_project(project.id)
     added_ids: list[int] = []
+    sent_again: dict[int, Image] = {}  # duplicates of earlier uploads still without a thumbnail
     for incoming in files:
         result = _ingest_one(project=project, user=user, incoming=incoming, source=source, assigner=assigner)
         report.results.append(result)
         if result.status == ADDED:
             added_ids.append(result.image.id)
-    if added_ids:
-        from workers.tasks import thumbnails_make_task
-
-        transaction.on_commit(lambda: thumbnails_make_task.delay(added_ids))
+            if len(added_ids) == THUMBNAIL_CHUNK:
+                thumbnails_queue(image_ids=added_ids)
+                added_ids = []
+        elif result.status == DUPLICATE and result.image is not None:
+            sent_again[result.image.id] = result.image
+    thumbnails_queue(image_ids=added_ids)
+    # Sending a file again is how a person asks for a missing preview (its first try may have died with a worker).
+    added_now = {r.image.id for r in report.results if r.status == ADDED}
+    thumbnails_retry(images=[image for image_id, image in sent_again.items() if image_id not in added_now])
     return report
 
 
