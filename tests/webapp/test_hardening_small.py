@@ -138,3 +138,90 @@ def test_an_import_naming_a_good_class_is_refused_before_anything_is_taken_in(pr
     assert [(r.status, r.message) for r in report.results] == [("rejected", RESERVED_CLASS_NAME.format(name="Good"))]
     assert not Image.objects.filter(project=project).exists()
     assert not project.defect_classes.exists()
+
+
+# --- the annotation editor's save: shape and size checked before any work ------------------------------------------
+
+
+@pytest.fixture
+def editor_image(project, owner):
+    from tests.webapp.conftest import png_bytes
+    from webapp.images.intake.ingest import IncomingFile, images_ingest
+
+    data = png_bytes(3, size=48)
+    return images_ingest(project=project, user=owner, files=[IncomingFile("p.png", lambda: data)]).results[0].image
+
+
+def _save(client, project, image, **fields):
+    url = reverse("annotation_save", args=[project.public_id, image.public_id])
+    return client.post(url, {"version": 0, "label": "defect", **fields})
+
+
+def test_editor_save_refuses_deep_long_or_oversized_payloads_with_a_reason(client, project, owner, editor_image):
+    from webapp.annotations import forms, services, views
+    from webapp.images.models import Annotation, Image
+    from webapp.projects.services import defect_class_create
+
+    scratch = defect_class_create(project=project, name="scratch")
+    client.force_login(owner)
+    box = f"boxes_{scratch.id}"
+    cases = {
+        # nested far deeper than Python's parser recurses (was a 500)
+        "deep": ({box: "[" * 20_000 + "]" * 20_000}, views.BOXES_NOT_A_LIST.format(id=scratch.id)),
+        "very deep": (
+            {box: "[" * 100_000 + "]" * 100_000},
+            views.BOXES_TOO_LONG.format(id=scratch.id, length=200_000, limit=views.MAX_BOXES_CHARS),
+        ),
+        "not json": ({box: "[[1, 2"}, views.BOXES_NOT_A_LIST.format(id=scratch.id)),
+        "too many boxes": (
+            {box: str([[0, 0, 1, 1]] * (services.MAX_BOXES_PER_CLASS + 1))},
+            services.TOO_MANY_BOXES.format(count=services.MAX_BOXES_PER_CLASS + 1, limit=services.MAX_BOXES_PER_CLASS),
+        ),
+        "outside the image": ({box: "[[0, 0, 49, 10]]"}, services.BAD_BOX.format(w=48, h=48, value=[0, 0, 49, 10])),
+        "huge number": (
+            {box: f"[[0, 0, {10**30}, 10]]"},
+            services.BAD_BOX.format(w=48, h=48, value=[0, 0, 10**30, 10]),
+        ),
+    }
+    for name, (fields, message) in cases.items():
+        response = _save(client, project, editor_image, class_ids=str(scratch.id), **fields)
+        assert (response.status_code, response.content.decode()) == (400, message), name
+    # 50,000 repeated ids (65 s of saving the same layer again and again before): refused at once, by length
+    repeated = ",".join([str(scratch.id)] * 50_000)
+    response = _save(client, project, editor_image, class_ids=repeated)
+    message = forms.CLASS_IDS_TOO_LONG.format(length=len(repeated), limit=forms.MAX_CLASS_IDS_CHARS)
+    assert (response.status_code, response.content.decode()) == (400, message)
+    # an unknown class is refused before its mask would be decoded
+    response = _save(client, project, editor_image, class_ids=f"{scratch.id},999999")
+    assert (response.status_code, response.content.decode()) == (400, services.UNKNOWN_CLASS.format(value=999999))
+    assert Image.objects.get(id=editor_image.id).annotation_version == 0 and not Annotation.objects.exists()
+    # a few repeats are one layer, saved once
+    response = _save(client, project, editor_image, class_ids=f"{scratch.id},{scratch.id}", **{box: "[[1, 2, 30, 40]]"})
+    assert response.status_code == 200 and response.json()["version"] == 1
+    assert list(Annotation.objects.values_list("boxes", flat=True)) == [[[1, 2, 30, 40]]]
+
+
+def test_annotation_save_refuses_a_class_twice_and_too_many_boxes(project, owner, editor_image):
+    from django.core.exceptions import ValidationError
+
+    from webapp.annotations.services import CLASS_TWICE, MAX_BOXES_PER_CLASS, LayerEdit, annotation_save
+    from webapp.projects.services import defect_class_create
+
+    scratch = defect_class_create(project=project, name="scratch")
+    with pytest.raises(ValidationError) as twice:
+        annotation_save(
+            image=editor_image,
+            user=owner,
+            expected_version=0,
+            label="defect",
+            layers=[LayerEdit(scratch.id, None, [[0, 0, 2, 2]]), LayerEdit(scratch.id, None, [[0, 0, 3, 3]])],
+        )
+    assert twice.value.messages == [CLASS_TWICE.format(value=scratch.id)]
+    with pytest.raises(ValidationError):
+        annotation_save(
+            image=editor_image,
+            user=owner,
+            expected_version=0,
+            label="defect",
+            layers=[LayerEdit(scratch.id, None, [[0, 0, 2, 2]] * (MAX_BOXES_PER_CLASS + 1))],
+        )

@@ -25,6 +25,10 @@ GOOD_WITH_DRAWINGS = "An image with drawn masks or boxes is a defect; clear the 
 UNKNOWN_CLASS = "Defect class {value} is not one of this project's classes."
 MASK_SIZE = "The mask for {name} is {got_w}x{got_h} but the image is {w}x{h}; masks are saved at full resolution."
 BAD_BOX = "A box must be four whole pixel numbers x0 < x1 <= {w}, y0 < y1 <= {h}; got {value!r}."
+TOO_MANY_BOXES = "{count:,} boxes for one class; at most {limit:,} are accepted per class and image."
+CLASS_TWICE = "Defect class {value} is sent twice in one save."
+# Far more than a person draws; a bound so that one request cannot make a save (or an import) run for minutes.
+MAX_BOXES_PER_CLASS = 1000
 SAVEABLE_SOURCES = (Source.MANUAL, Source.IMPORT, Source.MODEL, Source.REVIEW)
 
 
@@ -49,6 +53,8 @@ def boxes_clean(*, boxes, width: int, height: int) -> list[list[int]]:
     """Boxes as [x0, y0, x1, y1] integer pixels inside the image, x1 and y1 exclusive. Raises ValidationError."""
     if not isinstance(boxes, list):
         raise ValidationError(BAD_BOX.format(w=width, h=height, value=boxes))
+    if len(boxes) > MAX_BOXES_PER_CLASS:
+        raise ValidationError(TOO_MANY_BOXES.format(count=len(boxes), limit=MAX_BOXES_PER_CLASS))
     out = []
     for box in boxes:
         ok = isinstance(box, list | tuple) and len(box) == 4 and all(isinstance(v, int) for v in box)
@@ -56,6 +62,20 @@ def boxes_clean(*, boxes, width: int, height: int) -> list[list[int]]:
             raise ValidationError(BAD_BOX.format(w=width, h=height, value=box))
         out.append([int(v) for v in box])
     return out
+
+
+def layer_classes_check(*, image: Image, class_ids: list[int]) -> dict[int, DefectClass]:
+    """The image's project's classes by id, once the ids sent are known to be distinct classes of that project
+    (checked before any mask is decoded). Raises ValidationError."""
+    classes = {c.id: c for c in DefectClass.objects.filter(project_id=image.project_id)}
+    seen: set[int] = set()
+    for class_id in class_ids:
+        if class_id not in classes:
+            raise ValidationError(UNKNOWN_CLASS.format(value=class_id))
+        if class_id in seen:
+            raise ValidationError(CLASS_TWICE.format(value=class_id))
+        seen.add(class_id)
+    return classes
 
 
 def annotation_save(
@@ -74,10 +94,8 @@ def annotation_save(
         raise ValidationError(BAD_LABEL.format(value=label))
     if source not in SAVEABLE_SOURCES:
         raise ValidationError(f"Unknown annotation source {source!r}.")
-    classes = {c.id: c for c in DefectClass.objects.filter(project_id=image.project_id)}
+    classes = layer_classes_check(image=image, class_ids=[layer.defect_class_id for layer in layers])
     for layer in layers:
-        if layer.defect_class_id not in classes:
-            raise ValidationError(UNKNOWN_CLASS.format(value=layer.defect_class_id))
         if layer.mask is not None and layer.mask.shape != (image.height, image.width):
             raise ValidationError(
                 MASK_SIZE.format(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 from django.core.exceptions import ValidationError
@@ -17,6 +18,10 @@ from webapp.projects.access import Action, project_for, role_allows
 from webapp.serving import stored_file_headers
 
 UNREADABLE_MASK = "The mask for class {id} is not a PNG Kensa can read."
+BOXES_TOO_LONG = "The boxes of class {id} are {length:,} characters of JSON; at most {limit:,} are accepted."
+BOXES_NOT_A_LIST = "The boxes of class {id} must be a JSON list of [x0, y0, x1, y1] lists."
+# Room for MAX_BOXES_PER_CLASS boxes of five-digit coordinates with generous spacing.
+MAX_BOXES_CHARS = services.MAX_BOXES_PER_CLASS * 64
 
 
 @require_GET
@@ -62,7 +67,9 @@ def annotation_save(request: HttpRequest, project_id: uuid.UUID, image_id: uuid.
     if not form.is_valid():
         return _plain(" ".join(m for errors in form.errors.values() for m in errors), 400)
     try:
-        layers = [_layer_from_request(request, image, class_id) for class_id in form.cleaned_data["class_ids"]]
+        class_ids = form.cleaned_data["class_ids"]
+        services.layer_classes_check(image=image, class_ids=class_ids)  # before any mask is decoded
+        layers = [_layer_from_request(request, image, class_id) for class_id in class_ids]
         version = services.annotation_save(
             image=image,
             user=request.user,
@@ -87,11 +94,30 @@ def _layer_from_request(request: HttpRequest, image: Image, class_id: int) -> se
             raise ValidationError(str(exc)) from None
         except Exception:
             raise ValidationError(UNREADABLE_MASK.format(id=class_id)) from None
-    try:
-        boxes = json.loads(request.POST.get(f"boxes_{class_id}") or "[]")
-    except ValueError:
-        raise ValidationError(services.BAD_BOX.format(w="width", h="height", value="(not JSON)")) from None
+    boxes = _boxes_from_json(request.POST.get(f"boxes_{class_id}") or "[]", class_id)
     return services.LayerEdit(defect_class_id=class_id, mask=mask, boxes=boxes)
+
+
+def _boxes_from_json(text: str, class_id: int) -> list:
+    """The boxes' JSON parsed once its size and nesting are known to fit a list of boxes: a deeply nested
+    document would exhaust the parser's recursion, a long one its time."""
+    if len(text) > MAX_BOXES_CHARS:
+        raise ValidationError(BOXES_TOO_LONG.format(id=class_id, length=len(text), limit=MAX_BOXES_CHARS))
+    if _nesting_depth(text) > 2:
+        raise ValidationError(BOXES_NOT_A_LIST.format(id=class_id))
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise ValidationError(BOXES_NOT_A_LIST.format(id=class_id)) from None
+
+
+def _nesting_depth(text: str) -> int:
+    """Deepest bracket nesting (brackets inside strings count too: boxes hold numbers only)."""
+    depth = deepest = 0
+    for char in re.sub(r"[^\[\]{}]", "", text):
+        depth += 1 if char in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def _plain(text: str, status: int) -> HttpResponse:
