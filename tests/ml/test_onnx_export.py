@@ -23,16 +23,17 @@ def samples():
     "model",
     [
         PatchCore(image_size=SIZE, coreset_ratio=0.2, min_bank_size=16, search_chunk=100, pretrained=True),
+        PatchCore(image_size=SIZE, coreset_ratio=0.2, min_bank_size=16, pretrained=True, search_precision="float32"),
         GaussianBaseline(image_size=SIZE, grid=4, reduced_channels=16, pretrained=False),
     ],
-    ids=["patchcore", "gaussian"],
+    ids=["patchcore", "patchcore-float32", "gaussian"],
 )
 def test_onnx_gives_the_same_scores_and_maps(model, samples, tmp_path):
-    # given
+    # given: what predict() computes, the onnxruntime graph with the family's rewrite (PatchCore's int8 search)
     model.fit(samples[:6])
     batch = model._batch([s.image for s in samples[6:]])
     with torch.no_grad():
-        scores, maps = model(batch)
+        scores, maps = model.runtime.run(model, batch)
 
     # when
     path = export_onnx(model, tmp_path / "model.onnx")
