@@ -27,6 +27,7 @@ ROUTES = [
     ("image_upload", {}, "get", Action.EDIT_DATA),
     ("image_upload", {}, "post", Action.EDIT_DATA),
     ("image_bulk", {}, "post", Action.EDIT_DATA),
+    ("image_bulk_undo", {}, "post", Action.EDIT_DATA),
     ("image_detail", {"image": True}, "post", Action.EDIT_DATA),
     ("splits_rebalance", {}, "post", Action.EDIT_DATA),
     ("defect_class_create", {}, "post", Action.EDIT_DATA),
@@ -64,6 +65,8 @@ ROUTES = [
     ("review_policy_save", {}, "post", Action.MANAGE),
     ("review_item", {"review_item": True}, "get", Action.VIEW),
     ("review_decide", {"review_item": True}, "post", Action.REVIEW),
+    ("audit_log", {}, "get", Action.AUDIT),
+    ("audit_export", {}, "get", Action.AUDIT),
 ]
 
 

@@ -14,7 +14,8 @@ class RenameForm(forms.Form):
 
 class MemberForm(forms.Form):
     username = forms.CharField(max_length=150)
-    role = forms.ChoiceField(choices=Role.choices)
+    # The least privilege unless the owner picks more: a slip of the mouse must not hand out ownership.
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.VIEWER)
 
 
 class DefectClassForm(forms.Form):

@@ -8,6 +8,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import ProtectedError
 
+from webapp.audit.models import AuditAction
+from webapp.audit.services import audit_record
 from webapp.projects.models import DefectClass, Membership, Project, Role
 
 PALETTE = ("#e4572e", "#17bebb", "#ffc914", "#76b041", "#7b2cbf", "#f46036", "#2e86ab", "#c5283d", "#3bceac")
@@ -47,29 +49,49 @@ def project_delete(*, project: Project) -> None:
     transaction.on_commit(lambda: stored_folder_delete(folder))
 
 
-def membership_set(*, project: Project, username: str, role: str) -> Membership:
-    """Adds a user to the project or changes their role."""
+def membership_set(
+    *, project: Project, username: str, role: str, actor: AbstractBaseUser | None = None
+) -> Membership:
+    """Adds a user to the project or changes their role; `actor` (who did it) goes into the audit log."""
     if role not in Role.values:
         raise ValidationError(f"Unknown role {role!r}.")
     user = get_user_model().objects.filter(username=username.strip()).first()
     if user is None:
         raise ValidationError(NO_SUCH_USER_MESSAGE)
     with transaction.atomic():
-        membership, _ = Membership.objects.select_for_update().get_or_create(
+        membership, created = Membership.objects.select_for_update().get_or_create(
             project=project, user=user, defaults={"role": role}
         )
+        before = None if created else membership.role
         if membership.role == Role.OWNER and role != Role.OWNER:
             _ensure_another_owner(project, membership)
         membership.role = role
         membership.save(update_fields=["role"])
+        if before != role:
+            audit_record(
+                project=project,
+                user=actor,
+                action=AuditAction.MEMBER_SET,
+                target=user.get_username(),
+                before={"role": before},
+                after={"role": role},
+            )
     return membership
 
 
-def membership_remove(*, project: Project, membership: Membership) -> None:
+def membership_remove(*, project: Project, membership: Membership, actor: AbstractBaseUser | None = None) -> None:
     with transaction.atomic():
         if membership.role == Role.OWNER:
             _ensure_another_owner(project, membership)
         membership.delete()
+        audit_record(
+            project=project,
+            user=actor,
+            action=AuditAction.MEMBER_REMOVE,
+            target=membership.user.get_username(),
+            before={"role": membership.role},
+            after={"role": None},
+        )
 
 
 def _ensure_another_owner(project: Project, membership: Membership) -> None:

@@ -99,7 +99,7 @@ def member_set(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
     form = MemberForm(request.POST)
     if form.is_valid():
         try:
-            services.membership_set(project=project, **form.cleaned_data)
+            services.membership_set(project=project, actor=request.user, **form.cleaned_data)
             messages.success(request, f"{form.cleaned_data['username']} is now {form.cleaned_data['role']}.")
         except ValidationError as exc:
             messages.error(request, " ".join(exc.messages))
@@ -113,7 +113,7 @@ def member_remove(request: HttpRequest, project_id: uuid.UUID, membership_id: in
     project, _ = project_for(request.user, project_id, Action.MANAGE)
     membership = get_object_or_404(Membership, id=membership_id, project=project)
     try:
-        services.membership_remove(project=project, membership=membership)
+        services.membership_remove(project=project, membership=membership, actor=request.user)
         messages.success(request, f"Removed {membership.user.username}.")
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
