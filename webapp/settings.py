@@ -197,3 +197,14 @@ CELERY_BEAT_SCHEDULE = {
     "reap-stale-batch-jobs": {"task": "api.batch_reap", "schedule": 30.0},
     "requeue-stale-thumbnails": {"task": "images.thumbnails_requeue", "schedule": 30.0},
 }
+# Routine predictions (API, trial, batch) expire by age (days) and by count (newest kept per project); 0 turns a
+# limit off. Test-split and reviewed predictions are always kept. See webapp/inference/retention.py.
+PREDICTION_RETENTION = {
+    "api": {"days": env_int("KENSA_RETAIN_API_DAYS", 7), "count": env_int("KENSA_RETAIN_API_COUNT", 200_000)},
+    "batch": {"days": env_int("KENSA_RETAIN_BATCH_DAYS", 7), "count": env_int("KENSA_RETAIN_BATCH_COUNT", 200_000)},
+    "trial": {"days": env_int("KENSA_RETAIN_TRIAL_DAYS", 30), "count": env_int("KENSA_RETAIN_TRIAL_COUNT", 10_000)},
+}
+CELERY_BEAT_SCHEDULE["expire-routine-predictions"] = {
+    "task": "inference.predictions_cleanup",
+    "schedule": float(env_int("KENSA_RETENTION_INTERVAL_S", 600)),
+}

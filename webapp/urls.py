@@ -9,6 +9,7 @@ from webapp.audit import views as audit
 from webapp.dashboard import views as dashboard
 from webapp.images import views as images
 from webapp.projects import views as projects
+from webapp.inference import views as inference
 from webapp.review import views as review
 from webapp.training import views as training
 
@@ -27,6 +28,7 @@ urlpatterns = [
     path(f"{P}/", projects.project_detail, name="project_detail"),
     path(f"{P}/settings/", projects.project_settings, name="project_settings"),
     path(f"{P}/rename/", projects.project_rename, name="project_rename"),
+    path(f"{P}/settings/disk-use/", inference.project_disk_use_view, name="project_disk_use"),
     path(f"{P}/delete/", projects.project_delete, name="project_delete"),
     path(f"{P}/members/", projects.member_set, name="member_set"),
     path(f"{P}/members/<int:membership_id>/remove/", projects.member_remove, name="member_remove"),

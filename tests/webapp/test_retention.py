@@ -1,0 +1,177 @@
+"""Retention of routine predictions (webapp/inference/retention.py): expired API, trial and batch predictions go with
+their files; test-split, reviewed and unfinished-batch ones stay; the periodic task runs from the real beat entry on
+a real worker; owners see their project's disk use on the settings page."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.urls import reverse
+from django.utils import timezone
+
+from tests.conftest import REPO, _database_url, wait_for
+from tests.webapp.conftest import make_user, png_bytes
+from webapp.api.models import BatchItem, BatchJob, JobStatus
+from webapp.inference.disk_use import ARTIFACTS, PREDICTIONS, project_disk_use
+from webapp.inference.retention import BATCH_PREDICTION_EXPIRED, predictions_cleanup
+from webapp.inference.services import predict_bytes
+from webapp.projects.models import Membership, Role
+from webapp.review.models import Reason, ReviewItem
+from webapp.storage import stored_file_write
+from webapp.training.models import Prediction, Purpose
+
+DAY = timedelta(days=1)
+
+
+def files_of(prediction: Prediction) -> list[str]:
+    return [f.name for f in (prediction.anomaly_map, prediction.predicted_mask, prediction.input_file) if f]
+
+
+def backdate(prediction: Prediction, age: timedelta) -> None:
+    Prediction.objects.filter(id=prediction.id).update(created_at=timezone.now() - age)
+
+
+def predicted(version, seed: int, purpose: str = Purpose.API, age: timedelta = timedelta(0)) -> Prediction:
+    """A real prediction (maps, mask and kept input written by the predict path), made `age` ago."""
+    prediction = predict_bytes(version=version, data=png_bytes(seed), purpose=purpose, name=f"part-{seed}.png").prediction
+    backdate(prediction, age)
+    return prediction
+
+
+@pytest.fixture
+def retention(settings):
+    settings.PREDICTION_RETENTION = {
+        "api": {"days": 7, "count": 0},
+        "batch": {"days": 7, "count": 0},
+        "trial": {"days": 30, "count": 0},
+    }
+    return settings.PREDICTION_RETENTION
+
+
+def test_cleanup_deletes_exactly_the_expired_routine_predictions_with_their_files(trained_version, retention):
+    version = trained_version
+    old_api = predicted(version, 1, age=8 * DAY)
+    fresh_api = predicted(version, 2, age=6 * DAY)
+    old_trial = predicted(version, 3, Purpose.TRIAL, age=31 * DAY)
+    fresh_trial = predicted(version, 4, Purpose.TRIAL, age=8 * DAY)  # trials are kept 30 days
+    reviewed = predicted(version, 5, age=60 * DAY)
+    ReviewItem.objects.create(project=version.project, prediction=reviewed, reason=Reason.BAND)
+    # the same bytes sent twice: one input file under an old and a fresh row
+    shared_old = predicted(version, 6, age=9 * DAY)
+    shared_fresh = predicted(version, 6, age=1 * DAY)
+    assert shared_old.input_file.name == shared_fresh.input_file.name
+    # batch predictions: a finished job's expire (its item says so), a running job's are kept
+    done_job = BatchJob.objects.create(project=version.project, model_version=version, status=JobStatus.SUCCEEDED)
+    running_job = BatchJob.objects.create(project=version.project, model_version=version, status=JobStatus.RUNNING)
+    done_batch = predicted(version, 7, Purpose.BATCH, age=8 * DAY)
+    running_batch = predicted(version, 8, Purpose.BATCH, age=8 * DAY)
+    done_item = BatchItem.objects.create(job=done_job, position=0, prediction=done_batch, boxes=[{"x0": 1}])
+    BatchItem.objects.create(job=running_job, position=0, prediction=running_batch)
+    # the version's own test-split predictions (made by training), older than every limit
+    tests = list(Prediction.objects.filter(model_version=version, purpose=Purpose.TEST))
+    assert tests and all(files_of(p) for p in tests)
+    Prediction.objects.filter(purpose=Purpose.TEST).update(created_at=timezone.now() - 400 * DAY)
+
+    expired = [old_api, old_trial, shared_old, done_batch]
+    kept = [fresh_api, fresh_trial, reviewed, shared_fresh, running_batch, *tests]
+    expired_files = {name for p in expired for name in files_of(p)} - set(files_of(shared_fresh))
+    assert all(default_storage.exists(name) for name in expired_files)
+
+    result = predictions_cleanup()
+
+    assert result.rows == 4
+    assert result.by_purpose == {Purpose.API: 2, Purpose.TRIAL: 1, Purpose.BATCH: 1}
+    remaining = set(Prediction.objects.values_list("id", flat=True))
+    assert remaining == {p.id for p in kept}
+    assert not any(default_storage.exists(name) for name in expired_files)
+    assert all(default_storage.exists(name) for p in kept for name in files_of(p))
+    done_item.refresh_from_db()
+    assert done_item.prediction is None and done_item.error == BATCH_PREDICTION_EXPIRED
+    # a second run finds nothing more
+    assert predictions_cleanup().rows == 0
+
+
+def test_the_count_limit_keeps_the_newest_per_project(trained_version, retention):
+    retention["api"] = {"days": 0, "count": 2}
+    rows = [predicted(trained_version, seed, age=timedelta(hours=10 - seed)) for seed in range(5)]  # 0 is oldest
+    result = predictions_cleanup()
+    assert result.rows == 3
+    assert set(Prediction.objects.filter(purpose=Purpose.API).values_list("id", flat=True)) == {rows[3].id, rows[4].id}
+    assert not any(default_storage.exists(name) for p in rows[:3] for name in files_of(p))
+
+
+def test_nothing_is_deleted_with_limits_off(trained_version, retention):
+    retention["api"] = {"days": 0, "count": 0}
+    old = predicted(trained_version, 1, age=1000 * DAY)
+    assert predictions_cleanup().rows == 0
+    assert Prediction.objects.filter(id=old.id).exists()
+
+
+def test_the_beat_schedule_entry_runs_the_cleanup_on_a_real_worker(trained_version, celery_worker, broker, tmp_path):
+    """Celery beat from the real schedule (its interval shortened through the setting) sends the task; the worker
+    deletes the expired prediction and its files."""
+    entry = settings.CELERY_BEAT_SCHEDULE["expire-routine-predictions"]
+    assert entry["task"] == "inference.predictions_cleanup" and entry["schedule"] <= 600
+    old = predicted(trained_version, 1, age=8 * DAY)  # the default retention: API predictions expire after 7 days
+    fresh = predicted(trained_version, 2)
+    names = files_of(old)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "KENSA_TEST_DATABASE_URL": _database_url(),
+        "REDIS_URL": broker.url,
+        "KENSA_MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "KENSA_RETENTION_INTERVAL_S": "2",
+    }
+    log = (tmp_path / "beat.log").open("wb")
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers", "beat", "-l", "info", "-s", str(tmp_path / "schedule")],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: not Prediction.objects.filter(id=old.id).exists(), timeout=60, message="cleanup by beat")
+        wait_for(lambda: not any(default_storage.exists(name) for name in names), timeout=20, message="files gone")
+    finally:
+        beat.terminate()
+        beat.wait(20)
+        log.close()
+    assert Prediction.objects.filter(id=fresh.id).exists()
+    assert "inference.predictions_cleanup" in celery_worker.log_text()
+
+
+def test_owners_see_the_projects_disk_use_by_kind(client, owner, project):
+    base = f"projects/{project.public_id}"
+    stored_file_write(f"{base}/images/a.png", b"x" * 3000)
+    stored_file_write(f"{base}/images/b.png", b"x" * 1000)
+    stored_file_write(f"{base}/thumbs/a.jpg", b"x" * 200)
+    stored_file_write(f"{base}/runs/r1/config.json", b"x" * 500)
+    stored_file_write(f"{base}/runs/r1/predictions/api/p_map.png", b"x" * 70)
+    stored_file_write(f"{base}/runs/r1/inputs/abc.png", b"x" * 30)
+    use = {row.kind: (row.files, row.bytes) for row in project_disk_use(project=project)}
+    assert use == {"Originals": (2, 4000), "Thumbnails": (1, 200), PREDICTIONS: (2, 100), ARTIFACTS: (1, 500)}
+
+    client.force_login(owner)
+    page = client.get(reverse("project_settings", args=[project.public_id])).content.decode()
+    url = reverse("project_disk_use", args=[project.public_id])
+    assert f'hx-get="{url}"' in page
+    panel = client.get(url).content.decode()
+    assert "Originals" in panel and "3.9\xa0KB" in panel and "Model artifacts" in panel
+    assert "Total" in panel and "4.7\xa0KB" in panel  # 4,800 bytes
+
+
+def test_disk_use_is_for_owners_only(client, project, outsider):
+    url = reverse("project_disk_use", args=[project.public_id])
+    viewer = make_user("vera")
+    Membership.objects.create(project=project, user=viewer, role=Role.VIEWER)
+    client.force_login(viewer)
+    assert client.get(url).status_code == 403
+    client.force_login(outsider)
+    assert client.get(url).status_code == 404
+    client.logout()
+    assert client.get(url).status_code == 302  # to the login page
