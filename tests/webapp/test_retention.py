@@ -39,7 +39,9 @@ def backdate(prediction: Prediction, age: timedelta) -> None:
 
 def predicted(version, seed: int, purpose: str = Purpose.API, age: timedelta = timedelta(0)) -> Prediction:
     """A real prediction (maps, mask and kept input written by the predict path), made `age` ago."""
-    prediction = predict_bytes(version=version, data=png_bytes(seed), purpose=purpose, name=f"part-{seed}.png").prediction
+    prediction = predict_bytes(
+        version=version, data=png_bytes(seed), purpose=purpose, name=f"part-{seed}.png"
+    ).prediction
     backdate(prediction, age)
     return prediction
 
