@@ -59,6 +59,10 @@ class ScoredImages:
     def curves(self) -> Curves | None:
         return _curves(self)
 
+    @cached_property
+    def distinct_scores(self) -> np.ndarray:
+        return np.unique(self.scores)
+
 
 @dataclass(frozen=True)
 class OperatingPoint:
@@ -190,3 +194,47 @@ def score_range(scored: ScoredImages, *also: float | None) -> tuple[float, float
     lo, hi = min(values), max(values)
     pad = (hi - lo) * 0.03 or abs(hi) * 0.05 or 1.0
     return lo - pad, hi + pad
+
+
+@dataclass(frozen=True)
+class ThresholdLadder:
+    """The threshold slider's positions, lowest threshold first: one per way the scored images can be called
+    (at the lowest score, halfway between each pair of neighbouring scores, above the highest) plus the named
+    thresholds (saved, calibrated) exactly. Every step calls at least one more or one fewer real image, or lands on
+    a named threshold, however the scores are spread: a U-Net's scores sit near 0 and 1 with its operating region
+    in 0.0000-0.0003, which a linear slider crosses in one step."""
+
+    rungs: np.ndarray  # ascending raw thresholds
+    gaps: np.ndarray  # per rung: how many distinct scores lie below it (rungs with the same gap call alike)
+    distinct: np.ndarray  # the distinct scores, ascending
+
+    def __len__(self) -> int:
+        return len(self.rungs)
+
+    def threshold_at(self, position: int) -> float:
+        return float(self.rungs[min(max(position, 0), len(self.rungs) - 1)])
+
+    def position_of(self, threshold: float) -> int:
+        """The rung that calls the images as `threshold` does, the nearest one of those if several do."""
+        gap = int(np.searchsorted(self.distinct, threshold, side="left"))
+        alike = np.flatnonzero(self.gaps == gap)
+        if not len(alike):  # only without scores
+            return int(np.argmin(np.abs(self.rungs - threshold)))
+        return int(alike[np.argmin(np.abs(self.rungs[alike] - threshold))])
+
+
+def threshold_ladder(scored: ScoredImages, *named: float | None) -> ThresholdLadder:
+    distinct = scored.distinct_scores
+    extra = [float(v) for v in named if v is not None and math.isfinite(v)]
+    if len(distinct):
+        below, above = distinct[:-1], distinct[1:]
+        halfway = below + (above - below) / 2
+        # Neighbours one float apart have no halfway point: the upper score itself calls alike.
+        halfway = np.where(halfway > below, halfway, above)
+        lo, hi = score_range(scored)
+        top = distinct[-1] + max(hi - distinct[-1], np.spacing(distinct[-1]))
+        base = np.concatenate([distinct[:1], halfway, [top]])
+    else:
+        base = np.zeros(0) if extra else np.zeros(1)
+    rungs = np.unique(np.concatenate([base, extra]))
+    return ThresholdLadder(rungs=rungs, gaps=np.searchsorted(distinct, rungs, side="left"), distinct=distinct)

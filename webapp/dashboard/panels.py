@@ -13,10 +13,12 @@ from webapp.dashboard.operating_points import (
     OperatingPoint,
     Preset,
     ScoredImages,
+    ThresholdLadder,
     curves,
     operating_point,
     presets,
     score_range,
+    threshold_ladder,
 )
 from webapp.training.models import ModelVersion
 
@@ -29,7 +31,8 @@ class ThresholdPanel:
     presets: list[Preset]
     lo: float
     hi: float
-    step: float
+    ladder: ThresholdLadder  # the slider's positions
+    position: int  # the slider's position for `threshold`
     histogram: SafeString
     pr_curve: SafeString | None
     roc_curve: SafeString | None
@@ -48,12 +51,18 @@ def normalised_equivalent(version: ModelVersion, threshold: float) -> float | No
     return float(normalise(threshold, threshold=float(calibration["threshold"]), scale=float(calibration["scale"])))
 
 
+def version_ladder(*, version: ModelVersion, scored: ScoredImages) -> ThresholdLadder:
+    """The slider's positions for a version: its scored images' cuts and its saved and calibrated thresholds."""
+    return threshold_ladder(scored, version.threshold, calibrated_threshold(version))
+
+
 def threshold_panel(
     *, version: ModelVersion, scored: ScoredImages, threshold: float, target_precision: float | None = None
 ) -> ThresholdPanel:
     point = operating_point(scored, threshold)
     lo, hi = score_range(scored, version.threshold, calibrated_threshold(version))
     drawn = curves(scored)
+    ladder = version_ladder(version=version, scored=scored)
     return ThresholdPanel(
         threshold=threshold,
         normalised=normalised_equivalent(version, threshold),
@@ -61,7 +70,8 @@ def threshold_panel(
         presets=presets(scored, target_precision=target_precision),
         lo=lo,
         hi=hi,
-        step=(hi - lo) / 1000,
+        ladder=ladder,
+        position=ladder.position_of(threshold),
         histogram=plots.score_histogram(
             good=scored.scores[~scored.labels],
             defect=scored.scores[scored.labels],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
@@ -15,7 +16,7 @@ from django.views.decorators.http import require_POST
 
 from webapp.dashboard import selectors, services
 from webapp.dashboard.overlays import heatmap_rgba_png, mask_rgba_png
-from webapp.dashboard.panels import threshold_panel
+from webapp.dashboard.panels import threshold_panel, version_ladder
 from webapp.images.models import Label
 from webapp.inference.services import active_version
 from webapp.projects.access import Action, project_for, role_allows
@@ -55,13 +56,12 @@ def version_detail(request: HttpRequest, project_id: uuid.UUID, version_id: uuid
     `t` is the raw threshold to show (default: the version's operating threshold), `p` a target precision."""
     project, role = project_for(request.user, project_id)
     version = get_object_or_404(ModelVersion, public_id=version_id, project=project)
-    threshold = _float(request.GET.get("t"))
-    threshold = version.threshold if threshold is None else threshold
+    scored = selectors.scored_images(version=version)
+    threshold = _threshold(request, version, scored)
     target = request.htmx.target if request.htmx else None
     context = {"project": project, "version": version, "can_train": role_allows(role, Action.TRAIN)}
     if target == "gallery":
         return render(request, "dashboard/_gallery.html", {**context, **_gallery_context(request, version, threshold)})
-    scored = selectors.scored_images(version=version)
     context["panel"] = threshold_panel(
         version=version, scored=scored, threshold=threshold, target_precision=_target_precision(request)
     )
@@ -71,6 +71,9 @@ def version_detail(request: HttpRequest, project_id: uuid.UUID, version_id: uuid
         context["move_slider"] = request.GET.get("move") == "1"
         response = render(request, "dashboard/_threshold.html", context)
         response["HX-Trigger"] = "thresholdChanged"
+        if "pos" in request.GET:  # the address keeps the exact threshold, not a slider position
+            query = {"t": repr(threshold), "p": context["target_precision"]}
+            response["HX-Replace-Url"] = f"{request.path}?{urlencode({k: v for k, v in query.items() if v})}"
         return response
     context.update(
         scored=scored,
@@ -79,6 +82,16 @@ def version_detail(request: HttpRequest, project_id: uuid.UUID, version_id: uuid
         **_gallery_context(request, version, threshold),
     )
     return render(request, "dashboard/version.html", context)
+
+
+def _threshold(request: HttpRequest, version: ModelVersion, scored) -> float:
+    """The threshold asked for: the slider's position `pos` on the version's ladder, else the raw `t`, else the
+    version's operating threshold."""
+    position = request.GET.get("pos", "")
+    if position.isdigit():
+        return version_ladder(version=version, scored=scored).threshold_at(int(position))
+    threshold = _float(request.GET.get("t"))
+    return version.threshold if threshold is None else threshold
 
 
 def _gallery_context(request: HttpRequest, version: ModelVersion, threshold: float) -> dict:
