@@ -14,15 +14,16 @@ admin exists. Then it runs, each in its own process group:
     beat      Celery beat, only when a beat schedule is configured
     web       waitress serving webapp.wsgi on KENSA_BIND (127.0.0.1:8000), see webapp/server.py
 
-If any of them exits, the others are stopped too. Stopping sends SIGTERM to each process group, then (for the
-Celery workers, which wait for their running task) SIGQUIT, then SIGKILL; Redis stops last, so workers can
+A child that exits (a crash, the OOM killer, kill -9) is started again while the others keep serving: after 1 s,
+doubling while it keeps crashing up to every 30 s, back to 1 s once it had run for a minute; each exit and start
+is logged with its pid. Only Ctrl-C, SIGTERM or SIGHUP stops everything: SIGTERM to each process group, then (for
+the Celery workers, which wait for their running task) SIGQUIT, then SIGKILL; Redis stops last, so workers can
 hand unfinished messages back to the queue. A second Ctrl-C skips the waiting. Standard library only.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import re
 import secrets
@@ -161,15 +162,30 @@ def wait_for_redis(address: RedisAddress, service: Service, timeout_s: float = 3
 
 # --- child processes ---------------------------------------------------------------------------------------
 
-_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-_PR_SET_PDEATHSIG = 1
+# Each child starts through this launcher, which asks the kernel for SIGTERM when this supervisor dies without
+# cleaning up (SIGKILL), so no service outlives it, then becomes the service (exec keeps the request). Done in the
+# child itself rather than in preexec_fn, which is unsafe once output threads exist: children are restarted later.
+_PDEATHSIG_LAUNCHER = (
+    "import ctypes, os, signal, sys\n"
+    "if sys.platform.startswith('linux'):\n"
+    "    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
+    "    if os.getppid() != int(sys.argv[1]):\n"
+    "        sys.exit(1)  # the supervisor died before the request was made\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
+
+# Restarts: the first after RESTART_MIN_S, doubling for each crash in a row up to RESTART_MAX_S; a child that ran
+# STABLE_S before it exited starts again after RESTART_MIN_S (its crash is not part of a loop).
+RESTART_MIN_S = 1.0
+RESTART_MAX_S = 30.0
+STABLE_S = 60.0
 
 
-def _in_child() -> None:
-    # Runs between fork and exec. If this supervisor dies without cleaning up (SIGKILL), the kernel sends the
-    # child SIGTERM, so no service outlives it. No threads exist yet when services start (see start_all).
-    if _libc is not None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def describe_exit(returncode: int | None) -> str:
+    if returncode is not None and returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-returncode).name}"
+    return f"exited with status {returncode}"
 
 
 @dataclass
@@ -178,18 +194,23 @@ class Service:
     command: list[str]
     stop_signals: list[signal.Signals] = field(default_factory=lambda: [signal.SIGTERM])
     process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0  # time.monotonic() of the latest start
+    restarts: int = 0
+    delay_s: float = 0.0  # the wait before the latest restart (doubles while it keeps crashing)
+    restart_at: float | None = None  # set while it waits to be started again
 
     def start(self, env: dict[str, str]) -> None:
         self.process = subprocess.Popen(
-            self.command,
+            [sys.executable, "-c", _PDEATHSIG_LAUNCHER, str(os.getpid()), *self.command],
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             process_group=0,  # its own group: the terminal's Ctrl-C reaches only us, and we stop the group
-            preexec_fn=_in_child,
         )
+        self.started_at = time.monotonic()
+        self.restart_at = None
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -248,11 +269,23 @@ def web_answers(url: str) -> bool:
 
 
 class Supervisor:
-    def __init__(self, env: dict[str, str]) -> None:
+    """Starts the services, restarts any that exits (with backoff) while the others keep serving, and stops them
+    all on a signal. Backoff times are attributes so a test can shorten them."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        *,
+        restart_min_s: float = RESTART_MIN_S,
+        restart_max_s: float = RESTART_MAX_S,
+        stable_s: float = STABLE_S,
+    ) -> None:
         self.env = env
         self.services: list[Service] = []
         self.stop_requests = 0
         self.wake = threading.Event()
+        self.restart_min_s, self.restart_max_s, self.stable_s = restart_min_s, restart_max_s, stable_s
+        self.width = 8
 
     def on_signal(self, signum: int, _frame: object) -> None:
         self.stop_requests += 1
@@ -291,33 +324,58 @@ class Supervisor:
                 except subprocess.TimeoutExpired:
                     log(f"{service.name} (pid {service.process.pid}) is still there after SIGKILL")
 
-    def run(self, services: list[Service], redis: Service | None, redis_address: RedisAddress, url: str) -> int:
-        width = max(len(s.name) for s in ([redis] if redis else []) + services)
+    def launch(self, service: Service) -> None:
+        service.start(self.env)
+        log(f"{service.name} started (pid {service.process.pid})")
+        threading.Thread(target=pump_output, args=(service, self.width), daemon=True).start()
+
+    def check(self, service: Service, now: float) -> None:
+        """Schedules a restart of a service that exited, or starts one whose wait is over."""
+        if service.restart_at is not None:
+            if now >= service.restart_at:
+                service.restarts += 1
+                self.launch(service)
+            return
+        if service.alive():
+            return
+        # A Celery worker's pool children can outlive their killed master: the group goes before the new one comes.
+        service.signal_group(signal.SIGKILL)
+        ran_s = now - service.started_at
+        if ran_s >= self.stable_s:
+            service.delay_s = self.restart_min_s
+        else:
+            service.delay_s = min(self.restart_max_s, max(self.restart_min_s, service.delay_s * 2))
+        service.restart_at = now + service.delay_s
+        log(
+            f"{service.name} {describe_exit(service.process.returncode)} after {ran_s:.0f} s; "
+            f"starting it again in {service.delay_s:g} s (the others keep running)"
+        )
+
+    def run(
+        self, services: list[Service], redis: Service | None, redis_address: RedisAddress | None, url: str | None
+    ) -> int:
+        """Runs until a stop signal (on_signal). Returns 0."""
+        self.width = max(len(s.name) for s in ([redis] if redis else []) + services)
         try:
-            # All children start before any thread exists: preexec_fn is only safe without threads.
             if redis is not None:
                 self.services.append(redis)
-                redis.start(self.env)
+                self.launch(redis)
                 wait_for_redis(redis_address, redis)
             for service in services:
                 if self.stop_requests:
                     break
                 self.services.append(service)
-                service.start(self.env)
-            for service in self.services:
-                threading.Thread(target=pump_output, args=(service, width), daemon=True).start()
+                self.launch(service)
 
-            announced = False
+            announced = url is None
             while not self.stop_requests:
-                exited = [s for s in self.services if not s.alive()]
-                if exited:
-                    for s in exited:
-                        log(f"{s.name} exited with status {s.process.returncode}; stopping everything")
-                    return 1
+                now = time.monotonic()
+                for service in self.services:
+                    self.check(service, now)
                 if not announced and web_answers(url):
                     announced = True
                     log(f"Kensa is running at {url}  (Ctrl-C to stop)")
-                self.wake.wait(0.5 if not announced else 1.0)
+                self.wake.wait(0.5)
             return 0
         finally:
             if self.services:
@@ -329,7 +387,7 @@ class Supervisor:
 def web_command(bind: str) -> list[str]:
     """The web service's command line: waitress, which buffers whole requests before a thread takes one, so slow
     clients cannot hold its threads (webapp/server.py; tests/webapp/test_slow_clients.py starts this very server).
-    Threads come from KENSA_WEB_THREADS."""
+    Processes and threads come from KENSA_WEB_PROCESSES and KENSA_WEB_THREADS."""
     return [sys.executable, "-m", "webapp.server", "--bind", bind]
 
 
