@@ -21,6 +21,9 @@ from webapp.settings import DATABASES  # noqa: E402
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(_scratch / "test.sqlite3")}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
+# The session's redis-server starts on a free port only once tests run: tests of the shared cache point CACHES at it
+# (tests/webapp/test_hardening_small.py); every other test gets a per-process cache instead of no cache at all.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405
 # Static files come from the app folders (finders) in tests; an empty STATIC_ROOT keeps WhiteNoise from warning.
 STATIC_ROOT = _scratch / "staticfiles"

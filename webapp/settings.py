@@ -170,6 +170,15 @@ if env_bool("KENSA_BEHIND_TLS_PROXY", False):
 
 # Celery on Redis. No result backend: progress and results live on database rows.
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# The cache every web process shares: the sign-in throttle counts failed passwords there (webapp.accounts.throttle).
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "kensa",
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+    }
+}
 CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None

@@ -17,7 +17,7 @@ P = "projects/<uuid:project_id>"
 PRED = f"{P}/predictions/<int:prediction_id>"
 
 urlpatterns = [
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", accounts.SignInView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/users/", accounts.user_list, name="user_list"),
     path("admin/", admin.site.urls),

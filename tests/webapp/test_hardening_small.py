@@ -32,7 +32,7 @@ def test_project_list_is_paginated_with_a_fixed_number_of_queries(client, owner,
     assert 'href="?page=2"' in pages[2] and 'href="?page=4"' not in pages[2]
 
 
-# --- defect class names the MVTec layout gives a meaning to ---------------------------------------------------------
+# --- defect class names the MVTec layout gives a meaning to ------------------------------------------------------
 
 
 def _mvtec_round_trip(project, owner, class_name: str):
@@ -140,7 +140,7 @@ def test_an_import_naming_a_good_class_is_refused_before_anything_is_taken_in(pr
     assert not project.defect_classes.exists()
 
 
-# --- the annotation editor's save: shape and size checked before any work ------------------------------------------
+# --- the annotation editor's save: shape and size checked before any work ---------------------------------------
 
 
 @pytest.fixture
@@ -225,3 +225,120 @@ def test_annotation_save_refuses_a_class_twice_and_too_many_boxes(project, owner
             label="defect",
             layers=[LayerEdit(scratch.id, None, [[0, 0, 2, 2]] * (MAX_BOXES_PER_CLASS + 1))],
         )
+
+
+# --- the sign-in throttle ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def shared_cache(settings, redis_server):
+    """The cache on the session's real redis-server, emptied, as web processes share it in production."""
+    from django.core.cache import cache
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": redis_server.url.replace("/0", "/3"),
+            "KEY_PREFIX": "test-throttle",
+        }
+    }
+    cache.clear()
+    yield cache
+    cache.clear()
+
+
+def _sign_in(client, username, password, address="10.0.0.7"):
+    return client.post(reverse("login"), {"username": username, "password": password}, REMOTE_ADDR=address)
+
+
+@pytest.mark.django_db
+def test_wrong_passwords_are_slowed_down_then_the_real_user_gets_in_after_the_wait(client, owner, shared_cache):
+    import time
+
+    from webapp.accounts.forms import WRONG_PASSWORD
+    from webapp.accounts.throttle import FREE_FAILURES, TOO_MANY_ATTEMPTS
+
+    # the first few mistakes are answered as wrong passwords, at once
+    for _ in range(FREE_FAILURES["user"] + 1):
+        wrong = _sign_in(client, "olivia", "guess")
+        assert wrong.status_code == 200 and WRONG_PASSWORD in wrong.content.decode().replace("&#x27;", "'")
+    # then the next attempt must wait, and is refused without its password being looked at (even the right one)
+    refused = _sign_in(client, "olivia", "pw-for-tests-1")
+    assert refused.status_code == 429 and refused["Retry-After"] == "1"
+    assert TOO_MANY_ATTEMPTS.format(seconds=1) in refused.content.decode()
+    assert "_auth_user_id" not in client.session
+    # someone else at another address is not held up by it
+    other = _sign_in(client.__class__(), "someone", "guess", address="10.0.0.8")
+    assert other.status_code == 200
+    # after the wait the real user signs in, and their count starts again
+    time.sleep(1.1)
+    signed_in = _sign_in(client, "olivia", "pw-for-tests-1")
+    assert signed_in.status_code == 302 and client.session["_auth_user_id"] == str(owner.id)
+    client.logout()
+    assert _sign_in(client, "OLIVIA", "guess").status_code == 200  # a free mistake again (same name, any case)
+
+
+@pytest.mark.django_db
+def test_waits_grow_per_user_name_and_an_address_spraying_names_is_slowed_too(client, owner, shared_cache):
+    from django.test import Client
+
+    from webapp.accounts import throttle
+
+    free = throttle.FREE_FAILURES["user"]
+    waits = []
+    for attempt in range(free + 4):
+        if attempt >= free:  # let the previous wait pass without sleeping: forget only the turn, not the count
+            shared_cache.delete(f"{throttle._key('user', 'olivia')}:next")
+        _sign_in(client, "olivia", "guess", address=f"10.1.0.{attempt}")
+        waits.append(
+            _sign_in(client, "olivia", "guess", address="10.2.0.1")["Retry-After"] if attempt >= free else None
+        )
+    assert waits[free:] == ["1", "2", "4", "8"]
+    # one address trying many user names: free for a while, then refused for any name
+    sprayer = Client()
+    for number in range(throttle.FREE_FAILURES["address"] + 1):
+        assert _sign_in(sprayer, f"user{number}", "guess", address="10.9.9.9").status_code == 200
+    assert _sign_in(sprayer, "olivia", "pw-for-tests-1", address="10.9.9.9").status_code == 429
+    # parallel attempts cannot share one turn: of many at once, one is let through
+    shared_cache.delete(f"{throttle._key('address', '10.9.9.9')}:next")
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(lambda _: throttle.login_attempt_wait(username="x", address="10.9.9.9"), range(8)))
+    assert sorted(outcomes)[:2] == [0, 2] and outcomes.count(0) == 1
+
+
+@pytest.mark.django_db
+def test_the_admin_login_is_throttled_too(client, shared_cache):
+    from tests.webapp.conftest import make_user
+    from webapp.accounts.throttle import FREE_FAILURES, TOO_MANY_ATTEMPTS
+
+    make_user("root", is_staff=True, is_superuser=True)
+    url = reverse("admin:login")
+    for _ in range(FREE_FAILURES["user"] + 1):
+        client.post(url, {"username": "root", "password": "guess"}, REMOTE_ADDR="10.3.0.1")
+    refused = client.post(url, {"username": "root", "password": "pw-for-tests-1"}, REMOTE_ADDR="10.3.0.1")
+    assert TOO_MANY_ATTEMPTS.format(seconds=1) in refused.content.decode()
+    assert "_auth_user_id" not in client.session
+
+
+@pytest.mark.django_db
+def test_sign_in_still_works_when_the_cache_is_down(client, owner, settings):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens there
+        }
+    }
+    assert _sign_in(client, "olivia", "guess").status_code == 200
+    assert _sign_in(client, "olivia", "pw-for-tests-1").status_code == 302
+
+
+def test_client_address_behind_the_tls_proxy_is_the_one_the_proxy_saw(rf, settings):
+    from webapp.accounts.throttle import client_address
+
+    request = rf.get("/", REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="1.2.3.4, 192.168.5.6")
+    settings.SECURE_PROXY_SSL_HEADER = None
+    assert client_address(request) == "10.0.0.1"  # not behind a proxy: the header is the client's own words
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    assert client_address(request) == "192.168.5.6"

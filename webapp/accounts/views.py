@@ -4,12 +4,26 @@ from collections.abc import Callable
 from functools import wraps
 
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
-from webapp.accounts.forms import NewUserForm
+from webapp.accounts.forms import NewUserForm, SignInForm
+
+
+class SignInView(auth_views.LoginView):
+    """Django's login page with the sign-in throttle (webapp.accounts.throttle): a refused attempt is a 429."""
+
+    authentication_form = SignInForm
+
+    def form_invalid(self, form: SignInForm) -> HttpResponse:
+        response = super().form_invalid(form)
+        if form.throttle_wait:
+            response.status_code = 429
+            response["Retry-After"] = str(form.throttle_wait)
+        return response
 
 
 def staff_required(view: Callable) -> Callable:
