@@ -205,7 +205,7 @@ def test_reviewed_trials_join_the_next_training_and_the_api_says_review(client, 
     monkeypatch.setattr(selectors, "RETRAIN_AFTER", 2)
     client.force_login(owner)
     page = client.get(reverse("project_detail", kwargs={"project_id": project.public_id})).content.decode()
-    assert 'id="retrain-suggestion"' in page and "2 reviewed images" in page
+    assert 'id="retrain-suggestion"' in page and "2 review decisions" in page
     # the trial page marks the tried image as reviewed
     trials = client.get(reverse("trial", kwargs={"project_id": project.public_id})).content.decode()
     assert "Sent for review: model is right" in trials

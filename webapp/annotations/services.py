@@ -11,6 +11,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F
 
+from webapp.audit.models import AuditAction
+from webapp.audit.services import audit_record_edit
 from webapp.images.models import Annotation, Image, Label, Source
 from webapp.images.services import annotation_mask_png
 from webapp.projects.models import DefectClass
@@ -117,6 +119,7 @@ def annotation_save(
     written: list[str] = []
     try:
         with transaction.atomic():
+            before = _drawn_state(image=image, version=expected_version)
             # The conditional UPDATE is the lock: of two saves from the same version, one changes the row.
             claimed = Image.objects.filter(id=image.id, annotation_version=expected_version).update(
                 annotation_version=F("annotation_version") + 1, label=label
@@ -127,11 +130,31 @@ def annotation_save(
             version = expected_version + 1
             for layer in layers:
                 written += _layer_store(image=image, layer=layer, version=version, user=user, source=source)
+            if source != Source.IMPORT:  # a dataset import would write thousands of rows: not image by image
+                audit_record_edit(
+                    project=image.project_id,
+                    user=user,
+                    action=AuditAction.ANNOTATION,
+                    target=image.original_name,
+                    before=before,
+                    after=_drawn_state(image=image, version=version),
+                )
     except BaseException:
         stored_files_delete(written)
         raise
     image.annotation_version, image.label = version, label
     return version
+
+
+def _drawn_state(*, image: Image, version: int) -> dict:
+    """The image's label and what is drawn in each class, as the audit log shows it."""
+    label = Image.objects.filter(id=image.id).values_list("label", flat=True).first()
+    drawn = {}
+    for annotation in Annotation.objects.filter(image=image).select_related("defect_class"):
+        parts = ["mask"] if annotation.mask else []
+        parts += [f"{len(annotation.boxes)} box(es)"] if annotation.boxes else []
+        drawn[annotation.defect_class.name] = " + ".join(parts)
+    return {"label": label, "drawings": dict(sorted(drawn.items())), "version": version}
 
 
 def _layer_store(*, image: Image, layer: LayerEdit, version: int, user, source: str) -> list[str]:

@@ -42,12 +42,30 @@ def model_version_threshold_save(
 ) -> ModelVersion:
     """Makes `threshold` (raw score) the version's operating point for every later prediction; None goes back to
     the calibrated threshold. Needs the right to train: the threshold decides what the line rejects."""
+    from webapp.audit.models import AuditAction
+    from webapp.audit.services import audit_record
+
     project_for(user, version.project.public_id, Action.TRAIN)
     if threshold is not None and not math.isfinite(threshold):
         raise ValidationError(BAD_THRESHOLD)
+    audit_record(
+        project=version.project_id,
+        user=user,
+        action=AuditAction.THRESHOLD,
+        target=f"version {version.number}",
+        before=_threshold_state(version.operating_threshold, version),
+        after=_threshold_state(threshold, version),
+    )
     ModelVersion.objects.filter(id=version.id).update(operating_threshold=threshold)
     version.operating_threshold = threshold
     return version
+
+
+def _threshold_state(chosen: float | None, version: ModelVersion) -> dict:
+    """The raw threshold in force and where it comes from, for the audit log."""
+    if chosen is not None:
+        return {"threshold": chosen, "from": "chosen"}
+    return {"threshold": version.calibration.get("threshold"), "from": "calibration"}
 
 
 @dataclass(frozen=True)

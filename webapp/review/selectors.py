@@ -69,7 +69,7 @@ class ReviewSummary:
     decided_last_hour: int
     decided_last_day: int
     agreement: float | None  # share of all decisions that agreed with the model's call
-    reviewed_since_training: int  # decided items newer than the active version
+    reviewed_since_training: int  # decisions newer than the active version that changed the dataset
     suggest_retraining: bool
 
 
@@ -79,8 +79,10 @@ def review_summary(*, project: Project) -> ReviewSummary:
     total = decisions.count()
     agreed = decisions.filter(agrees_with_model=True).count()
     active = project.model_versions.filter(is_active=True).first()
-    decided = ReviewItem.objects.filter(project=project, status=ItemStatus.DECIDED)
-    since = decided.filter(decided_at__gt=active.created_at).count() if active else decided.count()
+    # Only decisions that added an image, changed its label or gave it a mask: confirming what the dataset
+    # already says gives the next training run nothing new.
+    changed = decisions.exclude(after__dataset_change="").filter(after__has_key="dataset_change")
+    since = changed.filter(created_at__gt=active.created_at).count() if active else changed.count()
     return ReviewSummary(
         enabled=policy_of(project=project).enabled,
         queue_size=ReviewItem.objects.filter(project=project, status=ItemStatus.PENDING).count(),

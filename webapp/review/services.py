@@ -15,6 +15,8 @@ from django.db.models import F
 from django.utils import timezone
 from PIL import Image as PILImage
 
+from webapp.audit.models import AuditAction
+from webapp.audit.services import audit_record
 from webapp.images.intake.ingest import ADDED, DUPLICATE, IncomingFile, images_ingest
 from webapp.images.intake.layout import PlannedImage
 from webapp.images.models import Annotation, Image, Label, Source, Split
@@ -38,6 +40,8 @@ NO_INPUT = "The image behind this prediction is no longer stored, so it cannot j
 # The class a model's accepted mask is filed under when the project has no defect classes yet.
 DEFAULT_CLASS = "defect"
 ROUTED_PURPOSES = (Purpose.TRIAL, Purpose.API, Purpose.BATCH)
+# What a decision did to the dataset (the review card counts only decisions that changed it).
+ADDED_TO_DATASET, RELABELLED, MASK_ADDED, UNCHANGED = "added", "relabelled", "mask", ""
 
 
 class ReviewConflict(Exception):
@@ -109,11 +113,13 @@ def _human_label(decision: str, prediction: Prediction) -> str:
     return Label.GOOD if decision == Decision.GOOD else Label.DEFECT
 
 
-def _dataset_image(*, item: ReviewItem, label: str, split: str, user) -> Image:
+def _dataset_image(*, item: ReviewItem, label: str, split: str, user) -> tuple[Image, str]:
     """The prediction's image with the human label: relabelled when already in the dataset, else ingested from
-    the stored input (source review) into `split`."""
+    the stored input (source review) into `split`. Also says what happened to the dataset: ADDED_TO_DATASET,
+    RELABELLED or UNCHANGED (the image was there already with this label, e.g. a trial of a dataset image)."""
     prediction = item.prediction
     image = prediction.image
+    change = UNCHANGED
     if image is None:
         if not prediction.input_file:
             raise ValidationError(NO_INPUT)
@@ -128,12 +134,14 @@ def _dataset_image(*, item: ReviewItem, label: str, split: str, user) -> Image:
         if outcome.status not in (ADDED, DUPLICATE) or outcome.image is None:
             raise ValidationError(outcome.message or NO_INPUT)
         image = outcome.image
+        change = ADDED_TO_DATASET if outcome.status == ADDED else UNCHANGED
         Prediction.objects.filter(id=prediction.id).update(image=image)
     if image.label != label:
         # A new label is an annotation edit: an editor open on this image must not overwrite it.
         Image.objects.filter(id=image.id).update(label=label, annotation_version=F("annotation_version") + 1)
         image.label = label
-    return image
+        change = change or RELABELLED
+    return image, change
 
 
 def _keep_predicted_mask(*, image: Image, prediction: Prediction, user) -> bool:
@@ -176,25 +184,43 @@ def review_item_decide(*, item: ReviewItem, decision: str, user: AbstractBaseUse
     before_label = prediction.image.label if prediction.image else None
     label = _human_label(decision, prediction)
     split = getattr(ReviewPolicy.objects.filter(project=project).first(), "split", Split.TRAIN)
-    image = _dataset_image(item=item, label=label, split=split, user=user)
+    image, change = _dataset_image(item=item, label=label, split=split, user=user)
     mask_kept = False
     if decision == Decision.ACCEPT and label == Label.DEFECT:
         mask_kept = _keep_predicted_mask(image=image, prediction=prediction, user=user)
+    # "mask" sends the reviewer on to the editor to draw the defect: the decision changes the masks.
+    change = change or (MASK_ADDED if mask_kept or decision == Decision.MASK else UNCHANGED)
     ReviewItem.objects.filter(id=item.id).update(image=image)
     item.status, item.decision, item.decided_by, item.decided_at, item.image = (
         ItemStatus.DECIDED, decision, user, now, image
     )  # fmt: skip
     model_call = Label.DEFECT if prediction.is_anomalous else Label.GOOD
+    before = {
+        "model_call": model_call,
+        "normalised_score": prediction.normalised_score,
+        "model_version": prediction.model_version.number,
+        "image_label": before_label,
+    }
+    after = {
+        "label": label,
+        "split": image.split,
+        "image": str(image.public_id),
+        "mask_from_model": mask_kept,
+        "dataset_change": change,
+    }
+    audit_record(
+        project=project,
+        user=user,
+        action=AuditAction.REVIEW,
+        target=f"review item {item.id} ({image.original_name})",
+        before={"model_call": model_call, "image_label": before_label},
+        after={"decision": decision, "label": label, "dataset": change or "unchanged"},
+    )
     return ReviewDecision.objects.create(
         item=item,
         reviewer=user,
         decision=decision,
         agrees_with_model=(label == model_call),
-        before={
-            "model_call": model_call,
-            "normalised_score": prediction.normalised_score,
-            "model_version": prediction.model_version.number,
-            "image_label": before_label,
-        },
-        after={"label": label, "split": image.split, "image": str(image.public_id), "mask_from_model": mask_kept},
+        before=before,
+        after=after,
     )

@@ -209,12 +209,26 @@ def training_runs_reap(*, now=None) -> dict[str, int]:
 
 
 @transaction.atomic
-def model_version_activate(*, version: ModelVersion) -> ModelVersion:
-    ModelVersion.objects.filter(project_id=version.project_id, is_active=True).exclude(id=version.id).update(
-        is_active=False
-    )
-    ModelVersion.objects.filter(id=version.id).update(is_active=True)
+def model_version_activate(*, version: ModelVersion, user: AbstractBaseUser | None = None) -> ModelVersion:
+    """Makes the version the one that serves predictions; the audit log records it (user None: the worker
+    activating a project's first model)."""
+    from webapp.audit.models import AuditAction
+    from webapp.audit.services import audit_record
+
+    previous = ModelVersion.objects.filter(project_id=version.project_id, is_active=True).exclude(id=version.id)
+    numbers = list(previous.values_list("number", flat=True))
+    previous.update(is_active=False)
+    changed = ModelVersion.objects.filter(id=version.id, is_active=False).update(is_active=True)
     version.is_active = True
+    if changed:
+        audit_record(
+            project=version.project_id,
+            user=user,
+            action=AuditAction.VERSION_ACTIVATE,
+            target=f"version {version.number}",
+            before={"active_version": numbers[0] if numbers else None},
+            after={"active_version": version.number},
+        )
     return version
 
 

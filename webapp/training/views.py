@@ -64,6 +64,6 @@ def run_cancel(request: HttpRequest, project_id: uuid.UUID, run_id: uuid.UUID) -
 def version_activate(request: HttpRequest, project_id: uuid.UUID, version_id: uuid.UUID) -> HttpResponse:
     project, _ = project_for(request.user, project_id, Action.TRAIN)
     version = get_object_or_404(ModelVersion, public_id=version_id, project=project)
-    services.model_version_activate(version=version)
+    services.model_version_activate(version=version, user=request.user)
     messages.success(request, f"Version {version.number} is now the active model.")
     return redirect("version_detail", project_id=project.public_id, version_id=version.public_id)
