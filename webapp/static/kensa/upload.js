@@ -39,7 +39,14 @@
     return out;
   }
 
-  function send(batch, onProgress) {
+  function serverStage(batch) {
+    // What the server does between the last byte sent and its answer: a zip is unpacked and each image checked.
+    const archive = batch.length === 1 && /\.zip$/i.test(batch[0].name);
+    return "Upload complete — the server is " + (archive ? "unpacking and checking " + batch[0].name :
+      "checking and storing " + batch.length + " file(s)") + "…";
+  }
+
+  function send(batch, onProgress, onSent) {
     return new Promise((resolve, reject) => {
       const data = new FormData();
       batch.forEach((file) => data.append("files", file, file.name));
@@ -48,6 +55,7 @@
       xhr.setRequestHeader("X-CSRFToken", csrf);
       xhr.setRequestHeader("HX-Request", "true");
       xhr.upload.addEventListener("progress", (e) => { if (e.lengthComputable) onProgress(e.loaded); });
+      xhr.upload.addEventListener("load", onSent);
       xhr.onload = () => (xhr.status === 200 ? resolve(xhr.responseText) :
         reject(new Error("the server answered " + xhr.status)));
       xhr.onerror = () => reject(new Error("the connection failed"));
@@ -66,7 +74,12 @@
       const size = batch.reduce((sum, f) => sum + f.size, 0);
       status.textContent = "Uploading " + batch.length + " file(s)…";
       try {
-        const html = await send(batch, (loaded) => { bar.value = (100 * (done + loaded)) / total; });
+        const html = await send(batch, (loaded) => { bar.value = (100 * (done + loaded)) / total; }, () => {
+          // Every byte is sent but nothing is stored yet: say what the server is doing, and let the bar show
+          // activity (indeterminate) instead of a finished 100 %.
+          status.textContent = serverStage(batch);
+          bar.removeAttribute("value");
+        });
         results.insertAdjacentHTML("beforeend", html);
       } catch (error) {
         const names = batch.map((f) => f.name).join(", ");
