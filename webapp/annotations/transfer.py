@@ -23,7 +23,14 @@ from webapp.annotations.formats import (
     safe_file_name,
     unique_names,
 )
-from webapp.annotations.formats.coco import ANNOTATIONS_FILE, IMAGES_FOLDER, NO_ANNOTATIONS_FILE, coco_read, coco_write
+from webapp.annotations.formats.coco import (
+    ANNOTATIONS_FILE,
+    IMAGES_FOLDER,
+    NO_ANNOTATIONS_FILE,
+    coco_read,
+    coco_write,
+    drawing_mask,
+)
 from webapp.annotations.formats.lookout import MANIFEST_SUFFIXES, NO_MANIFEST, lookout_read, lookout_write
 from webapp.annotations.formats.mvtec import mvtec_write
 from webapp.annotations.services import AnnotationConflict, LayerEdit, annotation_save
@@ -211,18 +218,19 @@ def _annotations_apply(*, item: DatasetItem, result: FileResult, class_ids: dict
     image = result.image
     layers, notes = [], []
     for drawing in item.drawings:
-        if drawing.mask is not None and drawing.mask.shape != (image.height, image.width):
+        try:  # decoded here, one image at a time, at the size the image really has
+            mask = drawing_mask(drawing, width=image.width, height=image.height)
+        except FormatError as exc:
+            notes.append(str(exc))
+            continue
+        if mask is not None and mask.shape != (image.height, image.width):
             notes.append(
                 MASK_SIZE_MISMATCH.format(
-                    name=drawing.class_name,
-                    mask_w=drawing.mask.shape[1],
-                    mask_h=drawing.mask.shape[0],
-                    w=image.width,
-                    h=image.height,
+                    name=drawing.class_name, mask_w=mask.shape[1], mask_h=mask.shape[0], w=image.width, h=image.height
                 )
             )
             continue
-        layers.append(LayerEdit(class_ids[drawing.class_name], drawing.mask, drawing.boxes))
+        layers.append(LayerEdit(class_ids[drawing.class_name], mask, drawing.boxes))
     if result.status == DUPLICATE and not layers and item.label == Label.UNLABELLED:
         return  # the import says nothing new about an image already here
     image.refresh_from_db(fields=["annotation_version", "label"])

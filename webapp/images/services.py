@@ -13,7 +13,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from PIL import Image as PILImage
 
-from webapp.images.intake.decoding import open_oriented, to_display_rgb
+from webapp.images.intake.decoding import display_rgb
 from webapp.images.models import Annotation, Image, Label, Split, ThumbnailState
 from webapp.projects.models import Project
 from webapp.storage import stored_file_read, stored_file_write, stored_files_delete_on_commit
@@ -38,7 +38,9 @@ BAD_SPLIT = "Unknown split {value!r}: use train, validation or test."
 def annotation_mask_png(mask: np.ndarray) -> bytes:
     """A boolean H x W mask as an 8-bit PNG of 0 and 255."""
     buffer = io.BytesIO()
-    PILImage.fromarray(np.where(mask, 255, 0).astype(np.uint8), "L").save(buffer, format="PNG", optimize=True)
+    # One byte per pixel throughout: np.where(mask, 255, 0) made an int64 copy, 8 bytes per pixel.
+    grey = np.ascontiguousarray(mask, dtype=bool).view(np.uint8) * np.uint8(255)
+    PILImage.fromarray(grey, "L").save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
 
 
@@ -137,7 +139,8 @@ def thumbnails_requeue_stale(*, now=None) -> dict[str, int]:
 def image_thumbnail_make(*, image: Image) -> None:
     """A JPEG thumbnail (EXIF orientation applied, 16-bit scaled) beside the original."""
     try:
-        picture = to_display_rgb(open_oriented(stored_file_read(image.file.name)))
+        # Shrunk while decoding (twice the size, for thumbnail()'s antialiasing): never the full image in RGB.
+        picture = display_rgb(stored_file_read(image.file.name), max_side=2 * THUMBNAIL_SIZE)
         picture.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
         buffer = io.BytesIO()
         picture.save(buffer, format="JPEG", quality=85)

@@ -7,6 +7,7 @@ score maps that threshold to 0.5, so "confidence" reads the same for every famil
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from scipy import ndimage
 
 from ml.registry import load_model
 from ml.thresholds import Calibration
-from webapp.images.intake.decoding import open_checked, to_display_rgb
+from webapp.images.intake.decoding import open_checked_display
 from webapp.images.models import Image
 from webapp.projects.models import Project
 from webapp.review.services import prediction_route_for_review
@@ -29,6 +30,10 @@ from webapp.training.models import ModelVersion, Prediction
 
 NO_ACTIVE_MODEL = "This project has no trained model yet: train one first."
 MODEL_CACHE_SIZE = 2
+# An uploaded image is shrunk to this longer side before it becomes 8-bit RGB for the model: every family works at
+# 512 px or less (the native U-Net at most 1024), and a full-size 8000 x 8000 input with its full-size float map
+# took 2.5 GB per call. Maps and masks of such inputs are stored at this size; boxes are in the input's pixels.
+PREDICT_MAX_SIDE = 2048
 
 _models: OrderedDict[str, object] = OrderedDict()
 _models_lock = threading.Lock()
@@ -95,6 +100,24 @@ def mask_boxes(mask: np.ndarray, *, min_area: int = 4) -> list[Box]:
     return sorted(boxes, key=lambda b: -b.area)
 
 
+def boxes_scaled(boxes: list[Box], *, from_shape: tuple[int, int], to_size: tuple[int, int]) -> list[Box]:
+    """Boxes found on an (h, w) = `from_shape` map, in the pixels of the (width, height) = `to_size` image it was
+    shrunk from; each still covers its whole region."""
+    sx, sy = to_size[0] / from_shape[1], to_size[1] / from_shape[0]
+    if (sx, sy) == (1, 1):
+        return boxes
+    return [
+        Box(
+            x0=math.floor(b.x0 * sx),
+            y0=math.floor(b.y0 * sy),
+            x1=min(to_size[0], math.ceil(b.x1 * sx)),
+            y1=min(to_size[1], math.ceil(b.y1 * sy)),
+            area=round(b.area * sx * sy),
+        )
+        for b in boxes
+    ]
+
+
 @dataclass(frozen=True)
 class InferenceResult:
     prediction: Prediction
@@ -111,8 +134,15 @@ def predict_arrays(
 
 
 def _results_store(
-    *, version: ModelVersion, predictions: list, purpose: str, images: list[Image | None] | None, **fields
+    *,
+    version: ModelVersion,
+    predictions: list,
+    purpose: str,
+    images: list[Image | None] | None,
+    input_size: tuple[int, int] | None = None,
+    **fields,
 ) -> list[InferenceResult]:
+    """`input_size` (width, height): the size of the image the model saw a shrunk copy of, for its boxes."""
     calibration = version_calibration(version)
     images = images or [None] * len(predictions)
     results = []
@@ -121,6 +151,8 @@ def _results_store(
             version=version, image=image, prediction=prediction, calibration=calibration, purpose=purpose, **fields
         )
         boxes = mask_boxes(predicted_mask(prediction, calibration.threshold))
+        if input_size is not None:
+            boxes = boxes_scaled(boxes, from_shape=prediction.anomaly_map.shape[:2], to_size=input_size)
         # The one place trial, batch and API predictions pass through, so the review policy is applied here.
         review = prediction_route_for_review(prediction=row) is not None
         results.append(InferenceResult(prediction=row, boxes=boxes, review=review))
@@ -130,13 +162,24 @@ def _results_store(
 def predict_bytes(*, version: ModelVersion, data: bytes, purpose: str, name: str = "") -> InferenceResult:
     """One uploaded image, not (yet) part of the dataset: kept beside its prediction, so a person can review it
     or add it to the dataset later. Raises RejectedFile for unusable input."""
-    info, picture = open_checked(
-        data, max_pixels=settings.KENSA_MAX_IMAGE_PIXELS, max_bytes=settings.KENSA_MAX_IMAGE_BYTES
+    info, picture = open_checked_display(
+        data,
+        max_side=PREDICT_MAX_SIDE,
+        max_pixels=settings.KENSA_MAX_IMAGE_PIXELS,
+        max_bytes=settings.KENSA_MAX_IMAGE_BYTES,
+        max_decoded_bytes=settings.KENSA_MAX_DECODED_BYTES,
     )
-    predictions = model_for_version(version).predict([np.asarray(to_display_rgb(picture))])
+    predictions = model_for_version(version).predict([np.asarray(picture)])
+    del picture
     stored = _input_store(version=version, data=data, extension=info.extension)
     return _results_store(
-        version=version, predictions=predictions, purpose=purpose, images=None, input_file=stored, input_name=name[:255]
+        version=version,
+        predictions=predictions,
+        purpose=purpose,
+        images=None,
+        input_size=(info.width, info.height),
+        input_file=stored,
+        input_name=name[:255],
     )[0]
 
 

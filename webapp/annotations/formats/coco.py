@@ -13,6 +13,8 @@ the difference from the count two before, in 5-bit groups with a continuation bi
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from webapp.annotations.formats import (
@@ -32,6 +34,50 @@ IMAGES_FOLDER = "images"
 NO_ANNOTATIONS_FILE = "The zip has no COCO annotation file (annotations.json or another .json file)."
 NOT_COCO = "The annotation file is not COCO JSON: {problem}."
 RLE_SIZE_MISMATCH = "An RLE mask for {name} covers {got} pixels, but the image has {expected}."
+DECLARED_SIZE_MISMATCH = (
+    "The COCO file gives {name} as {declared_w}x{declared_h} pixels, but the image is {w}x{h}: its {class_name} "
+    "mask was not applied."
+)
+
+
+@dataclass
+class CocoDrawing(ClassDrawing):
+    """A class's drawing whose mask is still COCO segmentations (RLE or polygons) on the canvas the file declares.
+    `drawing_mask` decodes it one image at a time, once the real image is known to have that size: a declared size
+    is never trusted with memory (30000 x 30000 is 900 MB of mask), and a whole dataset's masks are never held."""
+
+    segmentations: list = field(default_factory=list)
+    declared_size: tuple[int, int] = (0, 0)  # width, height
+    image_name: str = ""
+
+
+def drawing_mask(drawing: ClassDrawing, *, width: int, height: int) -> np.ndarray | None:
+    """The drawing's boolean mask for its image, whose real size is width x height: a CocoDrawing's decoded now
+    (FormatError when the file declared another size), any other drawing's as it is."""
+    if not isinstance(drawing, CocoDrawing) or not drawing.segmentations:
+        return drawing.mask
+    declared_w, declared_h = drawing.declared_size
+    if (declared_w, declared_h) != (width, height):
+        raise FormatError(
+            DECLARED_SIZE_MISMATCH.format(
+                name=drawing.image_name,
+                declared_w=declared_w,
+                declared_h=declared_h,
+                w=width,
+                h=height,
+                class_name=drawing.class_name,
+            )
+        )
+    mask = np.zeros((height, width), dtype=bool) if drawing.mask is None else drawing.mask.copy()
+    for segmentation in drawing.segmentations:
+        try:
+            mask |= _segmentation_mask(segmentation, height, width, drawing.image_name)
+        except FormatError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError):
+            problem = f"a {drawing.class_name} mask of {drawing.image_name} cannot be decoded"
+            raise FormatError(NOT_COCO.format(problem=problem)) from None
+    return mask
 
 
 def rle_encode(mask: np.ndarray) -> dict:
@@ -162,7 +208,7 @@ def coco_read(document: dict, paths: list[str]) -> tuple[list[DatasetItem], list
     """Items and classes from a COCO document; file names are matched to the archive's `paths`.
 
     Polygons are filled into the mask; an annotation with only a bbox becomes a box. Images whose file is
-    not in the archive are left out.
+    not in the archive are left out. Masks are not decoded here: drawings are CocoDrawings, see `drawing_mask`.
     """
     try:
         categories = {
@@ -180,11 +226,15 @@ def coco_read(document: dict, paths: list[str]) -> tuple[list[DatasetItem], list
             height, width = int(image["height"]), int(image["width"])
         except (KeyError, TypeError, ValueError):
             raise FormatError(NOT_COCO.format(problem="an annotation names an unknown image or category")) from None
-        drawing = by_image.setdefault(int(image["id"]), {}).setdefault(category.name, ClassDrawing(category.name))
+        name = str(image.get("file_name"))
+        drawing = by_image.setdefault(int(image["id"]), {}).setdefault(
+            category.name, CocoDrawing(category.name, declared_size=(width, height), image_name=name)
+        )
         segmentation = annotation.get("segmentation")
         if segmentation:
-            mask = _segmentation_mask(segmentation, height, width, str(image.get("file_name")))
-            drawing.mask = mask if drawing.mask is None else drawing.mask | mask
+            if isinstance(segmentation, dict):  # an RLE's own size must be its image's, as before any decoding
+                _rle_size_check(segmentation, height, width, name)
+            drawing.segmentations.append(segmentation)
         elif annotation.get("bbox"):
             x, y, w, h = (round(float(v)) for v in annotation["bbox"])
             drawing.boxes.append([x, y, x + w, y + h])
@@ -202,12 +252,19 @@ def coco_read(document: dict, paths: list[str]) -> tuple[list[DatasetItem], list
     return items, list(categories.values())
 
 
+def _rle_size_check(rle: dict, height: int, width: int, name: str) -> None:
+    try:
+        rle_height, rle_width = (int(v) for v in rle["size"])
+    except (KeyError, TypeError, ValueError):
+        raise FormatError(NOT_COCO.format(problem=f"the RLE mask of {name} has no size [height, width]")) from None
+    if (rle_height, rle_width) != (height, width):
+        raise FormatError(RLE_SIZE_MISMATCH.format(name=name, got=rle_height * rle_width, expected=height * width))
+
+
 def _segmentation_mask(segmentation, height: int, width: int, name: str) -> np.ndarray:
     if isinstance(segmentation, dict):
-        mask = rle_decode(segmentation)
-        if mask.shape != (height, width):
-            raise FormatError(RLE_SIZE_MISMATCH.format(name=name, got=mask.size, expected=height * width))
-        return mask
+        _rle_size_check(segmentation, height, width, name)
+        return rle_decode(segmentation)
     from PIL import Image as PILImage
     from PIL import ImageDraw
 

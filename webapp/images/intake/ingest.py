@@ -21,7 +21,7 @@ from django.db import IntegrityError, transaction
 from PIL import Image as PILImage
 
 from webapp.images.intake.archives import EMPTY_ARCHIVE, SafeZip
-from webapp.images.intake.decoding import ImageInfo, RejectedFile, inspect_image
+from webapp.images.intake.decoding import ImageInfo, RejectedFile, image_header, inspect_image
 from webapp.images.intake.layout import Plan, PlannedImage, plan_layout
 from webapp.images.models import Annotation, Image, Label, Source
 from webapp.images.splits import SplitAssigner
@@ -84,7 +84,11 @@ class IncomingFile:
 
 
 def _limits() -> dict:
-    return {"max_pixels": settings.KENSA_MAX_IMAGE_PIXELS, "max_bytes": settings.KENSA_MAX_IMAGE_BYTES}
+    return {
+        "max_pixels": settings.KENSA_MAX_IMAGE_PIXELS,
+        "max_bytes": settings.KENSA_MAX_IMAGE_BYTES,
+        "max_decoded_bytes": settings.KENSA_MAX_DECODED_BYTES,
+    }
 
 
 def images_ingest(
@@ -171,12 +175,15 @@ def _attach_mask(*, image: Image, info: ImageInfo, planned: PlannedImage, incomi
     if incoming.read_mask is None:
         return ""
     try:
-        with PILImage.open(io.BytesIO(incoming.read_mask())) as mask_image:
+        data = incoming.read_mask()
+        # Sized from its header: a mask of another size is refused before its pixels (any number) are decoded.
+        mask_w, mask_h = image_header(data)[1]
+        if (mask_w, mask_h) != (info.width, info.height):
+            return MASK_SIZE_MISMATCH.format(mask_w=mask_w, mask_h=mask_h, w=info.width, h=info.height)
+        with PILImage.open(io.BytesIO(data)) as mask_image:
             mask = np.asarray(mask_image.convert("L")) > 127
     except Exception:
         return MASK_UNREADABLE
-    if mask.shape != (info.height, info.width):
-        return MASK_SIZE_MISMATCH.format(mask_w=mask.shape[1], mask_h=mask.shape[0], w=info.width, h=info.height)
     if not mask.any():
         return ""  # an empty mask says nothing about where the defect is
     from webapp.images.services import annotation_mask_png
