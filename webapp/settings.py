@@ -42,6 +42,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "webapp.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -165,6 +166,10 @@ SESSION_COOKIE_SECURE = env_bool("KENSA_SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# HSTS: browsers that saw it refuse plain HTTP to this host for that many seconds. Set it only once the site is
+# served over HTTPS for good (a proxy in front, KENSA_BEHIND_TLS_PROXY or TLS on this server): 0 sends nothing.
+SECURE_HSTS_SECONDS = env_int("KENSA_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = False  # other hosts of the plant's domain may still need plain HTTP
 # Behind a TLS-terminating proxy (nginx, Caddy, a load balancer) that sets X-Forwarded-Proto: the request counts as
 # HTTPS, so CSRF's origin check and absolute URLs use https. Only when the proxy overwrites that header itself.
 if env_bool("KENSA_BEHIND_TLS_PROXY", False):

@@ -342,3 +342,47 @@ def test_client_address_behind_the_tls_proxy_is_the_one_the_proxy_saw(rf, settin
     assert client_address(request) == "10.0.0.1"  # not behind a proxy: the header is the client's own words
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     assert client_address(request) == "192.168.5.6"
+
+
+# --- Content-Security-Policy and HSTS ---------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_html_pages_carry_the_content_security_policy_and_stored_files_keep_theirs(client, owner, project):
+    from webapp.security import CONTENT_SECURITY_POLICY
+    from webapp.serving import STORED_FILE_CSP
+
+    assert "script-src 'self'" in CONTENT_SECURITY_POLICY and "'unsafe-inline'" not in CONTENT_SECURITY_POLICY
+    assert client.get(reverse("login"))["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+    client.force_login(owner)
+    for name in ("project_settings", "image_grid", "dataset_transfer"):
+        response = client.get(reverse(name, args=[project.public_id]))
+        assert response["Content-Security-Policy"] == CONTENT_SECURITY_POLICY, name
+        page = response.content.decode()
+        assert " style=" not in page and "<script>" not in page and " onclick=" not in page, name
+    export = client.get(reverse("dataset_export", args=[project.public_id, "coco"]))
+    assert export["Content-Security-Policy"] == STORED_FILE_CSP
+
+
+def test_hsts_is_off_by_default_and_set_from_kensa_hsts_seconds(settings, db):
+    import os
+    import subprocess
+    import sys
+
+    from django.test import Client
+
+    def configured(**extra: str) -> str:
+        env = {k: v for k, v in os.environ.items() if k != "KENSA_HSTS_SECONDS"}
+        env.update({"DJANGO_SETTINGS_MODULE": "webapp.settings", "KENSA_SECRET_KEY": "x", **extra})
+        code = "import django; django.setup(); from django.conf import settings; print(settings.SECURE_HSTS_SECONDS)"
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+
+    assert configured().strip() == "0"
+    assert configured(KENSA_HSTS_SECONDS="31536000").strip() == "31536000"
+    # SecurityMiddleware reads the setting when a handler starts: a new client per setting
+    settings.SECURE_HSTS_SECONDS = 0
+    assert "Strict-Transport-Security" not in Client().get(reverse("login"), secure=True)
+    settings.SECURE_HSTS_SECONDS = 31536000
+    client = Client()
+    assert client.get(reverse("login"), secure=True)["Strict-Transport-Security"] == "max-age=31536000"
+    assert "Strict-Transport-Security" not in client.get(reverse("login"))  # never over plain HTTP
