@@ -266,7 +266,10 @@ def test_prediction_overlays_are_rgba_pngs_for_members_only(client, owner, outsi
         picture = PILImage.open(io.BytesIO(response.content))
         assert picture.mode == "RGBA" and picture.size == (16, 16)
         alpha = np.asarray(picture)[..., 3]
-        assert alpha[0, 0] == 0 and alpha[6, 6] > 0  # the normal area stays clear, the hot spot is coloured
+        if name == "prediction_heatmap":  # every pixel coloured (issue 14 #1), the hot spot the most opaque
+            assert 0 < alpha[0, 0] < alpha[6, 6]
+        else:  # the predicted mask: clear outside, coloured inside
+            assert alpha[0, 0] == 0 and alpha[6, 6] > 0
     assert client.get(reverse("prediction_input", kwargs=kwargs)).status_code == 404  # a test image has no input
     client.force_login(outsider)
     assert client.get(reverse("prediction_heatmap", kwargs=kwargs)).status_code == 404
