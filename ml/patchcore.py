@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -208,7 +207,6 @@ class PatchCore(GraphOwner):
         if not indices:
             raise ValueError("PatchCore needs at least one good image to fit")
         generator = torch.Generator().manual_seed(config.seed)
-        started = time.monotonic()
         kept: list[torch.Tensor] = []
         per_image = None
         copies = max(1, config.rotations)
@@ -234,9 +232,8 @@ class PatchCore(GraphOwner):
                 patches = torch.gather(patches, 1, choice[..., None].expand(-1, -1, c))
             kept.append(patches.reshape(-1, c).contiguous())
             done = min(start + config.batch_size, len(indices))
-            elapsed = time.monotonic() - started
-            eta = elapsed / done * (len(indices) - done)
-            progress("features", done / len(indices), f"read {done} of {len(indices)} images, about {eta:.0f} s left")
+            # No time left in the message: the caller estimates it over all stages (the web app shows its own).
+            progress("features", done / len(indices), f"read {done} of {len(indices)} images")
         bank_candidates = torch.cat(kept)
         del kept
         if config.pca_dim:

@@ -27,9 +27,9 @@ def test_click_train_and_see_metrics(page, live_server, celery_worker, owner):
     assert page.get_attribute("#run-progress", "hx-trigger") is None
     page.click("#run-metrics a")
     assert "Image AUROC" in page.inner_text("#version-metrics")
-    # a second click while nothing runs starts a new run; while one runs, it is refused with a message
+    # a second click while nothing runs starts a new run; the same request again while it waits is refused
     page.goto(f"{live_server.url}/projects/{project.public_id}/train/")
     page.click("#train-button")
     page.goto(f"{live_server.url}/projects/{project.public_id}/train/")
     page.click("#train-button")
-    assert "already queued or running" in page.inner_text(".messages")
+    assert "is already waiting in this project's queue" in page.inner_text(".messages")

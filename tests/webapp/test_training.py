@@ -37,13 +37,14 @@ def test_plan_chooses_patchcore_and_says_what_is_missing(project, small_project)
 
 
 @pytest.mark.django_db
-def test_one_active_run_per_project(small_project, owner, django_capture_on_commit_callbacks):
+def test_a_project_queues_runs_but_never_the_same_one_twice(small_project, owner, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         first = services.training_run_request(project=small_project, requested_by=owner)
     assert first.status == RunStatus.QUEUED and first.family == "patchcore"
     first.refresh_from_db()
     assert first.enqueued_at is not None
-    with pytest.raises(ValidationError, match=services.ALREADY_ACTIVE):
+    # the identical request cannot wait twice
+    with pytest.raises(ValidationError, match=r"The same run \(patchcore, same settings\) is already waiting"):
         services.training_run_request(project=small_project, requested_by=owner)
     # a claim happens once
     assert services.training_run_claim(run_id=first.id)

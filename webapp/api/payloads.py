@@ -10,6 +10,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 
 from webapp.api.models import BatchJob, JobStatus
+from webapp.dashboard.selectors import version_metrics
 from webapp.projects.models import Project
 from webapp.training.models import ModelVersion, Prediction
 
@@ -32,13 +33,15 @@ def project_payload(request: HttpRequest, project: Project, active: ModelVersion
 
 
 def version_payload(version: ModelVersion) -> dict:
+    """Every figure that depends on the threshold is computed at `threshold`, the version's operating one."""
+    metrics = version_metrics(version=version)
     return {
         "id": str(version.public_id),
         "number": version.number,
         "family": version.family,
         "is_active": version.is_active,
         "threshold": version.threshold,
-        "metrics": {key: version.metrics.get(key) for key in METRIC_SUMMARY_KEYS},
+        "metrics": {key: metrics.get(key) for key in METRIC_SUMMARY_KEYS},
         "created_at": version.created_at.isoformat(),
     }
 

@@ -10,8 +10,8 @@ import numpy as np
 from django.core.paginator import Page, Paginator
 from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 
-from webapp.dashboard.operating_points import ScoredImages
-from webapp.images.models import Annotation, Label
+from webapp.dashboard.operating_points import OperatingPoint, ScoredImages, operating_point
+from webapp.images.models import Annotation, Image, Label
 from webapp.projects.models import Project
 from webapp.training.models import ModelVersion, Prediction, Purpose
 
@@ -132,6 +132,11 @@ def trial_predictions(*, project: Project, page: str | int = 1) -> Page:
     return Paginator(rows, TRIAL_PAGE_SIZE).get_page(page)
 
 
+def latest_prediction_of(*, image: Image) -> Prediction | None:
+    """The newest prediction made on a dataset image (a test run, the API, a batch, or a trial added to it)."""
+    return Prediction.objects.filter(image=image).select_related("model_version").order_by("-created_at", "-id").first()
+
+
 def prediction_in_project(*, project: Project, prediction_id: int) -> Prediction | None:
     return (
         Prediction.objects.select_related("model_version", "image")
@@ -142,6 +147,33 @@ def prediction_in_project(*, project: Project, prediction_id: int) -> Prediction
 
 def versions_of(*, project: Project) -> QuerySet[ModelVersion]:
     return ModelVersion.objects.filter(project=project).select_related("run").order_by("-number")
+
+
+def operating_point_metrics(point: OperatingPoint) -> dict:
+    """The figures of a version's metrics that depend on the threshold, as stored in ModelVersion.metrics."""
+    c = point.confusion
+    return {
+        "threshold": point.threshold,
+        "precision": point.precision,
+        "recall": point.recall,
+        "f1": point.f1,
+        "accuracy": point.accuracy,
+        "confusion": {"tp": c.tp, "fp": c.fp, "fn": c.fn, "tn": c.tn},
+    }
+
+
+def version_metrics(*, version: ModelVersion) -> dict:
+    """The version's metrics with every figure that depends on the threshold computed at its operating threshold
+    from its stored test predictions (as the dashboard's panel shows them there). Without predictions, figures
+    stored at another threshold are left out rather than shown beside this one."""
+    metrics = dict(version.metrics)
+    scored = scored_images(version=version)
+    if len(scored):
+        metrics.update(operating_point_metrics(operating_point(scored, version.threshold)))
+    elif metrics.get("threshold") != version.threshold:
+        metrics.update(dict.fromkeys(("precision", "recall", "f1", "accuracy", "confusion"), None))
+        metrics["threshold"] = version.threshold
+    return metrics
 
 
 def dashboard_version(*, project: Project) -> ModelVersion | None:

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 
+from webapp.dashboard.selectors import version_metrics
 from webapp.images.intake.decoding import RejectedFile
 from webapp.images.intake.ingest import (
     ADDED,
@@ -56,8 +57,11 @@ def model_version_threshold_save(
         before=_threshold_state(version.operating_threshold, version),
         after=_threshold_state(threshold, version),
     )
-    ModelVersion.objects.filter(id=version.id).update(operating_threshold=threshold)
     version.operating_threshold = threshold
+    # The stored figures that depend on the threshold follow it, so whatever reads them (the overview, the API,
+    # an exported bundle) never shows an F1 measured at another threshold beside this one.
+    version.metrics = version_metrics(version=version)
+    ModelVersion.objects.filter(id=version.id).update(operating_threshold=threshold, metrics=version.metrics)
     return version
 
 

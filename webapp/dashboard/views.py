@@ -77,7 +77,7 @@ def version_detail(request: HttpRequest, project_id: uuid.UUID, version_id: uuid
         return response
     context.update(
         scored=scored,
-        m=version.metrics,
+        m=selectors.version_metrics(version=version),  # threshold figures at its operating threshold
         versions=selectors.versions_of(project=project),
         **_gallery_context(request, version, threshold),
     )

@@ -9,6 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from webapp.dashboard.selectors import version_metrics
 from webapp.images.selectors import project_image_stats
 from webapp.projects import services
 from webapp.projects.access import Action, project_for, role_allows
@@ -44,7 +45,8 @@ def project_detail(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
         "project": project,
         "role": role,
         "stats": project_image_stats(project=project),
-        "active_version": project.model_versions.filter(is_active=True).first(),
+        "active_version": (active := project.model_versions.filter(is_active=True).first()),
+        "active_metrics": version_metrics(version=active) if active else {},  # at its operating threshold
         "active_run": active_run(project=project),
         "review_summary": review_summary(project=project),
         **_can(role),

@@ -7,6 +7,7 @@ fails, is cancelled or is killed leaves nothing behind once its folder is discar
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import threading
 import time
@@ -23,19 +24,14 @@ from webapp.images.models import Image, Label, Split
 from webapp.storage import stored_folder_delete
 from webapp.training import services
 from webapp.training.artifacts import artifact_prefix, artifact_upload
-from webapp.training.datasets import ProjectSamples
+from webapp.training.datasets import ProjectSamples, holdout_size
+from webapp.training.eta import EVALUATION_STAGES, FIT_STAGES, PaceEstimate, stage_fraction
 from webapp.training.evaluation import evaluate_and_store
 from webapp.training.models import ModelVersion, RunStatus, TrainingRun
 
 log = logging.getLogger(__name__)
 
 FIT_SHARE = 80.0  # percent of the bar that fitting takes; evaluation takes the rest
-# With no validation images, this share of the good training images is held out to set the threshold: few, because
-# every good image taken from an unsupervised family's training costs accuracy (measured on MVTec screw: 320 -> 272
-# training images lowered image AUROC from 0.975 to about 0.9), while a threshold needs only a handful of good scores.
-HOLDOUT_SHARE = 0.10
-MIN_HOLDOUT = 3
-MAX_HOLDOUT = 20
 
 
 class RunCancelled(Exception):
@@ -52,26 +48,34 @@ def device_name(model) -> str:
 
 
 class Progress:
-    """Turns ml progress callbacks into throttled row updates with an ETA; raises RunCancelled on cancel."""
+    """Turns ml progress callbacks into throttled row updates with an ETA; raises RunCancelled on cancel.
 
-    def __init__(self, run_id: int, *, start: float, end: float):
+    One per run: `part(start, end, stages)` gives the callback for one span of the bar, whose stages share it
+    (webapp.training.eta), so the bar never moves back and the pace is measured across the whole run."""
+
+    def __init__(self, run_id: int, *, clock=time.monotonic):
         self.run_id = run_id
-        self.start, self.end = start, end
-        self.started = time.monotonic()
-        self.last_write = 0.0
+        self.clock = clock
+        self.pace = PaceEstimate()
+        self.percent = 0.0
+        self.last_write = -math.inf
 
-    def __call__(self, stage: str, fraction: float, message: str) -> None:
-        now = time.monotonic()
-        if now - self.last_write < 1.0 and fraction < 1.0:
-            return
-        self.last_write = now
-        percent = self.start + (self.end - self.start) * max(0.0, min(1.0, fraction))
-        elapsed = now - self.started
-        eta = elapsed * (1 - fraction) / fraction if fraction > 0.02 else None
-        if not services.training_run_progress(
-            run_id=self.run_id, stage=stage, percent=percent, message=message, eta_seconds=eta
-        ):
-            raise RunCancelled()
+    def part(self, start: float, end: float, stages: dict[str, float] | None = None):
+        def report(stage: str, fraction: float, message: str) -> None:
+            done = stage_fraction(stages, stage, fraction) if stages else max(0.0, min(1.0, fraction))
+            if done is not None:
+                self.percent = max(self.percent, start + (end - start) * done)
+            now = self.clock()
+            eta = self.pace.observe(now, self.percent)
+            if now - self.last_write < 1.0 and fraction < 1.0:
+                return
+            self.last_write = now
+            if not services.training_run_progress(
+                run_id=self.run_id, stage=stage, percent=self.percent, message=message, eta_seconds=eta
+            ):
+                raise RunCancelled()
+
+        return report
 
 
 class Heartbeat:
@@ -114,8 +118,7 @@ def training_data(run: TrainingRun) -> tuple[ProjectSamples, ProjectSamples, Pro
     if not validation:
         # Ordered by SHA-256, so the held-out images are a fixed, unbiased pick.
         goods = [i for i in fit if i.label == Label.GOOD]
-        count = min(MAX_HOLDOUT, max(MIN_HOLDOUT, round(HOLDOUT_SHARE * len(goods))))
-        if len(goods) - count >= 5:
+        if count := holdout_size(len(goods)):
             validation = goods[-count:]
             held = {i.id for i in validation}
             fit = [i for i in fit if i.id not in held]
@@ -168,11 +171,12 @@ def training_run_execute(*, run_id: int) -> None:
 
 def _train_and_evaluate(run: TrainingRun, workdir: Path) -> ModelVersion:
     fit, validation, test, note = training_data(run)
-    Progress(run.id, start=0, end=1)("data", 1.0, note or f"{len(fit)} training images")
+    progress = Progress(run.id)
+    progress.part(0, 1)("data", 1.0, note or f"{len(fit)} training images")
     model = create_model(run.family, **run.config)
     TrainingRun.objects.filter(id=run.id).update(device=device_name(model))
-    model.fit(fit, progress=Progress(run.id, start=1, end=FIT_SHARE))
-    evaluation_progress = Progress(run.id, start=FIT_SHARE, end=99)
+    model.fit(fit, progress=progress.part(1, FIT_SHARE, FIT_STAGES.get(run.family)))
+    evaluation_progress = progress.part(FIT_SHARE, 99, EVALUATION_STAGES)
 
     val_predictions = model.predict([s.image for s in validation])
     calibration = calibrate(np.array([p.score for p in val_predictions]), validation.labels)

@@ -7,9 +7,11 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from webapp.images.models import Image
 from webapp.projects.models import Project
+from webapp.training.eta import eta_text
 
 
 class RunStatus(models.TextChoices):
@@ -43,14 +45,25 @@ class TrainingRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # When the run was sent to the workers: only a project's next run is sent, once nothing of the project runs.
     enqueued_at = models.DateTimeField(null=True, blank=True)
+    # The family and its settings as one string: the same request cannot wait twice in a project's queue.
+    request_key = models.CharField(max_length=300, blank=True)
+    # When percent and eta_seconds were measured, so a page counts the time left down between reports.
+    progress_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
-            # One queued-or-running run per project, enforced by the database, not by a check-then-insert.
+            # A project queues as many runs as it likes (services cap it) but runs one at a time, and never holds
+            # the same request twice: both enforced by the database, not by a check-then-insert.
             models.UniqueConstraint(
-                fields=["project"], condition=Q(status__in=ACTIVE_STATUSES), name="one_active_run_per_project"
+                fields=["project"], condition=Q(status=RunStatus.RUNNING), name="one_running_run_per_project"
+            ),
+            models.UniqueConstraint(
+                fields=["project", "request_key"],
+                condition=Q(status=RunStatus.QUEUED),
+                name="no_duplicate_queued_run",
             ),
         ]
 
@@ -60,6 +73,42 @@ class TrainingRun(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in ACTIVE_STATUSES
+
+    @property
+    def eta_remaining(self) -> float | None:
+        """Seconds left now: the last estimate less the time since it was made (never below zero)."""
+        if self.eta_seconds is None or not self.is_active:
+            return None
+        if self.progress_at is None:
+            return self.eta_seconds
+        return max(0.0, self.eta_seconds - (timezone.now() - self.progress_at).total_seconds())
+
+    @property
+    def eta_text(self) -> str:
+        return eta_text(self.eta_remaining, family=self.family)
+
+
+class SplitMove(models.Model):
+    """Images moved between splits from the Train page, kept so the move can be shown and undone exactly."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="split_moves")
+    source = models.CharField(max_length=16)
+    target = models.CharField(max_length=16)
+    share = models.FloatField()
+    seed = models.PositiveIntegerField()
+    # [[image id, split before, split_is_automatic before], ...]: what undo restores.
+    moved = models.JSONField(default=list)
+    # {"good": n, "defect": n, "classes": {name: n}}: what the page says was moved.
+    summary = models.JSONField(default=dict)
+    moved_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    undone_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{len(self.moved)} images {self.source} -> {self.target}"
 
 
 class ModelVersion(models.Model):

@@ -6,7 +6,9 @@ never both win the same transition.
 
 from __future__ import annotations
 
+import json
 import logging
+import random
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,15 +19,22 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
-from ml.choice import FamilyChoice, choose_family
+from ml.choice import MIN_ANNOTATED_FOR_SEGMENTER, FamilyChoice, choose_family
 from ml.registry import FAMILIES
 from webapp.images.models import Annotation, Image, Label, Split
+from webapp.images.splits import stratified_pick
 from webapp.projects.models import Project
-from webapp.training.models import ACTIVE_STATUSES, ModelVersion, RunStatus, TrainingRun
+from webapp.training.datasets import holdout_size
+from webapp.training.models import ACTIVE_STATUSES, ModelVersion, RunStatus, SplitMove, TrainingRun
 
 log = logging.getLogger(__name__)
 
-ALREADY_ACTIVE = "A training run is already queued or running for this project; wait for it or cancel it."
+# A project runs one run at a time; these many more may wait behind it.
+MAX_QUEUED_PER_PROJECT = 3
+QUEUE_FULL = (
+    "This project already has {limit} runs waiting to start; wait for one to start, or cancel one on the Train page."
+)
+DUPLICATE_QUEUED = "The same run ({family}, same settings) is already waiting in this project's queue."
 NOT_READY = "Not enough labelled images to train yet: {missing}."
 UNKNOWN_FAMILY = "Unknown model family {family!r}."
 IMAGE_SIZES = (128, 192, 224, 256, 320, 384, 448, 512)
@@ -44,6 +53,42 @@ STALE_AFTER = REAP_PROMISE - timedelta(seconds=REAP_SECONDS)
 REQUEUE_AFTER = REAP_PROMISE - timedelta(seconds=REAP_SECONDS)
 
 
+SPLIT_PURPOSES = {
+    Split.TRAIN: "The model learns from these: the good images, and for the U-Net the outlined defects too.",
+    Split.VALIDATION: (
+        "Sets the threshold: scored after training, never learned from. It needs good and defect images."
+    ),
+    Split.TEST: "Measures the model (the figures on its dashboard): never learned from, never used for the threshold.",
+}
+EMPTY_VALIDATION = (
+    "The validation split holds no labelled images. Training would take {n} good images out of the train split "
+    "to set the threshold: fewer to learn from, and a threshold that never saw a defect."
+)
+NO_VALIDATION_DEFECTS = (
+    "The validation split holds no defect images, so the threshold is set from good images only, without "
+    "knowing how many defects it lets through."
+)
+FILL_VALIDATION_HINT = "Move a share of the test images into validation (below) to fix this before training."
+OUTLINES_OUTSIDE_TRAIN = (
+    "You have {total} outlined defect{s}, {where}. Only outlines in the train split teach a model (validation "
+    "sets the threshold, test measures the model), so the U-Net needs {needed} outlined defects in train; "
+    "now it has {in_train}."
+)
+
+
+@dataclass(frozen=True)
+class SplitCounts:
+    """One row of the Train page's split table."""
+
+    split: str
+    title: str
+    purpose: str
+    good: int
+    defect: int
+    unlabelled: int
+    outlined: int  # defect images with a mask or a box
+
+
 @dataclass(frozen=True)
 class TrainingPlan:
     n_good_train: int
@@ -52,36 +97,83 @@ class TrainingPlan:
     n_validation: int
     n_test: int
     choice: FamilyChoice
+    splits: tuple[SplitCounts, ...] = ()
+    split_problems: tuple[str, ...] = ()  # what the splits will do to training, said before it starts
+    can_fill_validation: bool = False  # moving a share of test into validation would fix a problem
+
+
+def _split_counts(images) -> dict[str, SplitCounts]:
+    annotated = Annotation.objects.filter(image=OuterRef("pk")).filter(~Q(mask="") | ~Q(boxes=[]))
+    rows = {}
+    for split in Split:
+        counts = images.filter(split=split).aggregate(
+            good=Count("id", filter=Q(label=Label.GOOD)),
+            defect=Count("id", filter=Q(label=Label.DEFECT)),
+            unlabelled=Count("id", filter=Q(label=Label.UNLABELLED)),
+        )
+        outlined = images.filter(split=split, label=Label.DEFECT).filter(Exists(annotated)).count()
+        rows[split] = SplitCounts(split, split.label, SPLIT_PURPOSES[split], outlined=outlined, **counts)
+    return rows
+
+
+def _outline_note(rows: dict[str, SplitCounts]) -> str:
+    """Explains "fewer than 10 outlined defects" when the outlines exist but sit outside the train split."""
+    in_train = rows[Split.TRAIN].outlined
+    elsewhere = {s: rows[s].outlined for s in (Split.VALIDATION, Split.TEST) if rows[s].outlined}
+    if in_train >= MIN_ANNOTATED_FOR_SEGMENTER or not elsewhere:
+        return ""
+    total = in_train + sum(elsewhere.values())
+    if not in_train and len(elsewhere) == 1:
+        where = f"all in {next(iter(elsewhere))}"
+    else:
+        where = ", ".join(f"{n} in {s}" for s, n in {Split.TRAIN: in_train, **elsewhere}.items() if n)
+    return OUTLINES_OUTSIDE_TRAIN.format(
+        total=total, s="" if total == 1 else "s", where=where, needed=MIN_ANNOTATED_FOR_SEGMENTER, in_train=in_train
+    )
 
 
 def training_plan(*, project: Project) -> TrainingPlan:
-    """What training would use now, and which family the labels call for (with what is missing)."""
+    """What training would use now, which family the labels call for (with what is missing), and what the
+    splits mean for it."""
     images = Image.objects.filter(project=project)
-    annotated = Annotation.objects.filter(image=OuterRef("pk")).filter(~Q(mask="") | ~Q(boxes=[]))
-    counts = images.aggregate(
-        good_train=Count("id", filter=Q(label=Label.GOOD, split=Split.TRAIN)),
-        defect=Count("id", filter=Q(label=Label.DEFECT)),
-        validation=Count("id", filter=Q(split=Split.VALIDATION) & ~Q(label=Label.UNLABELLED)),
-        test=Count("id", filter=Q(split=Split.TEST) & ~Q(label=Label.UNLABELLED)),
-    )
-    n_annotated = images.filter(label=Label.DEFECT, split=Split.TRAIN).filter(Exists(annotated)).count()
-    choice = choose_family(
-        n_good=counts["good_train"], n_defect=counts["defect"], n_annotated_defects=min(n_annotated, counts["defect"])
-    )
-    if counts["test"] == 0:
+    rows = _split_counts(images)
+    train, validation, test = rows[Split.TRAIN], rows[Split.VALIDATION], rows[Split.TEST]
+    n_defect = train.defect + validation.defect + test.defect
+    choice = choose_family(n_good=train.good, n_defect=n_defect, n_annotated_defects=min(train.outlined, n_defect))
+    if test.good + test.defect == 0:
         choice = FamilyChoice(
             family=choice.family,
             reason=choice.reason,
             missing=[*choice.missing, "label at least one image in the test split, to measure the model"],
         )
+    problems = []
+    fixable = False
+    if validation.good + validation.defect == 0:
+        problems.append(EMPTY_VALIDATION.format(n=holdout_size(train.good)))
+        fixable = test.good + test.defect >= 2
+    elif validation.defect == 0 and test.defect >= 2:
+        problems.append(NO_VALIDATION_DEFECTS)
+        fixable = True
+    if fixable:
+        problems.append(FILL_VALIDATION_HINT)
+    if note := _outline_note(rows):
+        problems.append(note)
     return TrainingPlan(
-        n_good_train=counts["good_train"],
-        n_defect=counts["defect"],
-        n_annotated_defects=n_annotated,
-        n_validation=counts["validation"],
-        n_test=counts["test"],
+        n_good_train=train.good,
+        n_defect=n_defect,
+        n_annotated_defects=train.outlined,
+        n_validation=validation.good + validation.defect,
+        n_test=test.good + test.defect,
         choice=choice,
+        splits=tuple(rows.values()),
+        split_problems=tuple(problems),
+        can_fill_validation=fixable,
     )
+
+
+def run_request_key(family: str, config: dict) -> str:
+    """The request as one comparable string: family and settings, keys sorted."""
+    return f"{family}:{json.dumps(config, sort_keys=True, separators=(',', ':'))}"[:300]
 
 
 def training_run_request(
@@ -92,8 +184,9 @@ def training_run_request(
     image_size: int | None = None,
     backbone: str = "",
 ) -> TrainingRun:
-    """Queues a run of the family the labels call for (or the one asked for). Raises ValidationError when the
-    project is not ready or a run is already active."""
+    """Queues a run of the family the labels call for (or the one asked for), behind the project's running and
+    waiting runs. Raises ValidationError when the project is not ready, its queue is full, or the same request
+    is already waiting."""
     plan = training_plan(project=project)
     if not plan.choice.ready:
         raise ValidationError(NOT_READY.format(missing="; ".join(plan.choice.missing)))
@@ -108,14 +201,28 @@ def training_run_request(
     if backbone:
         config["backbone"] = backbone
     reason = plan.choice.reason if family == plan.choice.family else f"You chose {family} in the advanced settings."
-    try:
-        with transaction.atomic():
-            run = TrainingRun.objects.create(
-                project=project, family=family, config=config, reason=reason, requested_by=requested_by
-            )
-    except IntegrityError:
-        raise ValidationError(ALREADY_ACTIVE) from None
-    _enqueue_on_commit(run)
+    key = run_request_key(family, config)
+    with transaction.atomic():
+        # The project's row lock makes count-then-insert safe between two requests of one project.
+        Project.objects.select_for_update().filter(id=project.id).first()
+        waiting = TrainingRun.objects.filter(project=project, status=RunStatus.QUEUED)
+        if waiting.filter(request_key=key).exists():
+            raise ValidationError(DUPLICATE_QUEUED.format(family=family))
+        if waiting.count() >= MAX_QUEUED_PER_PROJECT:
+            raise ValidationError(QUEUE_FULL.format(limit=MAX_QUEUED_PER_PROJECT))
+        try:
+            with transaction.atomic():
+                run = TrainingRun.objects.create(
+                    project=project,
+                    family=family,
+                    config=config,
+                    reason=reason,
+                    requested_by=requested_by,
+                    request_key=key,
+                )
+        except IntegrityError:
+            raise ValidationError(DUPLICATE_QUEUED.format(family=family)) from None
+    project_queue_advance(project_id=project.id)
     return run
 
 
@@ -129,30 +236,59 @@ def _enqueue_on_commit(run: TrainingRun) -> None:
     transaction.on_commit(send)
 
 
+def project_queue_advance(*, project_id: int) -> None:
+    """Sends the project's next waiting run to the workers, once nothing of the project runs and it was not sent
+    yet (after the current transaction commits). Only that one is sent: the workers' queue then holds one run
+    per project, so a project's runs go in order and never occupy two workers."""
+    from workers.tasks import training_run_task
+
+    def send() -> None:
+        if TrainingRun.objects.filter(project_id=project_id, status=RunStatus.RUNNING).exists():
+            return
+        head = TrainingRun.objects.filter(project_id=project_id, status=RunStatus.QUEUED).order_by("created_at", "id")
+        head = head.first()
+        if head is None or head.enqueued_at is not None:
+            return
+        if TrainingRun.objects.filter(id=head.id, enqueued_at__isnull=True).update(enqueued_at=timezone.now()):
+            training_run_task.delay(head.id)
+
+    transaction.on_commit(send)
+
+
 def training_run_claim(*, run_id: int, worker: str = "") -> bool:
     """The worker's first step: queued -> running. False when someone else claimed it or it was cancelled.
     `worker` names who runs it (a Celery node name such as train@gpu-box-1; the host name when not given)."""
     now = timezone.now()
-    claimed = TrainingRun.objects.filter(id=run_id, status=RunStatus.QUEUED).update(
-        status=RunStatus.RUNNING,
-        started_at=now,
-        heartbeat_at=now,
-        worker=(worker or socket.gethostname())[:200],
-        stage="starting",
-        message="Starting",
-    )
+    try:
+        with transaction.atomic():
+            claimed = TrainingRun.objects.filter(id=run_id, status=RunStatus.QUEUED).update(
+                status=RunStatus.RUNNING,
+                started_at=now,
+                heartbeat_at=now,
+                progress_at=now,
+                worker=(worker or socket.gethostname())[:200],
+                stage="starting",
+                message="Starting",
+            )
+    except IntegrityError:
+        # Another run of the project is running (a message sent twice): this one waits, and is sent again when
+        # that one ends.
+        TrainingRun.objects.filter(id=run_id, status=RunStatus.QUEUED).update(enqueued_at=None)
+        return False
     return claimed == 1
 
 
 def training_run_progress(*, run_id: int, stage: str, percent: float, message: str, eta_seconds: float | None) -> bool:
     """Records progress and a heartbeat. Returns False when a cancel was requested (or the run is no longer
     running), so the worker stops."""
+    now = timezone.now()
     updated = TrainingRun.objects.filter(id=run_id, status=RunStatus.RUNNING, cancel_requested=False).update(
         stage=stage[:32],
         percent=max(0.0, min(100.0, percent)),
         message=message[:400],
         eta_seconds=eta_seconds,
-        heartbeat_at=timezone.now(),
+        heartbeat_at=now,
+        progress_at=now,
     )
     return updated == 1
 
@@ -170,7 +306,10 @@ def training_run_finish(*, run_id: int, status: str, message: str = "", error: s
         fields["error"] = error
     if status == RunStatus.SUCCEEDED:
         fields["percent"] = 100.0
-    return TrainingRun.objects.filter(id=run_id, status=RunStatus.RUNNING).update(**fields) == 1
+    ended = TrainingRun.objects.filter(id=run_id, status=RunStatus.RUNNING).update(**fields) == 1
+    if ended:
+        project_queue_advance(project_id=TrainingRun.objects.values_list("project_id", flat=True).get(id=run_id))
+    return ended
 
 
 def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
@@ -178,7 +317,9 @@ def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
     ended_at_once = TrainingRun.objects.filter(id=run.id, status=RunStatus.QUEUED).update(
         status=RunStatus.CANCELLED, finished_at=timezone.now(), message="Cancelled before it started"
     )
-    if not ended_at_once:
+    if ended_at_once:
+        project_queue_advance(project_id=run.project_id)
+    else:
         TrainingRun.objects.filter(id=run.id, status=RunStatus.RUNNING).update(
             cancel_requested=True, message="Cancelling…"
         )
@@ -200,9 +341,20 @@ def training_runs_reap(*, now=None) -> dict[str, int]:
             log.warning("reaped training run %s: no heartbeat since %s", run.public_id, run.heartbeat_at)
             run_files_discard(run)
     requeued = 0
-    for run in TrainingRun.objects.filter(status=RunStatus.QUEUED, created_at__lt=now - REQUEUE_AFTER).filter(
-        Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - REQUEUE_AFTER)
-    ):
+    # Only a project's next run is ever sent; the ones behind it wait for it, not for a worker.
+    project_busy = TrainingRun.objects.filter(project_id=OuterRef("project_id"), status=RunStatus.RUNNING)
+    earlier = TrainingRun.objects.filter(
+        Q(created_at__lt=OuterRef("created_at")) | Q(created_at=OuterRef("created_at"), id__lt=OuterRef("id")),
+        project_id=OuterRef("project_id"),
+        status=RunStatus.QUEUED,
+    )
+    forgotten = (
+        TrainingRun.objects.filter(status=RunStatus.QUEUED, created_at__lt=now - REQUEUE_AFTER)
+        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - REQUEUE_AFTER))
+        .exclude(Exists(project_busy))
+        .exclude(Exists(earlier))
+    )
+    for run in forgotten:
         _enqueue_on_commit(run)
         requeued += 1
     return {"failed": failed, "requeued": requeued}
@@ -233,4 +385,84 @@ def model_version_activate(*, version: ModelVersion, user: AbstractBaseUser | No
 
 
 def active_run(*, project: Project) -> TrainingRun | None:
-    return TrainingRun.objects.filter(project=project, status__in=ACTIVE_STATUSES).first()
+    """The project's running run, else its next waiting one."""
+    runs = TrainingRun.objects.filter(project=project, status__in=ACTIVE_STATUSES)
+    return runs.filter(status=RunStatus.RUNNING).first() or runs.order_by("created_at", "id").first()
+
+
+VALIDATION_SHARE = 1 / 3  # of each kind of test image: enough to set a threshold, most of test still measures
+SPLIT_SEED = 0
+NOTHING_TO_MOVE = "The test split has too few labelled images to share with validation."
+SPLITS_MOVED = (
+    "Moved {n} test images into validation ({good} good, {defect} defect{classes}), picked at random per label "
+    "and defect class (seed {seed}). Versions trained before keep the test figures measured then. "
+    "You can undo this move on the Train page."
+)
+MOVE_UNDONE = "Moved {n} images back into {split}."
+MOVE_UNDONE_PARTLY = " {kept} stayed where they are: they were moved again since."
+ALREADY_UNDONE = "This move was already undone."
+
+
+def validation_split_fill(
+    *, project: Project, user: AbstractBaseUser | None, share: float = VALIDATION_SHARE, seed: int = SPLIT_SEED
+) -> SplitMove:
+    """Moves a stratified share of the labelled test images (per label and per defect class, seeded) into the
+    validation split, marks them as chosen by a person, and records the move so it can be undone."""
+    test_images = list(
+        Image.objects.filter(project=project, split=Split.TEST, label__in=(Label.GOOD, Label.DEFECT))
+        .prefetch_related("annotations__defect_class")
+        .order_by("sha256")
+    )
+    strata = {i.id: (i.label, tuple(sorted({a.defect_class.name for a in i.annotations.all()}))) for i in test_images}
+    chosen = stratified_pick(test_images, strata=strata, share=share, rng=random.Random(seed))
+    if not chosen:
+        raise ValidationError(NOTHING_TO_MOVE)
+    classes: dict[str, int] = {}
+    for image in chosen:
+        for name in strata[image.id][1]:
+            classes[name] = classes.get(name, 0) + 1
+    summary = {
+        "good": sum(i.label == Label.GOOD for i in chosen),
+        "defect": sum(i.label == Label.DEFECT for i in chosen),
+        "classes": dict(sorted(classes.items())),
+    }
+    with transaction.atomic():
+        move = SplitMove.objects.create(
+            project=project,
+            source=Split.TEST,
+            target=Split.VALIDATION,
+            share=share,
+            seed=seed,
+            moved=[[i.id, i.split, i.split_is_automatic] for i in chosen],
+            summary=summary,
+            moved_by=user,
+        )
+        Image.objects.filter(id__in=[i.id for i in chosen], split=Split.TEST).update(
+            split=Split.VALIDATION, split_is_automatic=False
+        )
+    return move
+
+
+def split_move_message(move: SplitMove) -> str:
+    classes = "".join(f", {n} {name}" for name, n in move.summary.get("classes", {}).items())
+    if classes:
+        classes = f": {classes[2:]}"
+    return SPLITS_MOVED.format(
+        n=len(move.moved), good=move.summary["good"], defect=move.summary["defect"], classes=classes, seed=move.seed
+    )
+
+
+def split_move_undo(*, move: SplitMove) -> str:
+    """Puts every image of the move that is still where the move put it back where it was; says what happened."""
+    with transaction.atomic():
+        if SplitMove.objects.filter(id=move.id, undone_at__isnull=True).update(undone_at=timezone.now()) != 1:
+            raise ValidationError(ALREADY_UNDONE)
+        restored = 0
+        for image_id, split, automatic in move.moved:
+            restored += Image.objects.filter(id=image_id, project_id=move.project_id, split=move.target).update(
+                split=split, split_is_automatic=automatic
+            )
+    message = MOVE_UNDONE.format(n=restored, split=move.source)
+    if restored < len(move.moved):
+        message += MOVE_UNDONE_PARTLY.format(kept=len(move.moved) - restored)
+    return message

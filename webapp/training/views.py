@@ -9,13 +9,14 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from webapp.projects.access import Action, project_for, role_allows
-from webapp.training import services
+from webapp.training import selectors, services
 from webapp.training.forms import TrainForm
-from webapp.training.models import ModelVersion, TrainingRun
+from webapp.training.models import ModelVersion, SplitMove, TrainingRun
 
 
 def train_page(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
-    """GET: what would be trained and why. POST: queue it."""
+    """GET: what would be trained and why, what the splits mean for it, and the project's queue. POST: queue a
+    run (behind the project's running and waiting ones)."""
     project, role = project_for(request.user, project_id)
     form = TrainForm(request.POST or None)
     if request.method == "POST":
@@ -31,19 +32,52 @@ def train_page(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
         "project": project,
         "plan": services.training_plan(project=project),
         "form": form,
-        "active_run": services.active_run(project=project),
+        "queue": selectors.project_queue(project=project, user=request.user),
+        "max_queued": services.MAX_QUEUED_PER_PROJECT,
+        "last_move": SplitMove.objects.filter(project=project, undone_at__isnull=True).first(),
         "runs": project.training_runs.select_related("model_version")[:20],
         "versions": project.model_versions.all()[:20],
         "can_train": role_allows(role, Action.TRAIN),
+        "can_edit_data": role_allows(role, Action.EDIT_DATA),
+        "validation_share": round(services.VALIDATION_SHARE * 100),
     }
     return render(request, "training/train.html", context)
+
+
+@require_POST
+def validation_fill(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
+    """Moves a stratified share of the test split into validation (the Train page's fix for its splits)."""
+    project, _ = project_for(request.user, project_id, Action.EDIT_DATA)
+    try:
+        move = services.validation_split_fill(project=project, user=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, services.split_move_message(move))
+    return redirect("train", project_id=project.public_id)
+
+
+@require_POST
+def split_move_undo(request: HttpRequest, project_id: uuid.UUID, move_id: int) -> HttpResponse:
+    project, _ = project_for(request.user, project_id, Action.EDIT_DATA)
+    move = get_object_or_404(SplitMove, id=move_id, project=project)
+    try:
+        messages.success(request, services.split_move_undo(move=move))
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    return redirect("train", project_id=project.public_id)
 
 
 def run_detail(request: HttpRequest, project_id: uuid.UUID, run_id: uuid.UUID) -> HttpResponse:
     """The run page; htmx polls its progress fragment, which stops polling once the run has ended."""
     project, role = project_for(request.user, project_id)
     run = get_object_or_404(TrainingRun.objects.select_related("model_version"), public_id=run_id, project=project)
-    context = {"project": project, "run": run, "can_train": role_allows(role, Action.TRAIN)}
+    context = {
+        "project": project,
+        "run": run,
+        "place": selectors.queue_place(run=run, user=request.user),
+        "can_train": role_allows(role, Action.TRAIN),
+    }
     if request.htmx:
         response = render(request, "training/_progress.html", context)
         if not run.is_active:
