@@ -4,8 +4,8 @@ sample-project model.
 
 Everything lives in a temporary folder (SQLite database, media, model cache, its own redis-server), so no real data
 is touched: it migrates, creates the sample project (webapp.samples), trains one version in-process, makes a
-predict token, starts the web server on 127.0.0.1 as `make run` does (waitress, 8 threads; `--server gunicorn`: the
-former 2 workers x 4 threads) and sends
+predict token, starts the web server on 127.0.0.1 as `make run` does (waitress, 2 processes x 4 threads;
+`--server gunicorn`: the former 2 workers x 4 threads) and sends
 the project's PNGs as raw bodies, as the docs page's client does (webapp/api/client_example.py).
 
     .venv/bin/python scripts/bench_api.py --family gaussian --clients 50 --requests 2000
@@ -132,7 +132,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--server", default="waitress", choices=["waitress", "gunicorn"], help="waitress: as make run")
     parser.add_argument("--workers", type=int, default=benchlib.GUNICORN_WORKERS, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=benchlib.GUNICORN_THREADS, help="threads per gunicorn worker")
-    parser.add_argument("--web-threads", type=int, default=8, help="waitress threads (KENSA_WEB_THREADS)")
+    parser.add_argument("--web-processes", type=int, default=2, help="waitress processes (KENSA_WEB_PROCESSES)")
+    parser.add_argument("--web-threads", type=int, default=4, help="threads per waitress process (KENSA_WEB_THREADS)")
     return parser.parse_args()
 
 
@@ -167,8 +168,10 @@ def bench(args: argparse.Namespace, sandbox: benchlib.Sandbox) -> int:
         server, base_url = benchlib.gunicorn_start(sandbox.env, workers=args.workers, threads=args.threads)
         server_line, warm = f"gunicorn {args.workers} workers x {args.threads} threads", args.workers * args.threads
     else:
-        server, base_url = benchlib.web_server_start(sandbox.env, threads=args.web_threads)
-        server_line, warm = f"waitress (make run's server) {args.web_threads} threads", args.web_threads
+        processes, threads = args.web_processes, args.web_threads
+        server, base_url = benchlib.web_server_start(sandbox.env, processes=processes, threads=threads)
+        server_line = f"waitress (make run's server) {args.web_processes} processes x {args.web_threads} threads"
+        warm = args.web_processes * args.web_threads
     project_url = f"{base_url}/api/v1/projects/{project.public_id}"
     read_request = urllib.request.Request(f"{project_url}/versions/", headers={"Authorization": f"Bearer {secret}"})
 

@@ -107,7 +107,7 @@ def main() -> int:
             label = f"gunicorn {benchlib.GUNICORN_WORKERS} workers x {benchlib.GUNICORN_THREADS} threads"
         else:
             server, base_url = benchlib.web_server_start(sandbox.env)
-            label = "waitress 8 threads (make run)"
+            label = "waitress 2 processes x 4 threads (make run)"
         url = f"{base_url}/accounts/login/"
         benchlib.http_wait(url)
         for _ in range(3):

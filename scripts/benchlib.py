@@ -173,11 +173,12 @@ def gunicorn_start(env: dict[str, str], *, workers: int = GUNICORN_WORKERS, thre
     return subprocess.Popen(command, cwd=ROOT, env=env), f"http://127.0.0.1:{port}"
 
 
-def web_server_start(env: dict[str, str], *, threads: int = 8):
+def web_server_start(env: dict[str, str], *, processes: int = 2, threads: int = 4):
     """The web server `make run` and the Docker image start (waitress, webapp/server.py) on a free loopback port.
     Returns (process, base URL)."""
     port = free_port()
-    command = [sys.executable, "-m", "webapp.server", "--bind", f"127.0.0.1:{port}", "--threads", str(threads)]
+    command = [sys.executable, "-m", "webapp.server", "--bind", f"127.0.0.1:{port}",
+               "--processes", str(processes), "--threads", str(threads)]  # fmt: skip
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL), f"http://127.0.0.1:{port}"
 
 

@@ -216,8 +216,8 @@ CELERY_BEAT_SCHEDULE = {
 # Routine predictions (API, trial, batch) expire by age (days) and by count (newest kept per project); 0 turns a
 # limit off. Test-split and reviewed predictions are always kept. See webapp/inference/retention.py.
 PREDICTION_RETENTION = {
-    "api": {"days": env_int("KENSA_RETAIN_API_DAYS", 7), "count": env_int("KENSA_RETAIN_API_COUNT", 200_000)},
-    "batch": {"days": env_int("KENSA_RETAIN_BATCH_DAYS", 7), "count": env_int("KENSA_RETAIN_BATCH_COUNT", 200_000)},
+    "api": {"days": env_int("KENSA_RETAIN_API_DAYS", 7), "count": env_int("KENSA_RETAIN_API_COUNT", 100_000)},
+    "batch": {"days": env_int("KENSA_RETAIN_BATCH_DAYS", 7), "count": env_int("KENSA_RETAIN_BATCH_COUNT", 100_000)},
     "trial": {"days": env_int("KENSA_RETAIN_TRIAL_DAYS", 30), "count": env_int("KENSA_RETAIN_TRIAL_COUNT", 10_000)},
 }
 CELERY_BEAT_SCHEDULE["expire-routine-predictions"] = {

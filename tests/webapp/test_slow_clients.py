@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SLOW_CLIENTS = 16  # twice the old server's eight threads
@@ -73,7 +73,7 @@ def web_server(tmp_path):
     try:
         url = f"http://127.0.0.1:{port}/accounts/login/"
         wait_until_up(url, process)
-        yield "127.0.0.1", port, url
+        yield "127.0.0.1", port, url, process.pid
     finally:
         os.killpg(process.pid, 15)
         try:
@@ -84,7 +84,7 @@ def web_server(tmp_path):
 
 
 def test_requests_are_answered_within_a_second_while_clients_trickle_bodies_at_one_byte_per_second(web_server):
-    host, port, url = web_server
+    host, port, url, _ = web_server
     bench = script_module("bench_slow_clients")
     for _ in range(3):  # warm: the first requests import and set up what later ones reuse
         bench.answer_seconds(url, timeout=10)
@@ -108,5 +108,21 @@ def test_the_server_accepts_a_body_as_large_as_the_largest_archive_upload(settin
     from webapp.server import server_options
 
     settings.KENSA_MAX_ARCHIVE_BYTES = 6 * 1024**3
-    options = server_options(bind="127.0.0.1:0", threads=8)
+    options = server_options(threads=4)
     assert options["max_request_body_size"] > settings.KENSA_MAX_ARCHIVE_BYTES
+
+
+def test_a_web_process_that_dies_is_replaced_and_the_other_keeps_serving(web_server):
+    _, _, url, parent = web_server
+    bench = script_module("bench_slow_clients")
+    children = wait_for(lambda: child_pids(parent) if len(child_pids(parent)) == 2 else None, message="2 processes")
+    os.kill(children[0], 9)  # what the kernel's out-of-memory killer does
+    answers = [bench.answer_seconds(url, timeout=5) for _ in range(5)]
+    assert max(answers) < 1.0, answers
+    replaced = wait_for(lambda: (pids := child_pids(parent)) and children[0] not in pids and len(pids) == 2 and pids)
+    assert children[1] in replaced
+
+
+def child_pids(parent: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout
+    return sorted(int(pid) for pid in out.split())

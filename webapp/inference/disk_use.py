@@ -30,8 +30,8 @@ class DiskUse:
 def file_kind(relative: str) -> str:
     """The kind of a file from its path below the project's folder."""
     parts = relative.split("/")
-    if parts[0] == "runs" or parts[0].startswith("fake-"):  # fake-*: the synthetic demo versions
-        return PREDICTIONS if len(parts) > 2 and parts[2] in {"predictions", "inputs"} else ARTIFACTS
+    if parts[0] == "runs" or parts[0].startswith("fake-"):  # runs/<run>/..., fake-v<n>/...: synthetic versions
+        return PREDICTIONS if {"predictions", "inputs"} & set(parts[1:3]) else ARTIFACTS
     return KINDS.get(parts[0], OTHER)
 
 
