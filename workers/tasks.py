@@ -39,10 +39,13 @@ def thumbnails_requeue_task() -> None:
     thumbnails_requeue_stale()
 
 
-# Early acknowledgement on purpose: the database claim (queued -> running) is what makes a run execute once.
-# If the worker dies, the heartbeat reaper fails the run; a redelivered message would find it already claimed.
-# Redis's visibility_timeout (settings) is still longer than the hard limit, so nothing is redelivered mid-run.
-@kensa_task("training.run", queue=TRAIN_QUEUE, soft_time_limit=4 * 3600, time_limit=4 * 3600 + 300, acks_late=False)
+# Acknowledged when it ends (acks_late), not on receipt: with prefetch 1 the running run's unacknowledged message
+# fills the worker's one slot, so a busy worker reserves no second run that an idle one could start now (an early
+# ack frees the slot and the next run waits hours behind this one). Running once is still the database claim's job
+# (queued -> running): a worker that dies leaves its run to the heartbeat reaper, and a message delivered again
+# finds it claimed. Redis's visibility_timeout (settings) is longer than the hard limit, so nothing is redelivered
+# mid-run.
+@kensa_task("training.run", queue=TRAIN_QUEUE, soft_time_limit=4 * 3600, time_limit=4 * 3600 + 300, acks_late=True)
 def training_run_task(run_id: int) -> None:
     from celery import current_task
 
