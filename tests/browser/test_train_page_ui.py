@@ -72,6 +72,6 @@ def test_fix_an_empty_validation_split_before_training_and_undo_it(page, live_se
     assert int(page.inner_text("#split-validation .good")) > 0 and int(page.inner_text("#split-validation .defect")) > 0
     assert "The validation split holds no labelled images" not in page.inner_text("main")
     # and the move can be undone
-    page.click("#undo-split-move")
-    assert "images back into test" in page.inner_text(".messages")
+    page.click("#undo-split-change")
+    assert "images back where they were" in page.inner_text(".messages")
     assert page.inner_text("#split-validation .defect") == "0"

@@ -11,11 +11,11 @@ import pytest
 from django.urls import reverse
 
 from tests.webapp.conftest import make_user
+from webapp.audit.models import AuditAction, AuditEntry
 from webapp.images.models import Image, Label, Split
 from webapp.projects.models import Membership, Role
 from webapp.samples import sample_project_create
 from webapp.training import services
-from webapp.training.models import SplitMove
 
 pytestmark = pytest.mark.django_db
 
@@ -73,32 +73,36 @@ def test_moving_a_share_of_test_into_validation_is_stratified_seeded_and_undoabl
     assert set(validation) == set(test_before)
     for kind, n in test_before.items():
         assert validation[kind] == min(n - 1, max(1, round(n / 3))), kind
-    move = SplitMove.objects.get(project=mvtec_like)
-    assert escape(services.split_move_message(move)) in response.text
-    assert f"Moved {len(move.moved)} test images into validation" in response.text
-    # and the page now sees a usable validation split, says who moved what, and offers to undo it
+    moved = Image.objects.filter(project=mvtec_like, split=Split.VALIDATION)
+    good, defect = moved.filter(label=Label.GOOD).count(), moved.filter(label=Label.DEFECT).count()
+    assert f"Moved {good + defect} test images into validation ({good} good, {defect} defect: " in response.text
+    assert "(seed 0)" in response.text
+    assert not moved.filter(split_is_automatic=True).exists()  # a person's choice now: rebalancing leaves them
+    # and it is a split change in the audit log, which the page shows with its undo
+    entry = AuditEntry.objects.get(project=mvtec_like, action=AuditAction.SPLIT)
+    assert entry.user == owner and entry.before == {"split": {"test": good + defect}}
     assert services.EMPTY_VALIDATION.split(".")[0] not in response.text
-    assert 'id="undo-split-move"' in response.text and "seed 0" in response.text
+    assert 'id="undo-split-change"' in response.text
     # the pick is seeded: the same images on the same data
-    picked = {image_id for image_id, _, _ in move.moved}
-    client.post(reverse("split_move_undo", args=[mvtec_like.public_id, move.id]))
+    picked = set(moved.values_list("id", flat=True))
+    response = client.post(reverse("split_change_undo", args=[mvtec_like.public_id, entry.id]), follow=True)
+    assert services.MOVE_UNDONE.format(n=good + defect) in response.text
     assert {i.id: (i.split, i.split_is_automatic) for i in Image.objects.filter(project=mvtec_like)} == before
     again = services.validation_split_fill(project=mvtec_like, user=owner)
-    assert {image_id for image_id, _, _ in again.moved} == picked
+    assert set(Image.objects.filter(project=mvtec_like, split=Split.VALIDATION).values_list("id", flat=True)) == picked
+    assert again.good == good and again.defect == defect
     # undoing twice says so
-    response = client.post(reverse("split_move_undo", args=[mvtec_like.public_id, move.id]), follow=True)
-    assert services.ALREADY_UNDONE in response.text
+    response = client.post(reverse("split_change_undo", args=[mvtec_like.public_id, entry.id]), follow=True)
+    assert "This change was undone already." in response.text
 
 
-def test_undo_leaves_images_moved_again_since(client, owner, mvtec_like):
-    move = services.validation_split_fill(project=mvtec_like, user=owner)
-    moved_since = move.moved[0][0]
-    Image.objects.filter(id=moved_since).update(split=Split.TRAIN)
-    message = services.split_move_undo(move=move)
-    assert message == services.MOVE_UNDONE.format(n=len(move.moved) - 1, split="test") + (
-        services.MOVE_UNDONE_PARTLY.format(kept=1)
-    )
-    assert Image.objects.get(id=moved_since).split == Split.TRAIN
+def test_undo_leaves_images_moved_again_since(owner, mvtec_like):
+    fill = services.validation_split_fill(project=mvtec_like, user=owner)
+    moved = list(Image.objects.filter(project=mvtec_like, split=Split.VALIDATION))
+    Image.objects.filter(id=moved[0].id).update(split=Split.TRAIN)
+    message = services.split_change_undo(project=mvtec_like, entry_id=fill.entry.id, user=owner)
+    assert message == services.MOVE_UNDONE.format(n=len(moved) - 1) + services.MOVE_UNDONE_PARTLY.format(kept=1)
+    assert Image.objects.get(id=moved[0].id).split == Split.TRAIN
 
 
 def test_a_viewer_cannot_move_splits(client, mvtec_like):

@@ -88,29 +88,6 @@ class TrainingRun(models.Model):
         return eta_text(self.eta_remaining, family=self.family)
 
 
-class SplitMove(models.Model):
-    """Images moved between splits from the Train page, kept so the move can be shown and undone exactly."""
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="split_moves")
-    source = models.CharField(max_length=16)
-    target = models.CharField(max_length=16)
-    share = models.FloatField()
-    seed = models.PositiveIntegerField()
-    # [[image id, split before, split_is_automatic before], ...]: what undo restores.
-    moved = models.JSONField(default=list)
-    # {"good": n, "defect": n, "classes": {name: n}}: what the page says was moved.
-    summary = models.JSONField(default=dict)
-    moved_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    undone_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-
-    def __str__(self) -> str:
-        return f"{len(self.moved)} images {self.source} -> {self.target}"
-
-
 class ModelVersion(models.Model):
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")

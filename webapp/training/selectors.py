@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q
 
+from webapp.audit.models import AuditAction, AuditEntry
 from webapp.projects.models import Membership, Project
 from webapp.training.models import ACTIVE_STATUSES, RunStatus, TrainingRun
 
@@ -105,3 +106,9 @@ def project_queue(*, project: Project, user: AbstractBaseUser) -> list[tuple[Tra
     runs = TrainingRun.objects.filter(project=project, status__in=ACTIVE_STATUSES).order_by("created_at", "id")
     runs = sorted(runs, key=lambda r: r.status != RunStatus.RUNNING)
     return [(run, queue_place(run=run, user=user)) for run in runs]
+
+
+def last_split_change(*, project: Project, user: AbstractBaseUser) -> AuditEntry | None:
+    """The viewer's latest split change in the project not undone yet (only its author may undo it)."""
+    entries = AuditEntry.objects.filter(project=project, user_id=user.pk, action=AuditAction.SPLIT)
+    return entries.filter(undone_at__isnull=True).order_by("-created_at", "-id").first()

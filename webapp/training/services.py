@@ -10,6 +10,7 @@ import json
 import logging
 import random
 import socket
+from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -21,11 +22,13 @@ from django.utils import timezone
 
 from ml.choice import MIN_ANNOTATED_FOR_SEGMENTER, FamilyChoice, choose_family
 from ml.registry import FAMILIES
+from webapp.audit.models import AuditEntry
+from webapp.images.bulk import bulk_change_undo, images_split_change
 from webapp.images.models import Annotation, Image, Label, Split
 from webapp.images.splits import stratified_pick
 from webapp.projects.models import Project
 from webapp.training.datasets import holdout_size
-from webapp.training.models import ACTIVE_STATUSES, ModelVersion, RunStatus, SplitMove, TrainingRun
+from webapp.training.models import ACTIVE_STATUSES, ModelVersion, RunStatus, TrainingRun
 
 log = logging.getLogger(__name__)
 
@@ -396,18 +399,39 @@ NOTHING_TO_MOVE = "The test split has too few labelled images to share with vali
 SPLITS_MOVED = (
     "Moved {n} test images into validation ({good} good, {defect} defect{classes}), picked at random per label "
     "and defect class (seed {seed}). Versions trained before keep the test figures measured then. "
-    "You can undo this move on the Train page."
+    "You can undo this move on the Train page or in the audit log."
 )
-MOVE_UNDONE = "Moved {n} images back into {split}."
-MOVE_UNDONE_PARTLY = " {kept} stayed where they are: they were moved again since."
-ALREADY_UNDONE = "This move was already undone."
+MOVE_UNDONE = "Moved {n} images back where they were."
+MOVE_UNDONE_PARTLY = " {kept} stayed where they are: they were moved again since, or deleted."
+
+
+@dataclass(frozen=True)
+class ValidationFill:
+    """What a move of test images into validation did; `entry` is its audit entry (what an undo restores)."""
+
+    good: int
+    defect: int
+    classes: dict[str, int]
+    seed: int
+    entry: AuditEntry
+
+    @property
+    def message(self) -> str:
+        classes = ", ".join(f"{n} {name}" for name, n in self.classes.items())
+        return SPLITS_MOVED.format(
+            n=self.good + self.defect,
+            good=self.good,
+            defect=self.defect,
+            classes=f": {classes}" if classes else "",
+            seed=self.seed,
+        )
 
 
 def validation_split_fill(
     *, project: Project, user: AbstractBaseUser | None, share: float = VALIDATION_SHARE, seed: int = SPLIT_SEED
-) -> SplitMove:
+) -> ValidationFill:
     """Moves a stratified share of the labelled test images (per label and per defect class, seeded) into the
-    validation split, marks them as chosen by a person, and records the move so it can be undone."""
+    validation split as a person's split change: fixed from now on, in the audit log, and undoable."""
     test_images = list(
         Image.objects.filter(project=project, split=Split.TEST, label__in=(Label.GOOD, Label.DEFECT))
         .prefetch_related("annotations__defect_class")
@@ -417,52 +441,19 @@ def validation_split_fill(
     chosen = stratified_pick(test_images, strata=strata, share=share, rng=random.Random(seed))
     if not chosen:
         raise ValidationError(NOTHING_TO_MOVE)
-    classes: dict[str, int] = {}
-    for image in chosen:
-        for name in strata[image.id][1]:
-            classes[name] = classes.get(name, 0) + 1
-    summary = {
-        "good": sum(i.label == Label.GOOD for i in chosen),
-        "defect": sum(i.label == Label.DEFECT for i in chosen),
-        "classes": dict(sorted(classes.items())),
-    }
-    with transaction.atomic():
-        move = SplitMove.objects.create(
-            project=project,
-            source=Split.TEST,
-            target=Split.VALIDATION,
-            share=share,
-            seed=seed,
-            moved=[[i.id, i.split, i.split_is_automatic] for i in chosen],
-            summary=summary,
-            moved_by=user,
-        )
-        Image.objects.filter(id__in=[i.id for i in chosen], split=Split.TEST).update(
-            split=Split.VALIDATION, split_is_automatic=False
-        )
-    return move
-
-
-def split_move_message(move: SplitMove) -> str:
-    classes = "".join(f", {n} {name}" for name, n in move.summary.get("classes", {}).items())
-    if classes:
-        classes = f": {classes[2:]}"
-    return SPLITS_MOVED.format(
-        n=len(move.moved), good=move.summary["good"], defect=move.summary["defect"], classes=classes, seed=move.seed
+    classes = Counter(name for image in chosen for name in strata[image.id][1])
+    result = images_split_change(project=project, images=[i.id for i in chosen], split=Split.VALIDATION, user=user)
+    return ValidationFill(
+        good=sum(i.label == Label.GOOD for i in chosen),
+        defect=sum(i.label == Label.DEFECT for i in chosen),
+        classes=dict(sorted(classes.items())),
+        seed=seed,
+        entry=result.entry,
     )
 
 
-def split_move_undo(*, move: SplitMove) -> str:
-    """Puts every image of the move that is still where the move put it back where it was; says what happened."""
-    with transaction.atomic():
-        if SplitMove.objects.filter(id=move.id, undone_at__isnull=True).update(undone_at=timezone.now()) != 1:
-            raise ValidationError(ALREADY_UNDONE)
-        restored = 0
-        for image_id, split, automatic in move.moved:
-            restored += Image.objects.filter(id=image_id, project_id=move.project_id, split=move.target).update(
-                split=split, split_is_automatic=automatic
-            )
-    message = MOVE_UNDONE.format(n=restored, split=move.source)
-    if restored < len(move.moved):
-        message += MOVE_UNDONE_PARTLY.format(kept=len(move.moved) - restored)
-    return message
+def split_change_undo(*, project: Project, entry_id: int, user: AbstractBaseUser) -> str:
+    """Undoes a split change (the bulk change's undo: only images nobody moved since); says what happened."""
+    result = bulk_change_undo(project=project, entry_id=entry_id, user=user)
+    kept = sum(result.skipped.values())
+    return MOVE_UNDONE.format(n=result.changed) + (MOVE_UNDONE_PARTLY.format(kept=kept) if kept else "")

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 from webapp.projects.access import Action, project_for, role_allows
 from webapp.training import selectors, services
 from webapp.training.forms import TrainForm
-from webapp.training.models import ModelVersion, SplitMove, TrainingRun
+from webapp.training.models import ModelVersion, TrainingRun
 
 
 def train_page(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
@@ -34,7 +34,7 @@ def train_page(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
         "form": form,
         "queue": selectors.project_queue(project=project, user=request.user),
         "max_queued": services.MAX_QUEUED_PER_PROJECT,
-        "last_move": SplitMove.objects.filter(project=project, undone_at__isnull=True).first(),
+        "last_split_change": selectors.last_split_change(project=project, user=request.user),
         "runs": project.training_runs.select_related("model_version")[:20],
         "versions": project.model_versions.all()[:20],
         "can_train": role_allows(role, Action.TRAIN),
@@ -49,20 +49,19 @@ def validation_fill(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse
     """Moves a stratified share of the test split into validation (the Train page's fix for its splits)."""
     project, _ = project_for(request.user, project_id, Action.EDIT_DATA)
     try:
-        move = services.validation_split_fill(project=project, user=request.user)
+        fill = services.validation_split_fill(project=project, user=request.user)
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     else:
-        messages.success(request, services.split_move_message(move))
+        messages.success(request, fill.message)
     return redirect("train", project_id=project.public_id)
 
 
 @require_POST
-def split_move_undo(request: HttpRequest, project_id: uuid.UUID, move_id: int) -> HttpResponse:
+def split_change_undo(request: HttpRequest, project_id: uuid.UUID, entry_id: int) -> HttpResponse:
     project, _ = project_for(request.user, project_id, Action.EDIT_DATA)
-    move = get_object_or_404(SplitMove, id=move_id, project=project)
     try:
-        messages.success(request, services.split_move_undo(move=move))
+        messages.success(request, services.split_change_undo(project=project, entry_id=entry_id, user=request.user))
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     return redirect("train", project_id=project.public_id)
