@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ PREPROCESSING_NAME = "preprocessing.json"
 SCORING_NAME = "scoring.json"
 CLASSES_NAME = "classes.json"
 README_NAME = "README.txt"
+# How the runner writes anomaly maps, as Kensa stores them (webapp.training.evaluation passes its own; this is the
+# same encoding for callers outside the app): byte = 128 + floor(gain * asinh((raw - threshold) / scale)).
+MAP_PNG = {"encoding": "asinh-z", "gain": 127 / math.asinh(1e4)}
 DECODING = (
     "Files are decoded as Kensa decodes uploads: EXIF orientation applied; 16-bit grey stretched from its own "
     "min..max to 8 bits; alpha dropped; every mode converted to 8-bit RGB."
@@ -53,6 +57,7 @@ class BundleInfo:
     metrics: dict = field(default_factory=dict)
     class_names: tuple[str, ...] = ()
     project: dict = field(default_factory=dict)
+    map_png: dict = field(default_factory=lambda: dict(MAP_PNG))  # the stored maps' encoding
 
 
 def preprocessing_spec(model) -> dict:
@@ -98,7 +103,7 @@ def preprocessing_spec(model) -> dict:
     raise NotImplementedError(f"family {family!r} has no bundle preprocessing")
 
 
-def scoring_spec(model, calibration: Calibration) -> dict:
+def scoring_spec(model, calibration: Calibration, map_png: dict = MAP_PNG) -> dict:
     """The call, the normalised score and the mask, as Kensa makes them from the graph's outputs."""
     if model.family == "unet":
         mask = {"rule": "map_above", "value": model.config.mask_threshold, "text": "map > value (probabilities)"}
@@ -116,6 +121,10 @@ def scoring_spec(model, calibration: Calibration) -> dict:
         "map": "the graph's map, cropped to the unpadded input, resized bilinearly (align_corners=False) to the "
         "image's size",
         "mask": mask,
+        "map_png": {
+            **map_png,
+            "text": "byte = 128 + floor(gain * asinh((raw - threshold) / scale)), clipped to 0..255",
+        },
     }
 
 
@@ -150,7 +159,7 @@ def bundle_files(model, *, calibration: Calibration, info: BundleInfo, graph: by
     files = {
         MODEL_NAME: graph if graph is not None else onnx_bytes(model),
         PREPROCESSING_NAME: _dumps(preprocessing_spec(model)),
-        SCORING_NAME: _dumps(scoring_spec(model, calibration)),
+        SCORING_NAME: _dumps(scoring_spec(model, calibration, info.map_png)),
         CLASSES_NAME: _dumps({"defect_classes": list(info.class_names)}),
         RUNNER_NAME: RUNNER_SOURCE.read_bytes(),
         README_NAME: _readme(model, info, calibration).encode("utf-8"),

@@ -15,8 +15,8 @@ Each result says:
   score             the raw anomaly score (the model family's own units; higher = more anomalous)
   normalised_score  logistic((score - threshold) / scale) in (0, 1): the operating threshold maps to 0.5
   call              "defect" when score >= threshold, else "good"
-and, with --maps, the paths of the anomaly map (8-bit grey PNG of normalised scores: 128 is the threshold) and of
-the predicted mask (255 = defect).
+and, with --maps, the paths of the anomaly map (an 8-bit grey PNG as Kensa stores it: 128 is the threshold,
+128 + floor(gain * asinh((raw - threshold) / scale)), gain in scoring.json) and of the predicted mask (255 = defect).
 
 As a library: `Bundle.open(path).score(image)` with a file path, a PIL image or an H x W x 3 uint8 array.
 
@@ -269,12 +269,22 @@ class Result:
         return "defect" if self.is_anomalous else "good"
 
     def anomaly_map_png(self, scoring: dict) -> bytes:
-        """The map as Kensa stores it: normalised scores x 255 as an 8-bit grey PNG (128 = the threshold)."""
-        values = normalise(self.anomaly_map, **_calibration(scoring))
-        return _png(Image.fromarray((values * 255).round().astype(np.uint8), "L"))
+        """The map as Kensa stores it: an 8-bit grey PNG, 128 = the threshold (see `map_bytes`)."""
+        return _png(Image.fromarray(map_bytes(self.anomaly_map, scoring), "L"))
 
     def mask_png(self) -> bytes:
         return _png(Image.fromarray(self.mask.astype(np.uint8) * 255, "L"))
+
+
+def map_bytes(anomaly_map: np.ndarray, scoring: dict) -> np.ndarray:
+    """Raw map -> uint8 as scoring.json's "map_png" says: "asinh-z" is 128 + floor(gain * asinh(z)), clipped to
+    0..255, with z = (raw - threshold) / scale, so a pixel is at or above the threshold exactly when its byte is."""
+    encoding = scoring.get("map_png", {}).get("encoding")
+    if encoding != "asinh-z":
+        raise BundleError(f"unknown map encoding {encoding!r}: this runner is older than the bundle")
+    calibration = _calibration(scoring)
+    z = (anomaly_map.astype(np.float64) - calibration["threshold"]) / calibration["scale"]
+    return np.clip(128 + np.floor(scoring["map_png"]["gain"] * np.arcsinh(z)), 0, 255).astype(np.uint8)
 
 
 def _png(picture: Image.Image) -> bytes:

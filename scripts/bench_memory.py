@@ -231,6 +231,36 @@ def mvtec_zip(image: bytes, mask: bytes) -> bytes:
     return buffer.getvalue()
 
 
+def colour_mask(width: int, height: int) -> bytes:
+    """A Lookout-style colour mask PNG: black, with one red (#ff0000) square."""
+    pixels = np.zeros((height, width, 3), np.uint8)
+    side = max(1, min(width, height) // 8)
+    pixels[side : 2 * side, side : 2 * side, 0] = 255
+    buffer = io.BytesIO()
+    PILImage.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def lookout_zip(image: bytes, mask: bytes) -> bytes:
+    """A Lookout for Vision zip: one anomalous image with a segmentation mask whose class `scratch` is red."""
+    colour_map = {
+        "0": {"class-name": "BACKGROUND", "hex-color": "#ffffff"},
+        "1": {"class-name": "scratch", "hex-color": "#ff0000"},
+    }
+    line = {
+        "source-ref": "images/part.png",
+        "anomaly-label": 1,
+        "anomaly-mask-ref": "masks/part.png",
+        "anomaly-mask-ref-metadata": {"internal-color-map": colour_map},
+    }
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("test.manifest", json.dumps(line) + "\n")
+        archive.writestr("images/part.png", image)
+        archive.writestr("masks/part.png", mask)
+    return buffer.getvalue()
+
+
 # --- the benchmark -----------------------------------------------------------------------------------------------
 
 
@@ -255,6 +285,7 @@ def bench_cases(folder: Path) -> list[tuple[str, str, dict]]:
     big_grey = flat_image(side, side, "L")
     warm_coco = _write(folder, "warm-coco.zip", coco_zip(flat_image(64, 64, "L"), declared=(64, 64), rle=False))
     warm_mvtec = _write(folder, "warm-mvtec.zip", mvtec_zip(flat_image(64, 64, "L"), flat_image(64, 64, "L")))
+    warm_lookout = _write(folder, "warm-lookout.zip", lookout_zip(flat_image(64, 64, "L"), colour_mask(64, 64)))
     imports = [
         (
             "COCO: 100×100 image declared 30000×30000, polygon",
@@ -266,9 +297,12 @@ def bench_cases(folder: Path) -> list[tuple[str, str, dict]]:
         ("COCO: 8000×8000 image, RLE", "coco", coco_zip(big_grey, declared=(side, side), rle=True)),
         ("MVTec: 100×100 image, 13000×13000 mask", "mvtec", mvtec_zip(tiny, flat_image(13000, 13000, "L"))),
         ("MVTec: 8000×8000 image and mask", "mvtec", mvtec_zip(big_grey, flat_image(side, side, "L"))),
+        ("Lookout: 100×100 image, 13000×13000 mask", "lookout", lookout_zip(tiny, colour_mask(13000, 13000))),
+        ("Lookout: 8000×8000 image and mask", "lookout", lookout_zip(big_grey, colour_mask(side, side))),
     ]
+    warm_by_format = {"coco": warm_coco, "mvtec": warm_mvtec, "lookout": warm_lookout}
     for index, (label, fmt, data) in enumerate(imports):
-        warm = warm_coco if fmt == "coco" else warm_mvtec
+        warm = warm_by_format[fmt]
         cases.append(
             (
                 f"import {label}",

@@ -169,6 +169,8 @@ def gunicorn_start(env: dict[str, str], *, workers: int = GUNICORN_WORKERS, thre
         sys.executable, "-m", "gunicorn", "webapp.wsgi:application", "--bind", f"127.0.0.1:{port}",
         "--workers", str(workers), "--threads", str(threads), "--backlog", str(GUNICORN_BACKLOG),
         "--timeout", str(GUNICORN_TIMEOUT), "--graceful-timeout", "30", "--log-level", "warning",
+        # Its control socket in this run's data folder: the default path is one per machine, shared by every run.
+        "--control-socket", str(Path(env["KENSA_DATA_DIR"]) / "gunicorn.ctl"),
     ]  # fmt: skip
     return subprocess.Popen(command, cwd=ROOT, env=env), f"http://127.0.0.1:{port}"
 

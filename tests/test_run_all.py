@@ -11,18 +11,17 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, wait_for
+from tests.conftest import wait_for
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
 import run_all  # noqa: E402
+from run_all_harness import RunAll  # noqa: E402
 
 STEADY = "import time\nprint('up', flush=True)\nwhile True:\n    time.sleep(1)"
 CRASHING = "import sys\nprint('going down', flush=True)\nsys.exit(3)"
@@ -104,72 +103,12 @@ def test_a_child_is_stopped_when_the_supervisor_is_killed(tmp_path):
     wait_for(child_gone, timeout=10, message="the orphaned child to end")
 
 
-class RunAll:
-    """scripts/run_all.py as `make run` starts it, on free ports with its own data folder; its output is kept."""
-
-    def __init__(self, tmp_path: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/accounts/login/"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("KENSA_", "DJANGO_", "DATABASE_", "REDIS_"))}
-        env.update(
-            KENSA_DATA_DIR=str(tmp_path / "data"),
-            KENSA_MEDIA_ROOT=str(tmp_path / "media"),
-            KENSA_BIND=f"127.0.0.1:{self.port}",
-            REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
-            KENSA_ADMIN_USERNAME="admin",
-            KENSA_ADMIN_PASSWORD="a-long-test-password-1",
-            HF_HUB_OFFLINE="1",
-        )
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(
-            [sys.executable, str(SCRIPTS / "run_all.py")],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-    def pids(self) -> dict[str, int]:
-        """The latest pid of each service, from the supervisor's `NAME started (pid N)` lines."""
-        return {m[1]: int(m[2]) for m in re.finditer(r"\[run_all\] (\w+) started \(pid (\d+)\)", self.text())}
-
-    def answers(self) -> bool:
-        try:
-            urllib.request.urlopen(self.url, timeout=1).close()
-            return True
-        except urllib.error.HTTPError:
-            return True
-        except OSError:
-            return False
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(90)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        return self.process.returncode
-
-
 @pytest.mark.integration
 def test_make_run_keeps_serving_when_the_training_worker_is_killed(tmp_path):
     app = RunAll(tmp_path)
     try:
         # given the whole app up
-        wait_for(lambda: "Kensa is running at" in app.text(), timeout=180, message=f"startup:\n{app.text()[-3000:]}")
-        wait_for(lambda: app.text().count("ready.") >= 2, timeout=60, message="both workers ready")
+        app.wait_running()
         before = app.pids()
         assert {"redis", "train", "default", "beat", "web"} <= before.keys()
         # when the training worker's master is killed as the OOM killer would
@@ -177,7 +116,7 @@ def test_make_run_keeps_serving_when_the_training_worker_is_killed(tmp_path):
         killed_at = time.monotonic()
         # then the web keeps answering all along, and the worker is back (a new pid, ready again) within 30 s
         misses = 0
-        while not (app.pids()["train"] != before["train"] and app.text().count("ready.") >= 3):
+        while not (app.pids()["train"] != before["train"] and app.count("train", "ready.") == 2):
             assert time.monotonic() - killed_at < 30, f"train worker not back in 30 s:\n{app.text()[-3000:]}"
             misses += not app.answers()
             time.sleep(0.2)

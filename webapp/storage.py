@@ -4,9 +4,12 @@ folder and an S3-compatible bucket behave the same."""
 from __future__ import annotations
 
 import logging
+import os
 import posixpath
 import shutil
+import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.core.files.base import ContentFile
@@ -24,6 +27,31 @@ def stored_file_write(name: str, data: bytes) -> str:
     """Writes `data` under `name` (replacing an older file of that name) and returns the stored name."""
     if default_storage.exists(name):
         default_storage.delete(name)
+    return default_storage.save(name, ContentFile(data))
+
+
+def stored_file_put(name: str, data: bytes) -> str:
+    """Writes bytes under a name made from their content (their hash), and returns the name they are stored under.
+
+    Writers racing on one such name hold the same bytes, so nothing is ever deleted to make room: on a local disk
+    each writes a temporary file and renames it into place (a reader never sees half a file, and the last rename
+    leaves the same bytes). A bucket's object appears whole; one already there is kept, and a storage that picks
+    another name for a racing duplicate returns that name: that copy, and only that, is the caller's to remove."""
+    if isinstance(default_storage, FileSystemStorage):
+        path = Path(default_storage.path(name))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                out.write(data)
+            os.chmod(temporary, default_storage.file_permissions_mode or 0o644)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return name
+    if default_storage.exists(name):
+        return name
     return default_storage.save(name, ContentFile(data))
 
 

@@ -6,10 +6,11 @@ from webapp.accounts import views as accounts
 from webapp.annotations import views as annotations
 from webapp.api import urls as api_urls
 from webapp.audit import views as audit
+from webapp.dashboard import bundle_views
 from webapp.dashboard import views as dashboard
 from webapp.images import views as images
-from webapp.projects import views as projects
 from webapp.inference import views as inference
+from webapp.projects import views as projects
 from webapp.review import views as review
 from webapp.training import views as training
 
@@ -27,8 +28,8 @@ urlpatterns = [
     path("projects/sample/", projects.sample_create, name="sample_create"),
     path(f"{P}/", projects.project_detail, name="project_detail"),
     path(f"{P}/settings/", projects.project_settings, name="project_settings"),
-    path(f"{P}/rename/", projects.project_rename, name="project_rename"),
     path(f"{P}/settings/disk-use/", inference.project_disk_use_view, name="project_disk_use"),
+    path(f"{P}/rename/", projects.project_rename, name="project_rename"),
     path(f"{P}/delete/", projects.project_delete, name="project_delete"),
     path(f"{P}/members/", projects.member_set, name="member_set"),
     path(f"{P}/members/<int:membership_id>/remove/", projects.member_remove, name="member_remove"),
@@ -56,6 +57,7 @@ urlpatterns = [
     path(f"{P}/versions/compare/", dashboard.version_compare, name="version_compare"),
     path(f"{P}/versions/<uuid:version_id>/", dashboard.version_detail, name="version_detail"),
     path(f"{P}/versions/<uuid:version_id>/threshold/", dashboard.version_threshold_save, name="version_threshold_save"),
+    path(f"{P}/versions/<uuid:version_id>/bundle/", bundle_views.version_bundle, name="version_bundle"),
     path(f"{PRED}/heatmap/", dashboard.prediction_file, {"kind": "heatmap"}, name="prediction_heatmap"),
     path(f"{PRED}/mask/", dashboard.prediction_file, {"kind": "mask"}, name="prediction_mask"),
     path(f"{PRED}/input/", dashboard.prediction_file, {"kind": "input"}, name="prediction_input"),

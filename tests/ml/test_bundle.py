@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from ml import bundle_runner, registry
-from ml.bundle import BundleInfo, bundle_write, preprocessing_spec
+from ml.bundle import MAP_PNG, BundleInfo, bundle_write, preprocessing_spec
 from ml.images import read_image
 from ml.synthetic import make_dataset
 from ml.thresholds import calibrate
@@ -173,7 +173,8 @@ def test_runner_in_a_clean_virtualenv_scores_as_kensa_does(family, parts, clean_
     assert [r["call"] for r in results] == ["defect" if s >= calibration.threshold else "good" for s in raw]
     for result, prediction in zip(results, expected, strict=True):
         runner_map = np.asarray(Image.open(tmp_path / result["anomaly_map"]), dtype=float)
-        kensa_map = np.round(calibration.normalise(prediction.anomaly_map.astype(np.float64)) * 255)
+        z = (prediction.anomaly_map.astype(np.float64) - calibration.threshold) / calibration.scale
+        kensa_map = np.clip(128 + np.floor(MAP_PNG["gain"] * np.arcsinh(z)), 0, 255)
         assert runner_map.shape == prediction.anomaly_map.shape
         assert np.abs(runner_map - kensa_map).max() <= 1  # 8-bit rounding of values equal within 1e-4
 

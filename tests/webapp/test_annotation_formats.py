@@ -19,7 +19,6 @@ from webapp.annotations.formats import (
 from webapp.annotations.formats.coco import (
     coco_read,
     coco_write,
-    drawing_mask,
     rle_decode,
     rle_encode,
     rle_string_decode,
@@ -101,7 +100,7 @@ def test_coco_write_then_read_gives_the_same_items():
         assert {d.class_name: d.boxes for d in got[path].drawings} == {d.class_name: d.boxes for d in item.drawings}
         for drawing in item.drawings:
             back = next(d for d in got[path].drawings if d.class_name == drawing.class_name)
-            back_mask = drawing_mask(back, width=item.width, height=item.height)
+            back_mask = back.mask_for(width=item.width, height=item.height)
             assert (back_mask is None and drawing.mask is None) or np.array_equal(back_mask, drawing.mask)
     mask_annotation = next(a for a in document["annotations"] if "segmentation" in a)
     assert mask_annotation["bbox"] == [2, 1, 3, 2] and mask_annotation["iscrowd"] == 1
@@ -131,7 +130,7 @@ def test_coco_from_another_tool_polygons_boxes_and_no_kensa_keys():
     assert x.label == "defect" and y.label == "unlabelled"
     (drawing,) = x.drawings
     assert drawing.boxes == [[0, 0, 2, 3]]
-    mask = drawing_mask(drawing, width=10, height=10)
+    mask = drawing.mask_for(width=10, height=10)
     assert mask[4, 4] and not mask[8, 8]
 
 
@@ -152,7 +151,8 @@ def test_lookout_write_then_read_gives_the_same_items():
     got = _by_path(items)
     assert got["images/a.png"].split == "test" and got["images/b.png"].split == "train"
     assert [got[p].label for p in ("images/a.png", "images/b.png", "images/c.png")] == ["defect", "good", "unlabelled"]
-    back = {d.class_name: d.mask for d in got["images/a.png"].drawings}
+    a = got["images/a.png"]
+    back = {d.class_name: d.mask_for(width=a.width, height=a.height) for d in a.drawings}
     for drawing in _items()[0].drawings:
         assert np.array_equal(back[drawing.class_name], drawing.mask)
 

@@ -386,3 +386,69 @@ def test_hsts_is_off_by_default_and_set_from_kensa_hsts_seconds(settings, db):
     client = Client()
     assert client.get(reverse("login"), secure=True)["Strict-Transport-Security"] == "max-age=31536000"
     assert "Strict-Transport-Security" not in client.get(reverse("login"))  # never over plain HTTP
+
+
+# --- parallel uploads of one file --------------------------------------------------------------------------------
+
+
+def _logged_in_session(live_server, user, path: str):
+    """A requests session signed in as `user` with the CSRF cookie a page sets, like a browser tab."""
+    import requests
+    from django.conf import settings
+    from django.test import Client
+
+    django_client = Client()
+    django_client.force_login(user)
+    session = requests.Session()
+    session.cookies.set(settings.SESSION_COOKIE_NAME, django_client.cookies[settings.SESSION_COOKIE_NAME].value)
+    session.get(live_server.url + path).raise_for_status()
+    session.headers["X-CSRFToken"] = session.cookies["csrftoken"]
+    return session
+
+
+def test_parallel_uploads_of_one_file_keep_one_image_and_leave_no_orphan_file(live_server, project, owner, monkeypatch):
+    import contextlib
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    from django.conf import settings
+    from django.core.files.storage import FileSystemStorage
+
+    from tests.webapp.conftest import png_bytes
+    from webapp.images.models import Image
+    from webapp.images.splits import SplitAssigner
+
+    # Both requests are held until each has found no image with this content (the check every upload makes), and
+    # again at any existence check of the stored file: the worst interleaving, every time.
+    passed_check, at_exists = threading.Barrier(2, timeout=10), threading.Barrier(2, timeout=3)
+    assign = SplitAssigner.assign
+
+    def assign_together(self, label):
+        passed_check.wait()
+        return assign(self, label)
+
+    exists = FileSystemStorage.exists
+
+    def exists_together(self, name):
+        if "/images/" in name:
+            with contextlib.suppress(threading.BrokenBarrierError):  # only one caller: nothing to line up
+                at_exists.wait()
+        return exists(self, name)
+
+    monkeypatch.setattr(SplitAssigner, "assign", assign_together)
+    monkeypatch.setattr(FileSystemStorage, "exists", exists_together)
+    url = reverse("image_upload", args=[project.public_id])
+    data = png_bytes(11, size=48)
+    sessions = [_logged_in_session(live_server, owner, url) for _ in range(2)]
+
+    def upload(session):
+        return session.post(live_server.url + url, files={"files": ("same.png", data, "image/png")}).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(upload, sessions)) == [200, 200]
+    image = Image.objects.get(project=project)
+    folder = Path(settings.MEDIA_ROOT) / f"projects/{project.public_id}/images"
+    stored = sorted(p.relative_to(settings.MEDIA_ROOT).as_posix() for p in folder.iterdir())
+    assert stored == [image.file.name]  # the linked file, and no other
+    assert (Path(settings.MEDIA_ROOT) / image.file.name).read_bytes() == data

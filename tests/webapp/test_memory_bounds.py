@@ -21,13 +21,14 @@ from PIL import Image as PILImage
 
 from tests.conftest import _database_url
 from webapp.annotations.formats.coco import DECLARED_SIZE_MISMATCH
+from webapp.annotations.formats.lookout import MASK_SIZE_MISMATCH as LOOKOUT_MASK_SIZE_MISMATCH
 from webapp.images.intake import decoding
 from webapp.images.intake.decoding import RejectedFile, inspect_image
 from webapp.images.intake.ingest import ADDED, MASK_SIZE_MISMATCH
 from webapp.storage import stored_file_read
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from bench_memory import coco_zip, flat_image, mvtec_zip, probe  # noqa: E402
+from bench_memory import coco_zip, colour_mask, flat_image, lookout_zip, mvtec_zip, probe  # noqa: E402
 
 MiB = 1024 * 1024
 PREDICT_BUDGET = 400 * MiB  # an 8000 x 8000 16-bit PNG: 128 MB decoded (was +2.5 GB)
@@ -100,6 +101,19 @@ def test_mvtec_mask_of_13000px_is_refused_from_its_header(project, probe_env, tm
     warm = written(tmp_path, "warm.zip", mvtec_zip(flat_image(64, 64, "RGB"), flat_image(64, 64, "L")))
     result = probe("import", {"project": project.pk, "format": "mvtec", "warm": warm, "input": archive}, env=probe_env)
     assert MASK_SIZE_MISMATCH.format(mask_w=13000, mask_h=13000, w=100, h=100) in messages(result)
+    assert result["peak_extra_bytes"] < SMALL_IMPORT_BUDGET, f"{result['peak_extra_bytes'] / MiB:.0f} MiB"
+
+
+def test_lookout_mask_of_13000px_is_refused_from_its_header(project, probe_env, tmp_path):
+    archive = written(tmp_path, "lookout.zip", lookout_zip(flat_image(100, 100, "L"), colour_mask(13000, 13000)))
+    warm = written(tmp_path, "warm.zip", lookout_zip(flat_image(64, 64, "RGB"), colour_mask(64, 64)))
+    spec = {"project": project.pk, "format": "lookout", "warm": warm, "input": archive}
+    result = probe("import", spec, env=probe_env)
+    expected = LOOKOUT_MASK_SIZE_MISMATCH.format(
+        path="masks/part.png", mask_w=13000, mask_h=13000, w=100, h=100, class_name="scratch"
+    )
+    assert expected in messages(result)
+    assert result["outcome"]["annotations"] == 1  # the warm-up's
     assert result["peak_extra_bytes"] < SMALL_IMPORT_BUDGET, f"{result['peak_extra_bytes'] / MiB:.0f} MiB"
 
 

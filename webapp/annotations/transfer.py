@@ -29,7 +29,6 @@ from webapp.annotations.formats.coco import (
     NO_ANNOTATIONS_FILE,
     coco_read,
     coco_write,
-    drawing_mask,
 )
 from webapp.annotations.formats.lookout import MANIFEST_SUFFIXES, NO_MANIFEST, lookout_read, lookout_write
 from webapp.annotations.formats.mvtec import mvtec_write
@@ -219,10 +218,12 @@ def _annotations_apply(*, item: DatasetItem, result: FileResult, class_ids: dict
     layers, notes = [], []
     for drawing in item.drawings:
         try:  # decoded here, one image at a time, at the size the image really has
-            mask = drawing_mask(drawing, width=image.width, height=image.height)
+            mask = drawing.mask_for(width=image.width, height=image.height)
         except FormatError as exc:
             notes.append(str(exc))
             continue
+        if mask is None and not drawing.boxes:
+            continue  # a class of the file's colour map with no pixel on this image
         if mask is not None and mask.shape != (image.height, image.width):
             notes.append(
                 MASK_SIZE_MISMATCH.format(

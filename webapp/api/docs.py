@@ -28,6 +28,8 @@ def _curl(method: str, url: str, operation: dict) -> str:
             parts.append(f"-F {fields[0]}=@part.png")
     if url.endswith(".png"):
         parts.append("-o out.png")
+    elif url.endswith(".zip"):
+        parts.append("-OJ")  # saved under the server's file name (Content-Disposition)
     parts.append(f'"{url}"')
     return " ".join(parts)
 

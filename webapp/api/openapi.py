@@ -43,6 +43,13 @@ PREDICTION_ID = {
     "description": "`prediction_id` from a prediction result.",
     "schema": {"type": "integer"},
 }
+VERSION_ID = {
+    "name": "version_id",
+    "in": "path",
+    "required": True,
+    "description": "A version's `id` (from GET /projects/{project_id}/versions/).",
+    "schema": {"type": "string", "format": "uuid"},
+}
 INCLUDE = {
     "name": "include",
     "in": "query",
@@ -202,6 +209,9 @@ _BATCH_BODY = {
 }
 
 
+_ZIP = "application/zip"
+
+
 def _png(description: str) -> dict:
     return {"description": description, "content": {"image/png": {"schema": {"type": "string"}}}}
 
@@ -243,6 +253,27 @@ PATHS = {
                     {"type": "object", "properties": {"versions": {"type": "array", "items": _ref("ModelVersion")}}},
                     "The versions.",
                 ),
+                **_errors("403", "404"),
+            },
+        }
+    },
+    "/projects/{project_id}/versions/{version_id}/bundle.zip": {
+        "get": {
+            "operationId": "getModelBundle",
+            "summary": "A version's model bundle",
+            "description": "A zip to run the version without Kensa: the ONNX graph (model.onnx), the preprocessing "
+            "(preprocessing.json), the operating threshold and the normalised-score mapping (scoring.json), the "
+            "defect class names (classes.json), kensa_runner.py (needs only onnxruntime, numpy and Pillow: "
+            "`python kensa_runner.py parts/` scores a folder exactly as Kensa does), and manifest.json with the "
+            "version, family, metrics, times and the SHA-256 of every file. Built on the first request (seconds), "
+            "then kept; saving a threshold makes the next download carry it.",
+            "x-scope": Scope.READ.value,
+            "parameters": [PROJECT_ID, VERSION_ID],
+            "responses": {
+                "200": {
+                    "description": "The zip, as an attachment named kensa-<project>-v<number>.zip.",
+                    "content": {"application/zip": {"schema": {"type": "string", "contentMediaType": _ZIP}}},
+                },
                 **_errors("403", "404"),
             },
         }

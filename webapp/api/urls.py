@@ -11,6 +11,7 @@ api_urlpatterns = [
     path("openapi.json", views.openapi_json, name="api_openapi"),
     path("projects/", views.projects_list, name="api_projects"),
     path(f"{P}/versions/", views.versions_list, name="api_versions"),
+    path(f"{P}/versions/<uuid:version_id>/bundle.zip", views.version_bundle, name="api_version_bundle"),
     path(f"{P}/predict/", views.predict, name="api_predict"),
     path(f"{P}/batches/", views.batch_create, name="api_batch_create"),
     path(f"{P}/batches/<uuid:job_id>/", views.batch_detail, name="api_batch_detail"),

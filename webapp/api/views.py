@@ -21,10 +21,11 @@ from webapp.api.models import ApiToken, BatchJob, Scope
 from webapp.api.openapi import openapi_schema
 from webapp.api.payloads import job_payload, prediction_payload, project_payload, version_payload
 from webapp.api.services import NO_IMAGE, Upload, image_size_check
+from webapp.dashboard import bundles
 from webapp.inference.services import active_version
 from webapp.projects.access import Action, project_for
 from webapp.serving import stored_image_response
-from webapp.training.models import Prediction
+from webapp.training.models import ModelVersion, Prediction
 
 RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
 
@@ -53,6 +54,17 @@ def projects_list(request: HttpRequest, *, token: ApiToken, project) -> JsonResp
 @api_endpoint(methods=("GET",), scope=Scope.READ)
 def versions_list(request: HttpRequest, *, token: ApiToken, project) -> JsonResponse:
     return JsonResponse({"versions": [version_payload(v) for v in project.model_versions.all()]})
+
+
+@api_endpoint(methods=("GET",), scope=Scope.READ)
+def version_bundle(request: HttpRequest, *, token: ApiToken, project, version_id: uuid.UUID) -> HttpResponse:
+    version = ModelVersion.objects.filter(public_id=version_id, project=project).select_related("project").first()
+    if version is None:
+        raise ApiError(404, "not_found", bundles.NO_SUCH_VERSION)
+    try:
+        return bundles.bundle_response(version=version)
+    except bundles.NotExportable as exc:
+        raise ApiError(404, "not_exportable", str(exc)) from None
 
 
 @api_endpoint(methods=("POST",), scope=Scope.PREDICT)

@@ -5,12 +5,14 @@ import uuid
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import FileResponse, HttpRequest, HttpResponse, QueryDict
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from webapp.annotations.services import GOOD_WITH_DRAWINGS
+from webapp.dashboard.overlays import mask_rgba_png
+from webapp.dashboard.selectors import latest_prediction_of
 from webapp.images import bulk
 from webapp.images.forms import SCOPE_FILTER, BulkForm, BulkUndoForm, ImageEditForm, bulk_actions
 from webapp.images.intake.ingest import uploads_ingest
@@ -18,7 +20,8 @@ from webapp.images.models import Annotation, Image, Label, Split, ThumbnailState
 from webapp.images.selectors import image_list
 from webapp.images.splits import splits_rebalance
 from webapp.projects.access import Action, project_for, role_allows
-from webapp.serving import stored_image_response
+from webapp.serving import png_response, stored_image_response
+from webapp.storage import stored_file_read
 
 PAGE_SIZE = 60
 FILTERS = ("label", "split", "has_mask", "defect_class")
@@ -174,6 +177,7 @@ def image_detail(request: HttpRequest, project_id: uuid.UUID, image_id: uuid.UUI
         "image": image,
         "form": form,
         "annotations": annotations,
+        "prediction": latest_prediction_of(image=image),
         "can_edit_data": role_allows(role, Action.EDIT_DATA),
         "previous": neighbours.filter(id__gt=image.id).order_by("id").first(),
         "next": neighbours.filter(id__lt=image.id).order_by("-id").first(),
@@ -189,7 +193,18 @@ def image_file(request: HttpRequest, project_id: uuid.UUID, image_id: uuid.UUID,
     return stored_image_response(name)
 
 
-def annotation_mask(request: HttpRequest, project_id: uuid.UUID, annotation_id: int) -> FileResponse:
+def annotation_mask(request: HttpRequest, project_id: uuid.UUID, annotation_id: int) -> HttpResponse:
+    """The stored 0/255 mask (the editor draws on it), or with `?overlay=1` an RGBA PNG in its class's colour to
+    lie over the image."""
     project, _ = project_for(request.user, project_id)
-    annotation = get_object_or_404(Annotation, id=annotation_id, image__project=project)
-    return stored_image_response(annotation.mask.name)
+    annotation = get_object_or_404(
+        Annotation.objects.select_related("defect_class"), id=annotation_id, image__project=project
+    )
+    if request.GET.get("overlay") != "1":
+        return stored_image_response(annotation.mask.name)
+    colour = annotation.defect_class.colour.lstrip("#")
+    try:
+        data = mask_rgba_png(stored_file_read(annotation.mask.name), rgb=tuple(bytes.fromhex(colour)), fill_alpha=110)
+    except (FileNotFoundError, OSError):
+        raise Http404("File missing") from None
+    return png_response(data)

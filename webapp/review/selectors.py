@@ -50,6 +50,12 @@ def next_item_for(
     return items.first()
 
 
+def queue_place(*, project: Project, item: ReviewItem, age: str = "", call: str = "") -> tuple[int, int]:
+    """(n, N): the item is the n-th of the N pending items under these filters, oldest first."""
+    pending = pending_items(project=project, age=age, call=call)
+    return pending.filter(id__lte=item.id).count(), pending.count()
+
+
 def item_in_project(*, project: Project, item_id: int) -> ReviewItem | None:
     return (
         ReviewItem.objects.select_related("prediction__model_version", "prediction__image", "image", "decided_by")

@@ -61,6 +61,7 @@ def review_queue(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
         "can_manage": role_allows(role, Action.MANAGE),
         "can_train": role_allows(role, Action.TRAIN),
         "skip_url": _queue_url(project.public_id, filters, after=item.id) if item else "",
+        "place": selectors.queue_place(project=project, item=item, **filters) if item else None,
         "last_item_id": request.GET.get("last", ""),
     }
     return render(request, "review/queue.html", context)

@@ -26,6 +26,11 @@ class ClassDrawing:
     mask: np.ndarray | None = None
     boxes: list[list[int]] = field(default_factory=list)
 
+    def mask_for(self, *, width: int, height: int) -> np.ndarray | None:
+        """The mask on its image, whose real size is width x height. Formats that keep masks encoded until then
+        (COCO, Lookout: a declared size is never trusted with memory) decode it here, or raise FormatError."""
+        return self.mask
+
 
 @dataclass
 class DatasetItem:

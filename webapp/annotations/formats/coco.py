@@ -43,41 +43,39 @@ DECLARED_SIZE_MISMATCH = (
 @dataclass
 class CocoDrawing(ClassDrawing):
     """A class's drawing whose mask is still COCO segmentations (RLE or polygons) on the canvas the file declares.
-    `drawing_mask` decodes it one image at a time, once the real image is known to have that size: a declared size
+    `mask_for` decodes it one image at a time, once the real image is known to have that size: a declared size
     is never trusted with memory (30000 x 30000 is 900 MB of mask), and a whole dataset's masks are never held."""
 
     segmentations: list = field(default_factory=list)
     declared_size: tuple[int, int] = (0, 0)  # width, height
     image_name: str = ""
 
-
-def drawing_mask(drawing: ClassDrawing, *, width: int, height: int) -> np.ndarray | None:
-    """The drawing's boolean mask for its image, whose real size is width x height: a CocoDrawing's decoded now
-    (FormatError when the file declared another size), any other drawing's as it is."""
-    if not isinstance(drawing, CocoDrawing) or not drawing.segmentations:
-        return drawing.mask
-    declared_w, declared_h = drawing.declared_size
-    if (declared_w, declared_h) != (width, height):
-        raise FormatError(
-            DECLARED_SIZE_MISMATCH.format(
-                name=drawing.image_name,
-                declared_w=declared_w,
-                declared_h=declared_h,
-                w=width,
-                h=height,
-                class_name=drawing.class_name,
+    def mask_for(self, *, width: int, height: int) -> np.ndarray | None:
+        """Decoded now, at the image's real size; FormatError when the file declared another size."""
+        if not self.segmentations:
+            return self.mask
+        declared_w, declared_h = self.declared_size
+        if (declared_w, declared_h) != (width, height):
+            raise FormatError(
+                DECLARED_SIZE_MISMATCH.format(
+                    name=self.image_name,
+                    declared_w=declared_w,
+                    declared_h=declared_h,
+                    w=width,
+                    h=height,
+                    class_name=self.class_name,
+                )
             )
-        )
-    mask = np.zeros((height, width), dtype=bool) if drawing.mask is None else drawing.mask.copy()
-    for segmentation in drawing.segmentations:
-        try:
-            mask |= _segmentation_mask(segmentation, height, width, drawing.image_name)
-        except FormatError:
-            raise
-        except (KeyError, TypeError, ValueError, IndexError):
-            problem = f"a {drawing.class_name} mask of {drawing.image_name} cannot be decoded"
-            raise FormatError(NOT_COCO.format(problem=problem)) from None
-    return mask
+        mask = np.zeros((height, width), dtype=bool) if self.mask is None else self.mask.copy()
+        for segmentation in self.segmentations:
+            try:
+                mask |= _segmentation_mask(segmentation, height, width, self.image_name)
+            except FormatError:
+                raise
+            except (KeyError, TypeError, ValueError, IndexError):
+                problem = f"a {self.class_name} mask of {self.image_name} cannot be decoded"
+                raise FormatError(NOT_COCO.format(problem=problem)) from None
+        return mask
 
 
 def rle_encode(mask: np.ndarray) -> dict:
@@ -208,7 +206,7 @@ def coco_read(document: dict, paths: list[str]) -> tuple[list[DatasetItem], list
     """Items and classes from a COCO document; file names are matched to the archive's `paths`.
 
     Polygons are filled into the mask; an annotation with only a bbox becomes a box. Images whose file is
-    not in the archive are left out. Masks are not decoded here: drawings are CocoDrawings, see `drawing_mask`.
+    not in the archive are left out. Masks are not decoded here: drawings are CocoDrawings, see `CocoDrawing.mask_for`.
     """
     try:
         categories = {

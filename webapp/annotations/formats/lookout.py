@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
@@ -37,6 +38,7 @@ from webapp.annotations.formats import (
     FormatError,
     member_for_reference,
 )
+from webapp.images.intake.decoding import image_header
 
 MANIFEST_SUFFIXES = {".manifest", ".jsonl"}
 MASKS_FOLDER = "masks"
@@ -44,6 +46,51 @@ BACKGROUND = "BACKGROUND"
 NO_MANIFEST = "The zip has no Lookout for Vision manifest (a .manifest or .jsonl file)."
 BAD_LINE = "{manifest}, line {line}: {problem}."
 MISSING_FILE = "{manifest}, line {line}: {reference} is not in the zip."
+MASK_SIZE_MISMATCH = (
+    "The mask {path} is {mask_w}x{mask_h} pixels, but its image is {w}x{h}: its {class_name} pixels were not applied."
+)
+# Mask rows compared at a time: the colour mask is never copied whole as an RGB array.
+_STRIPE_PIXELS = 1 << 20
+
+
+@dataclass
+class LookoutDrawing(ClassDrawing):
+    """One class's pixels of a colour mask PNG, still encoded: `mask_for` decodes them one image at a time, once the
+    image is known to have the mask's size (from its header), so a dataset's masks are never all held decoded and
+    a mask far larger than its image is never decoded at all."""
+
+    mask_png: bytes = b""
+    mask_path: str = ""
+    mask_size: tuple[int, int] = (0, 0)  # width, height
+    colour: str = ""  # "#rrggbb"
+
+    def mask_for(self, *, width: int, height: int) -> np.ndarray | None:
+        if not self.mask_png:
+            return self.mask
+        if self.mask_size != (width, height):
+            mask_w, mask_h = self.mask_size
+            raise FormatError(
+                MASK_SIZE_MISMATCH.format(
+                    path=self.mask_path, mask_w=mask_w, mask_h=mask_h, w=width, h=height, class_name=self.class_name
+                )
+            )
+        mask = _colour_pixels(self.mask_png, self.colour)
+        return mask if mask.any() else None
+
+
+def _colour_pixels(data: bytes, colour: str) -> np.ndarray:
+    """Where the colour mask PNG `data` has exactly `colour`, a stripe of rows at a time."""
+    value = int(colour[1:], 16)
+    wanted = np.array([(value >> 16) & 255, (value >> 8) & 255, value & 255], np.uint8)
+    with PILImage.open(io.BytesIO(data)) as picture:
+        picture.load()
+        mask = np.zeros((picture.height, picture.width), dtype=bool)
+        rows = max(1, _STRIPE_PIXELS // max(1, picture.width))
+        for top in range(0, picture.height, rows):
+            bottom = min(picture.height, top + rows)
+            stripe = np.asarray(picture.crop((0, top, picture.width, bottom)).convert("RGB"))
+            mask[top:bottom] = (stripe == wanted).all(axis=2)
+    return mask
 
 
 def distinct_colours(classes: list[DatasetClass]) -> dict[str, str]:
@@ -119,7 +166,8 @@ def lookout_read(
     manifest_name: str, text: str, paths: list[str], read_member
 ) -> tuple[list[DatasetItem], list[DatasetClass]]:
     """Items and classes from one manifest. `read_member(path) -> bytes` reads mask PNGs from the archive;
-    image sizes come from the masks (or are 0 when there is none: the image file is the authority)."""
+    image sizes come from the masks' headers (or are 0 when there is none: the image file is the authority).
+    Drawings are LookoutDrawings: one per class of the line's colour map, decoded by `mask_for`."""
     stem = PurePosixPath(manifest_name).stem.lower()
     split = stem if stem in ("train", "test") else None
     items: list[DatasetItem] = []
@@ -152,14 +200,14 @@ def lookout_read(
                 raise FormatError(
                     MISSING_FILE.format(manifest=manifest_name, line=number, reference=line["anomaly-mask-ref"])
                 )  # noqa: E501
-            with PILImage.open(io.BytesIO(read_member(mask_path))) as picture:
-                pixels = np.asarray(picture.convert("RGB"))
-            item.height, item.width = pixels.shape[:2]
-            packed = (pixels[..., 0].astype(np.uint32) << 16) | (pixels[..., 1].astype(np.uint32) << 8) | pixels[..., 2]
+            data = read_member(mask_path)
+            item.width, item.height = image_header(data)[1]  # the header only: pixels wait for mask_for
             for name, colour in named.items():
-                mask = packed == int(colour[1:], 16)
-                if mask.any():
-                    item.drawings.append(ClassDrawing(name, mask))
+                item.drawings.append(
+                    LookoutDrawing(
+                        name, mask_png=data, mask_path=mask_path, mask_size=(item.width, item.height), colour=colour
+                    )
+                )
         items.append(item)
     return items, list(classes.values())
 

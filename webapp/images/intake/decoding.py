@@ -33,6 +33,8 @@ MULTI_FRAME = "Animated or multi-page images are not supported; upload single fr
 _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}
 _FOUR_BYTES = 4
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
+# Modes that become RGB before they are shrunk (alpha dropped, palette looked up), a stripe at a time.
+_CONVERTED_BEFORE_SHRINKING = ("RGBA", "LA", "PA", "P", "1")
 # Rows scaled at a time from 16 to 8 bits: the float64 arithmetic stays a few MB, whatever the image's size.
 _SCALE_CHUNK_PIXELS = 1 << 20
 # EXIF orientation -> the transpose that shows the image as a person sees it (as ImageOps.exif_transpose does).
@@ -207,8 +209,8 @@ def _display_rgb(image: PILImage.Image, max_side: int) -> PILImage.Image:
     except (OSError, ValueError, SyntaxError):
         orientation = 1
     value_range = image.getextrema() if image.mode in SIXTEEN_BIT_MODES else None  # of the whole image
-    if image.mode in ("RGBA", "LA", "PA"):
-        image = image.convert("RGB")  # alpha dropped first: Pillow would copy the image to premultiply it
+    if image.mode in _CONVERTED_BEFORE_SHRINKING:
+        image = _rgb_shrunk_by_stripes(image, max_side)
     scale = max_side / max(image.size)
     if scale < 1:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
@@ -216,6 +218,22 @@ def _display_rgb(image: PILImage.Image, max_side: int) -> PILImage.Image:
     image = to_display_rgb(image, value_range=value_range)
     transpose = _ORIENTATION_TRANSPOSE.get(orientation)
     return image.transpose(transpose) if transpose is not None else image
+
+
+def _rgb_shrunk_by_stripes(image: PILImage.Image, max_side: int) -> PILImage.Image:
+    """RGB of an image with alpha or a palette, shrunk by the whole factor that keeps it at least `max_side` on its
+    longer side, a stripe of rows at a time: converting it whole would copy it (4 bytes a pixel), and resizing it
+    with alpha would copy it again to premultiply. Stripes are whole multiples of the factor, so the box averages
+    are the ones `reduce` makes of the whole image."""
+    factor = max(1, max(image.size) // max_side)
+    if factor == 1:
+        return image.convert("RGB")
+    rows = factor * max(1, _SCALE_CHUNK_PIXELS // (image.width * factor))
+    shrunk = PILImage.new("RGB", (-(-image.width // factor), -(-image.height // factor)))
+    for top in range(0, image.height, rows):
+        stripe = image.crop((0, top, image.width, min(image.height, top + rows))).convert("RGB")
+        shrunk.paste(stripe.reduce(factor), (0, top // factor))
+    return shrunk
 
 
 def to_display_rgb(image: PILImage.Image, *, value_range: tuple[float, float] | None = None) -> PILImage.Image:

@@ -27,7 +27,7 @@ from webapp.images.models import Annotation, Image, Label, Source
 from webapp.images.splits import SplitAssigner
 from webapp.projects.models import Project
 from webapp.projects.services import defect_class_get_or_create
-from webapp.storage import stored_file_write, stored_files_delete
+from webapp.storage import stored_file_put, stored_file_write, stored_files_delete
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,9 @@ def _ingest_one(*, project: Project, user, incoming: IncomingFile, source: str, 
         split, automatic = planned.split, False
     else:
         split, automatic = assigner.assign(label), True
-    stored_name = stored_file_write(f"projects/{project.public_id}/images/{sha}{info.extension}", data)
+    # Write, then link: the row's unique (project, sha256) decides between parallel uploads of the same bytes.
+    content_name = f"projects/{project.public_id}/images/{sha}{info.extension}"
+    stored_name = stored_file_put(content_name, data)
     try:
         with transaction.atomic():
             image = Image.objects.create(
@@ -157,10 +159,14 @@ def _ingest_one(*, project: Project, user, incoming: IncomingFile, source: str, 
             )
             message = _attach_mask(image=image, info=info, planned=planned, incoming=incoming, user=user)
     except IntegrityError:
-        # The same content arrived in a parallel upload a moment ago; that one owns the stored file.
+        # The same content was linked by a parallel upload a moment ago. The file under the content's name is the
+        # one its row names (same bytes): never deleted here; only a copy the storage named otherwise is ours.
+        stored_files_delete([stored_name] if stored_name != content_name else [])
         return FileResult(incoming.name, DUPLICATE, DUPLICATE_MESSAGE.format(name=incoming.name))
     except Exception:
-        stored_files_delete([stored_name])
+        # Likewise: a parallel upload may be linking the content's name right now (the next upload of these bytes
+        # writes it again anyway).
+        stored_files_delete([stored_name] if stored_name != content_name else [])
         raise
     if automatic is False:
         assigner.record(label, split)
