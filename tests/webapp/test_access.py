@@ -8,6 +8,7 @@ from django.urls import URLResolver, get_resolver, reverse
 from tests.webapp.conftest import make_user, png_bytes
 from webapp.api.models import BatchJob, Scope
 from webapp.api.services import api_token_create
+from webapp.audit.models import AuditAction, AuditEntry
 from webapp.images.intake.ingest import uploads_ingest
 from webapp.images.models import Annotation, Image
 from webapp.projects.access import Action, role_allows
@@ -41,6 +42,8 @@ ROUTES = [
     ("train", {}, "post", Action.TRAIN),
     ("run_detail", {"run": True}, "get", Action.VIEW),
     ("run_cancel", {"run": True}, "post", Action.TRAIN),
+    ("validation_fill", {}, "post", Action.EDIT_DATA),
+    ("split_change_undo", {"split_change": True}, "post", Action.EDIT_DATA),
     ("model_home", {}, "get", Action.VIEW),
     ("version_detail", {"version": True}, "get", Action.VIEW),
     ("version_compare", {}, "get", Action.VIEW),
@@ -123,6 +126,7 @@ def route_target(project, owner) -> dict:
         # on another class: the class above stays deletable (a class with drawings is protected)
         "annotation": Annotation.objects.create(image=image, defect_class=other_class, author=owner),
         "run": TrainingRun.objects.create(project=project, family="gaussian"),
+        "split_change": AuditEntry.objects.create(project=project, user=owner, action=AuditAction.SPLIT, target="1"),
         "job": BatchJob.objects.create(project=project, model_version=version, token=token, total=0),
     }
 
@@ -148,6 +152,7 @@ URL_KWARGS = {  # key in `needs` -> (URL keyword, how to get its value from the 
     "token": ("token_id", lambda t: t["token"].id),
     "annotation": ("annotation_id", lambda t: t["annotation"].id),
     "run": ("run_id", lambda t: t["run"].public_id),
+    "split_change": ("entry_id", lambda t: t["split_change"].id),
     "job": ("job_id", lambda t: t["job"].public_id),
 }
 
