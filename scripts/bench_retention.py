@@ -157,7 +157,7 @@ def simulate(args: argparse.Namespace) -> int:
 
     scale = 1 / args.scale
     gib = 1024**3
-    headers = ["day", "made", "deleted", "routine kept (peak of day)", "reviewed kept", "prediction files",
+    headers = ["day", "made", "deleted", "routine kept (before cleanup)", "reviewed kept", "prediction files",
                "peak so far"]  # fmt: skip
     rows = [
         [
