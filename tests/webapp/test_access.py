@@ -48,6 +48,7 @@ ROUTES = [
     ("version_detail", {"version": True}, "get", Action.VIEW),
     ("version_compare", {}, "get", Action.VIEW),
     ("version_threshold_save", {"version": True}, "post", Action.TRAIN),
+    ("version_bundle", {"version": True}, "get", Action.VIEW),
     ("version_activate", {"version": True}, "post", Action.TRAIN),
     ("prediction_heatmap", {"prediction": True}, "get", Action.VIEW),
     ("prediction_mask", {"prediction": True}, "get", Action.VIEW),
@@ -91,6 +92,7 @@ SITE_ROUTES = [
 API_ROUTES = [
     ("api_projects", {}, "get", Scope.READ),
     ("api_versions", {}, "get", Scope.READ),
+    ("api_version_bundle", {"version": True}, "get", Scope.READ),
     ("api_predict", {}, "post", Scope.PREDICT),
     ("api_batch_create", {}, "post", Scope.PREDICT),
     ("api_batch_detail", {"job": True}, "get", Scope.PREDICT),
