@@ -202,7 +202,7 @@ def test_dashboard_page_shows_metrics_plots_presets_and_the_gallery(client, owne
     html = client.get(_url(version)).content.decode()
     for expected in ("Image AUROC", "Average precision", "Pixel AUROC", "AU-PRO", 'id="threshold-slider"'):
         assert expected in html
-    assert html.count("<svg") == 3  # histogram, PR, ROC
+    assert html.count('<svg class="plot') == 3  # histogram, PR, ROC (the heatmap legend is an SVG too)
     f1_threshold, _ = metrics.f1_best_threshold(np.array(LABELS, int), np.array(SCORES))
     assert f'data-threshold="{f1_threshold!r}"' in html
     assert 'id="save-threshold"' in html

@@ -138,7 +138,7 @@ SCHEMAS = {
             "anomaly_map": {
                 "type": "string",
                 "format": "uri",
-                "description": "URL of an 8-bit PNG of normalised scores (128 = the threshold). Send the token.",
+                "description": "URL of an 8-bit PNG of scores relative to the threshold (128). Send the token.",
             },
             "mask": {"type": "string", "format": "uri", "description": "URL of the predicted mask PNG (0/255)."},
             "anomaly_map_png_base64": {"type": "string", "description": "Only with ?include=maps."},
@@ -324,7 +324,8 @@ PATHS = {
         "get": {
             "operationId": "getAnomalyMap",
             "summary": "A prediction's anomaly map",
-            "description": "8-bit grey PNG of normalised scores at the image's size; 128 is the threshold.",
+            "description": "8-bit grey PNG at the image's size: byte = 128 + floor(gain * asinh((raw - threshold) / "
+            "scale)), so 128 is the threshold; gain, threshold and scale are in the PNG's `kensa-map` text chunk.",
             "x-scope": "any",
             "parameters": [PROJECT_ID, PREDICTION_ID],
             "responses": {"200": _png("The map."), **_errors("404")},

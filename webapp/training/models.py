@@ -127,8 +127,8 @@ class Purpose(models.TextChoices):
 
 
 class Prediction(models.Model):
-    """A model version's output on one image. Maps are PNGs: the anomaly map as normalised score x 255 (128 is
-    the version's threshold at prediction time), the mask as 0/255."""
+    """A model version's output on one image. Maps are PNGs: the anomaly map as threshold-relative bytes (128 is
+    the version's threshold at prediction time; see webapp.training.evaluation.anomaly_map_png), the mask as 0/255."""
 
     model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="predictions")
     image = models.ForeignKey(Image, on_delete=models.CASCADE, null=True, blank=True, related_name="predictions")
