@@ -59,3 +59,28 @@ def test_shift_click_select_page_all_pages_and_undo(page, live_server, transacti
     page.wait_for_selector("#bulk-undo")
     tested = Image.objects.filter(project=project, split=Split.TEST)
     assert tested.count() == 65 and not tested.filter(label=Label.GOOD).exists()
+
+
+def test_selection_survives_the_grid_reloading_while_thumbnails_are_made(
+    page, live_server, transactional_db, owner, project
+):
+    # given images whose thumbnails are still being made: the grid reloads itself every 2 s
+    make_images(project, owner, 5)
+    Image.objects.filter(project=project).update(thumbnail_state="pending")
+    log_in(page, live_server, "olivia")
+    page.goto(f"{live_server.url}/projects/{project.public_id}/images/")
+    page.wait_for_selector("html[data-grid-ready='1']")
+    boxes = page.locator("#bulk input[name=image_ids]")
+    boxes.nth(0).click()
+    boxes.nth(3).click(modifiers=["Shift"])
+    # when the grid reloads
+    with page.expect_response(lambda r: "/images/" in r.url and r.request.headers.get("hx-request") == "true"):
+        pass
+    page.wait_for_timeout(300)  # the swap settles
+    # then the four ticks are still there, and a shift-click still extends from the last box
+    assert [boxes.nth(i).is_checked() for i in range(5)] == [True, True, True, True, False]
+    assert page.inner_text("#selected-count") == "4 selected"
+    page.select_option("select[name=action]", "label_good")
+    page.click("#apply-selected")
+    page.wait_for_selector("#bulk-undo")
+    assert Image.objects.filter(project=project, label=Label.GOOD).count() == 4

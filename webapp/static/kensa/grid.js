@@ -4,19 +4,22 @@
 (function () {
   "use strict";
   let last = null;  // the box clicked last: one end of a shift-click range
+  // Ticked image ids survive the grid reloading itself while thumbnails are made (same filter, same page).
+  const ticked = new Set();
 
   const boxes = (form) => Array.from(form.querySelectorAll("input[name=image_ids]"));
 
   function sync(form) {
     const all = boxes(form);
-    const ticked = all.filter((box) => box.checked).length;
+    all.forEach((box) => { if (box.checked) ticked.add(box.value); else ticked.delete(box.value); });
+    const selected = all.filter((box) => box.checked).length;
     const page = form.querySelector("#select-page");
     const count = form.querySelector("#selected-count");
     if (page) {
-      page.checked = ticked > 0 && ticked === all.length;
-      page.indeterminate = ticked > 0 && ticked < all.length;
+      page.checked = selected > 0 && selected === all.length;
+      page.indeterminate = selected > 0 && selected < all.length;
     }
-    if (count) count.textContent = ticked ? ticked + " selected" : "";
+    if (count) count.textContent = selected ? selected + " selected" : "";
   }
 
   document.addEventListener("click", (event) => {
@@ -46,6 +49,20 @@
     if (!window.confirm("Delete " + count + " image(s) with their masks? This cannot be undone.")) {
       event.preventDefault();
     }
+  });
+
+  document.addEventListener("htmx:afterSwap", (event) => {
+    const form = document.getElementById("bulk");
+    if (!form) return;
+    if (event.detail.target.id === "grid") {  // another filter: a new selection
+      ticked.clear();
+      last = null;
+      return;
+    }
+    const anchor = last && last.value;
+    boxes(form).forEach((box) => { box.checked = ticked.has(box.value); });
+    last = boxes(form).find((box) => box.value === anchor) || null;
+    sync(form);
   });
 
   document.documentElement.dataset.gridReady = "1";  // tests wait for this before clicking
