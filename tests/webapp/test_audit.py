@@ -193,3 +193,25 @@ def test_audit_log_is_for_members_who_change_things(client, project, member_with
         assert client.get(reverse(name, args=[project.public_id])).status_code == (200 if allowed else 403)
     client.force_login(outsider)
     assert client.get(reverse("audit_log", args=[project.public_id])).status_code == 404
+
+
+@pytest.mark.django_db
+def test_image_page_edits_are_logged_and_a_drawn_image_cannot_be_called_good(client, project, owner):
+    from webapp.annotations.services import GOOD_WITH_DRAWINGS
+    from webapp.images.models import Annotation
+
+    scratch = defect_class_create(project=project, name="scratch")
+    drawn, plain = make_images(project, owner, 2, label=Label.DEFECT)
+    Annotation.objects.create(image=drawn, defect_class=scratch, boxes=[[0, 0, 2, 2]])
+    client.force_login(owner)
+    response = client.post(
+        reverse("image_detail", args=[project.public_id, drawn.public_id]), {"label": "good", "split": "train"}
+    )
+    assert GOOD_WITH_DRAWINGS in [str(m) for m in response.wsgi_request._messages]
+    assert Image.objects.get(id=drawn.id).label == Label.DEFECT
+    client.post(reverse("image_detail", args=[project.public_id, plain.public_id]), {"label": "good", "split": "test"})
+    logged = [(e.action, e.target, e.after) for e in AuditEntry.objects.filter(project=project).order_by("id")]
+    assert logged == [
+        (AuditAction.LABEL, "part-001.png", {"label": "good"}),
+        (AuditAction.SPLIT, "part-001.png", {"split": "test"}),
+    ]
