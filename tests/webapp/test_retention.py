@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tests.conftest import REPO, _database_url, wait_for
+from tests.webapp import test_s3_storage
 from tests.webapp.conftest import make_user, png_bytes
 from webapp.api.models import BatchItem, BatchJob, JobStatus
 from webapp.inference.disk_use import ARTIFACTS, PREDICTIONS, project_disk_use
@@ -27,6 +28,9 @@ from webapp.storage import stored_file_write
 from webapp.training.models import Prediction, Purpose
 
 DAY = timedelta(days=1)
+# A real S3 endpoint (moto's server) and a bucket as the default storage, as test_s3_storage has them.
+s3_server = test_s3_storage.s3_server
+bucket = test_s3_storage.bucket
 
 
 def files_of(prediction: Prediction) -> list[str]:
@@ -177,3 +181,35 @@ def test_disk_use_is_for_owners_only(client, project, outsider):
     assert client.get(url).status_code == 404
     client.logout()
     assert client.get(url).status_code == 302  # to the login page
+
+
+def test_on_s3_the_cleanup_deletes_the_objects_and_disk_use_counts_the_bucket(transactional_db, project, bucket):
+    """The same service against a real S3 endpoint (moto's server, as in test_s3_storage): objects go only after
+    the rows' transaction commits; disk use lists the bucket's keys under the project."""
+    from webapp.dashboard.synthetic import scored_version_create
+
+    version = scored_version_create(project=project, scores=[0.1, 0.9], labels=[False, True], with_maps=True)
+    base = f"{version.artifact_prefix}/predictions/api"
+
+    def stored_prediction(key: str, age: timedelta) -> Prediction:
+        row = Prediction.objects.create(
+            model_version=version, purpose=Purpose.API, raw_score=0.4, normalised_score=0.4, is_anomalous=False,
+            anomaly_map=stored_file_write(f"{base}/{key}_map.png", b"m" * 100),
+            predicted_mask=stored_file_write(f"{base}/{key}_mask.png", b"k" * 10),
+            input_file=stored_file_write(f"{version.artifact_prefix}/inputs/{key}.png", b"i" * 1000),
+        )  # fmt: skip
+        backdate(row, age)
+        return row
+
+    old, fresh = stored_prediction("old", 8 * DAY), stored_prediction("fresh", DAY)
+    before = {row.kind: row.files for row in project_disk_use(project=project)}
+    assert before[PREDICTIONS] == 6
+
+    assert predictions_cleanup().rows == 1
+
+    prefix = f"projects/{project.public_id}/"
+    keys = bucket.client.list_objects_v2(Bucket=bucket.name, Prefix=prefix).get("Contents", [])
+    names = {item["Key"] for item in keys}
+    assert not names & set(files_of(old)) and set(files_of(fresh)) <= names
+    use = {row.kind: (row.files, row.bytes) for row in project_disk_use(project=project)}
+    assert use[PREDICTIONS] == (3, 1110)
