@@ -118,3 +118,15 @@ def test_bench_upload_runs_each_case():  # ~15 s: no model to train
 def test_bench_torch_threads_compares_both_settings():
     out = _run("bench_torch_threads.py", "--rounds", "1", "--sequential", "2", "--burst", "6", "--clients", "3")
     assert "| A: threads=1, 3 clients | 6 | 0 |" in out and "| B: threads=0, 3 clients | 6 | 0 |" in out
+
+
+def test_bench_slow_clients_measures_answers_with_slow_connections():  # ~20 s: no model to train
+    out = _run("bench_slow_clients.py", "--slow", "8", "--seconds", "1")
+    assert "| phase | requests | timed out | p50 | p95 | max | answered < 1 s |" in out
+    assert "| 8 clients sending 1 byte/s |" in out
+
+
+def test_bench_retention_simulates_a_few_steps_within_the_bound():  # ~10 s
+    out = _run("bench_retention.py", "--days", "0.1", "--scale", "0.001", "--review-share", "0.05")
+    assert "| day | made | deleted | routine kept (before cleanup) |" in out
+    assert "# bound: (newest 100,000 + one step's 15,000) routine" in out
