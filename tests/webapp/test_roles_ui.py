@@ -138,3 +138,15 @@ def test_base_layout_links_the_favicon_and_the_logo_as_static_files(client, owne
         body = Path(found).read_bytes()
         # outlines, not text: the brand must not depend on a CJK font being installed
         assert body.startswith(b"<svg") and b"<path" in body and b"<text" not in body
+
+
+@pytest.mark.django_db
+def test_a_form_without_its_csrf_token_gets_the_apps_403_page(owner, project):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(owner)
+    response = client.post(reverse("project_rename", args=[project.public_id]), {"name": "Renamed"})
+    html = response.content.decode()
+    assert response.status_code == 403
+    assert 'class="topbar"' in html and "security token (CSRF)" in html and "Nothing was changed." in html
+    project.refresh_from_db()
+    assert project.name == "Brackets"
