@@ -213,3 +213,56 @@ def test_on_s3_the_cleanup_deletes_the_objects_and_disk_use_counts_the_bucket(tr
     assert not names & set(files_of(old)) and set(files_of(fresh)) <= names
     use = {row.kind: (row.files, row.bytes) for row in project_disk_use(project=project)}
     assert use[PREDICTIONS] == (3, 1110)
+
+
+def test_an_input_sent_again_while_the_cleanup_deletes_it_is_written_back(transactional_db, project, monkeypatch):
+    """Inputs are named by their bytes: a camera sending the same part again reuses the file of an expiring row.
+    A new row that lands just after the delete gets its file back."""
+    from webapp.dashboard.synthetic import scored_version_create
+    from webapp.inference import retention
+
+    version = scored_version_create(project=project, scores=[0.1], labels=[False])
+    name = stored_file_write(f"{version.artifact_prefix}/inputs/same.png", b"the same part")
+    old = Prediction.objects.create(
+        model_version=version, purpose=Purpose.API, raw_score=0.1, normalised_score=0.1, is_anomalous=False,
+        input_file=name,
+    )  # fmt: skip
+    backdate(old, 8 * DAY)
+    sent_again = []
+    delete = retention.stored_files_delete
+
+    def delete_then_a_request_lands(names):
+        delete(names)
+        sent_again.append(
+            Prediction.objects.create(
+                model_version=version,
+                purpose=Purpose.API,
+                raw_score=0.1,
+                normalised_score=0.1,
+                is_anomalous=False,
+                input_file=name,
+            )  # fmt: skip
+        )
+
+    monkeypatch.setattr(retention, "stored_files_delete", delete_then_a_request_lands)
+    assert predictions_cleanup().rows == 1
+    assert sent_again and default_storage.exists(name)
+    with default_storage.open(name) as handle:
+        assert handle.read() == b"the same part"
+
+
+def test_a_prediction_whose_reused_input_was_just_deleted_writes_it_again(trained_version, monkeypatch):
+    """The other order: the predict path found the file, retention deleted it, then the row was inserted."""
+    from webapp.inference import services
+
+    first = predicted(trained_version, 1)
+    name = first.input_file.name
+    store = services._results_store
+
+    def deleted_before_the_insert(**kwargs):
+        default_storage.delete(kwargs["input_file"])
+        return store(**kwargs)
+
+    monkeypatch.setattr(services, "_results_store", deleted_before_the_insert)
+    again = predicted(trained_version, 1)
+    assert again.input_file.name == name and default_storage.exists(name)

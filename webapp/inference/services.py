@@ -172,7 +172,7 @@ def predict_bytes(*, version: ModelVersion, data: bytes, purpose: str, name: str
     predictions = model_for_version(version).predict([np.asarray(picture)])
     del picture
     stored = _input_store(version=version, data=data, extension=info.extension)
-    return _results_store(
+    result = _results_store(
         version=version,
         predictions=predictions,
         purpose=purpose,
@@ -181,6 +181,8 @@ def predict_bytes(*, version: ModelVersion, data: bytes, purpose: str, name: str
         input_file=stored,
         input_name=name[:255],
     )[0]
+    _input_keep(name=stored, data=data)
+    return result
 
 
 def _input_store(*, version: ModelVersion, data: bytes, extension: str) -> str:
@@ -188,3 +190,13 @@ def _input_store(*, version: ModelVersion, data: bytes, extension: str) -> str:
     bytes (a camera sending the same part again), so it is reused rather than deleted and written again."""
     name = f"{version.artifact_prefix}/inputs/{hashlib.sha256(data).hexdigest()}{extension}"
     return name if default_storage.exists(name) else default_storage.save(name, ContentFile(data))
+
+
+def _input_keep(*, name: str, data: bytes) -> None:
+    """An input reused by name may have been deleted by retention (an older row with the same bytes expiring)
+    between the check above and this row's insert: checked again now that the row points at it, and written back.
+    Retention checks for such rows after it deletes (webapp/inference/retention.py), so one of the two sees it."""
+    if not default_storage.exists(name):
+        saved = default_storage.save(name, ContentFile(data))
+        if saved != name:  # another request wrote it back first: the name holds these bytes again
+            default_storage.delete(saved)
