@@ -42,8 +42,10 @@ README_NAME = "README.txt"
 # same encoding for callers outside the app): byte = 128 + floor(gain * asinh((raw - threshold) / scale)).
 MAP_PNG = {"encoding": "asinh-z", "gain": 127 / math.asinh(1e4)}
 DECODING = (
-    "Files are decoded as Kensa decodes uploads: EXIF orientation applied; 16-bit grey stretched from its own "
-    "min..max to 8 bits; alpha dropped; every mode converted to 8-bit RGB."
+    "Files are decoded as Kensa decodes uploads for prediction: EXIF orientation applied; 16-bit grey stretched from "
+    "the whole image's min..max to 8 bits; alpha dropped; every mode converted to 8-bit RGB; with max_side, a longer "
+    "side above it is shrunk to it first (JPEG draft decoding, alpha and palette images reduced by a whole factor, "
+    "then bicubic)."
 )
 
 
@@ -58,16 +60,18 @@ class BundleInfo:
     class_names: tuple[str, ...] = ()
     project: dict = field(default_factory=dict)
     map_png: dict = field(default_factory=lambda: dict(MAP_PNG))  # the stored maps' encoding
+    decode_max_side: int | None = None  # uploads larger than this are shrunk before the model sees them
 
 
-def preprocessing_spec(model) -> dict:
-    """How `model` turns an H x W x 3 uint8 image into its graph's "images" input, for the runner."""
+def preprocessing_spec(model, decode_max_side: int | None = None) -> dict:
+    """How `model` turns an image file into its graph's "images" input, for the runner."""
     family, config = model.family, model.config
+    decoding = {"text": DECODING, "max_side": decode_max_side}
     if family in ("patchcore", "gaussian"):
         pre = model.preprocessing
         return {
             "kind": "resize_normalise",
-            "decoding": DECODING,
+            "decoding": decoding,
             "size": [config.image_size, config.image_size],
             "filter": pre.interpolation,
             "resize": "Pillow's filter on 8-bit RGB; a grey image (three equal channels) is resized as one channel "
@@ -80,7 +84,7 @@ def preprocessing_spec(model) -> dict:
     if family == "autoencoder" or (family == "unet" and not config.native):
         return {
             "kind": "resize_unit",
-            "decoding": DECODING,
+            "decoding": decoding,
             "size": [config.image_size, config.image_size],
             "filter": "bilinear, antialiased (torch F.interpolate, align_corners=False, antialias=True)",
             "normalise": "x / 255 (the graph does anything further itself)",
@@ -89,7 +93,7 @@ def preprocessing_spec(model) -> dict:
     if family == "unet":
         return {
             "kind": "native",
-            "decoding": DECODING,
+            "decoding": decoding,
             "scale": config.scale,
             "max_side": config.max_side,
             "filter": "bilinear, antialiased, only when scale < 1 or the longer side exceeds max_side",
@@ -158,7 +162,7 @@ def bundle_files(model, *, calibration: Calibration, info: BundleInfo, graph: by
     """Every file of the bundle by name, the manifest included; `graph` is the ONNX model if already exported."""
     files = {
         MODEL_NAME: graph if graph is not None else onnx_bytes(model),
-        PREPROCESSING_NAME: _dumps(preprocessing_spec(model)),
+        PREPROCESSING_NAME: _dumps(preprocessing_spec(model, info.decode_max_side)),
         SCORING_NAME: _dumps(scoring_spec(model, calibration, info.map_png)),
         CLASSES_NAME: _dumps({"defect_classes": list(info.class_names)}),
         RUNNER_NAME: RUNNER_SOURCE.read_bytes(),

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 BUNDLE_FORMAT = "kensa-model-bundle"
 MANIFEST = "manifest.json"
@@ -48,6 +48,17 @@ PIL_FILTERS = {
     "lanczos": Image.Resampling.LANCZOS,
 }
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")
+CONVERTED_BEFORE_SHRINKING = ("RGBA", "LA", "PA", "P", "1")  # made RGB before they are shrunk
+# EXIF orientation -> the transpose that shows the image as a person sees it.
+ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 class BundleError(Exception):
@@ -101,9 +112,12 @@ def verify(files: _Files, manifest: dict) -> list[str]:
 # ---- images in, as Kensa reads them ----
 
 
-def read_image(source) -> np.ndarray:
-    """A file path, bytes, PIL image or array -> H x W x 3 uint8 RGB as Kensa sees it: EXIF orientation applied,
-    16-bit grey stretched from its own min..max to 8 bits, alpha dropped, any mode converted to RGB."""
+def read_image(source, max_side: int | None = None) -> np.ndarray:
+    """A file path, bytes, PIL image or array -> H x W x 3 uint8 RGB as Kensa's predictions see it: EXIF
+    orientation applied, 16-bit grey stretched from the whole image's min..max to 8 bits, alpha dropped, any mode
+    converted to RGB; with `max_side`, an image whose longer side exceeds it is shrunk to it first, as Kensa shrinks
+    uploads (a JPEG decoded at 1/2, 1/4 or 1/8 scale when that still reaches it; alpha and palette images first
+    reduced by the whole factor that keeps them at least `max_side`; then bicubic)."""
     if isinstance(source, np.ndarray):
         return _array_to_rgb(source)
     if isinstance(source, Image.Image):
@@ -111,15 +125,31 @@ def read_image(source) -> np.ndarray:
     else:
         data = source if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
         picture = Image.open(io.BytesIO(data))
+        if max_side and picture.format == "JPEG":
+            picture.draft(None, (max_side, max_side))
         picture.load()
-    if picture.getexif().get(0x0112, 1) in (2, 3, 4, 5, 6, 7, 8):
-        picture = ImageOps.exif_transpose(picture)
+    try:
+        orientation = picture.getexif().get(0x0112, 1)
+    except (OSError, ValueError, SyntaxError):
+        orientation = 1
+    value_range = picture.getextrema() if picture.mode in SIXTEEN_BIT_MODES else None  # of the whole image
+    if max_side:
+        if picture.mode in CONVERTED_BEFORE_SHRINKING:
+            factor = max(1, max(picture.size) // max_side)
+            picture = picture.convert("RGB")
+            picture = picture.reduce(factor) if factor > 1 else picture
+        scale = max_side / max(picture.size)
+        if scale < 1:
+            size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+            picture = picture.resize(size, Image.Resampling.BICUBIC)
     if picture.mode in SIXTEEN_BIT_MODES:
+        low, high = (float(v) for v in value_range)
         pixels = np.asarray(picture, dtype=np.float64)
-        low, high = float(pixels.min()), float(pixels.max())
-        scaled = (pixels - low) / (high - low) * 255 if high > low else np.zeros_like(pixels)
-        picture = Image.fromarray(scaled.round().astype(np.uint8), "L")
-    return np.asarray(picture.convert("RGB")).copy()
+        scaled = np.clip(((pixels - low) / (high - low) * 255).round(), 0, 255) if high > low else 0 * pixels
+        picture = Image.fromarray(scaled.astype(np.uint8), "L")
+    picture = picture.convert("RGB")
+    transpose = ORIENTATION_TRANSPOSE.get(orientation)
+    return np.asarray(picture.transpose(transpose) if transpose is not None else picture).copy()
 
 
 def _array_to_rgb(image: np.ndarray) -> np.ndarray:
@@ -329,7 +359,7 @@ class Bundle:
 
     def score(self, source) -> Result:
         """One image (path, bytes, PIL image or uint8 array) -> its Result."""
-        image = read_image(source)
+        image = read_image(source, self.preprocessing.get("decoding", {}).get("max_side"))
         prepared = model_input(image, self.preprocessing)
         scores, maps = self.session.run(["scores", "maps"], {"images": prepared.tensor})
         height, width = prepared.crop

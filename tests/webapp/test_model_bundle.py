@@ -16,7 +16,8 @@ from django.urls import reverse
 from PIL import Image as PILImage
 
 from ml.bundle_runner import Bundle
-from tests.webapp.conftest import make_user, png_bytes, trained_version  # noqa: F401  (fixture)
+from ml.synthetic import make_image
+from tests.webapp.conftest import encode, make_user, png_bytes, trained_version  # noqa: F401  (fixture)
 from webapp.api import services as api_services
 from webapp.api.models import Scope
 from webapp.dashboard import bundles
@@ -183,17 +184,29 @@ def test_saving_a_threshold_renews_the_zip_but_not_the_graph(client, trained_ver
     ]
 
 
+def wide_uploads() -> list[bytes]:
+    """Images longer than the 2048 px that predictions shrink uploads to: a JPEG (decoded at half scale), an RGBA
+    PNG and a 16-bit PNG, each a row of synthetic parts."""
+    row = np.concatenate([make_image(seed, size=64).image for seed in range(34)], axis=1)  # 64 x 2176
+    jpeg = encode(np.concatenate([row, row], axis=1), "JPEG", quality=90)  # 64 x 4352
+    rgba = encode(np.dstack([row, np.full(row.shape[:2], 200, np.uint8)]), "PNG")
+    sixteen = encode(row[..., 0].astype(np.uint16) * 200 + 1000, "PNG")
+    return [jpeg, rgba, sixteen]
+
+
 def _runner_matches_stored_predictions(version, tmp_path, client) -> None:
     """The bundle's runner, on the stored image files, gives the raw and normalised scores and the calls the app
     stored for them (test split), and for an uploaded 16-bit image (the API's path)."""
     client.force_login(version.project.memberships.get(role=Role.OWNER).user)
     (tmp_path / "bundle.zip").write_bytes(b"".join(client.get(page_url(version)).streaming_content))
     bundle = Bundle.open(tmp_path / "bundle.zip")
-    uploaded = predict_bytes(version=version, data=png_bytes(5, size=80, mode="I;16", defect="dent"), purpose="api")
+    uploads = [png_bytes(5, size=80, mode="I;16", defect="dent"), *wide_uploads()]
     rows = list(Prediction.objects.filter(model_version=version, purpose=Purpose.TEST).select_related("image"))
     assert len(rows) >= 4
     stored = [(row, stored_file_read(row.image.file.name)) for row in rows]
-    stored.append((uploaded.prediction, stored_file_read(uploaded.prediction.input_file.name)))
+    for data in uploads:
+        uploaded = predict_bytes(version=version, data=data, purpose="api").prediction
+        stored.append((uploaded, stored_file_read(uploaded.input_file.name)))
     for row, data in stored:
         result = bundle.score(data)
         assert result.score == pytest.approx(row.raw_score, rel=TOLERANCE, abs=TOLERANCE)

@@ -18,7 +18,7 @@ from django.utils.text import slugify
 
 from ml.bundle import FORMAT_VERSION, RUNNER_SOURCE, BundleInfo, bundle_bytes, onnx_bytes
 from ml.onnx_export import exportable
-from webapp.inference.services import model_for_version, version_calibration
+from webapp.inference.services import PREDICT_MAX_SIDE, model_for_version, version_calibration
 from webapp.serving import stored_file_headers
 from webapp.storage import STORAGE_ERRORS, stored_file_read, stored_file_write, stored_files_delete
 from webapp.training.evaluation import MAP_ENCODING, MAP_GAIN
@@ -53,6 +53,7 @@ def version_bundle_info(*, version: ModelVersion) -> BundleInfo:
         class_names=tuple(project.defect_classes.values_list("name", flat=True)),
         project={"name": project.name, "id": str(project.public_id)},
         map_png={"encoding": MAP_ENCODING, "gain": MAP_GAIN},
+        decode_max_side=PREDICT_MAX_SIDE,
     )
 
 
