@@ -222,3 +222,27 @@ def test_patchcore_reports_no_time_left_of_its_own(owner, transactional_db):
     model = create_model("patchcore", image_size=64)
     model.fit(ProjectSamples(list(goods)), progress=lambda stage, fraction, message: messages.append(message))
     assert messages and not [m for m in messages if "left" in m]
+
+
+@pytest.mark.integration
+def test_a_real_worker_runs_a_projects_queued_runs_one_after_the_other(owner, celery_worker):
+    from tests.conftest import wait_for
+
+    project = sample_project_create(owner=owner, **SMALL)
+    first = services.training_run_request(project=project, requested_by=owner, family="gaussian", image_size=128)
+    second = services.training_run_request(project=project, requested_by=owner, family="gaussian", image_size=256)
+    assert TrainingRun.objects.get(id=second.id).enqueued_at is None  # waits for the first, not in Redis
+    ended = wait_for(
+        lambda: (
+            all(r.status in (RunStatus.SUCCEEDED, RunStatus.FAILED) for r in TrainingRun.objects.all())
+            and list(TrainingRun.objects.order_by("created_at"))
+        ),
+        timeout=240,
+        message=f"both runs to end; worker log:\n{celery_worker.log_text()[-3000:]}",
+    )
+    assert [r.status for r in ended] == [RunStatus.SUCCEEDED, RunStatus.SUCCEEDED], celery_worker.log_text()[-6000:]
+    one, two = ended
+    assert (one.id, two.id) == (first.id, second.id)
+    # the second was sent when the first ended, and never ran beside it
+    assert two.enqueued_at >= one.finished_at and two.started_at >= one.finished_at
+    assert one.worker == two.worker == celery_worker.nodename
