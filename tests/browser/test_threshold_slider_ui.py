@@ -37,12 +37,12 @@ def test_the_slider_steps_through_a_unet_operating_region(page, live_server, pro
     def threshold_now() -> str:
         return page.get_attribute(panel, "data-threshold")
 
-    page.wait_for_function(f"document.querySelector('{panel}').dataset.threshold !== '{version.threshold!r}'")
+    page.wait_for_selector(f"{panel}:not([data-threshold='{version.threshold!r}'])", state="attached")
     seen = [float(threshold_now())]
     while seen[-1] <= OPERATING_REGION and len(seen) < 120:
         before = threshold_now()
         page.keyboard.press("ArrowRight")
-        page.wait_for_function(f"document.querySelector('{panel}').dataset.threshold !== '{before}'")
+        page.wait_for_selector(f"{panel}:not([data-threshold='{before}'])", state="attached")
         seen.append(float(threshold_now()))
     inside = [t for t in seen if 0 < t <= OPERATING_REGION]
     # then every step moved the threshold upwards, and the region took many steps (one per test score in it)
