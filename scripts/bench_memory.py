@@ -71,6 +71,7 @@ def _results(report) -> list[list[str]]:
 def _case_predict(spec: dict) -> Callable[[str], object]:
     from webapp.api import services
     from webapp.projects.models import Project
+    from webapp.storage import stored_file_read
 
     project = Project.objects.get(pk=spec["project"])
 
@@ -82,7 +83,10 @@ def _case_predict(spec: dict) -> Callable[[str], object]:
                 result = services.api_predict(project=project, data=data, name=Path(path).name)
             except services.ApiError as exc:
                 return {"error": exc.message}
-            return {"score": result.prediction.normalised_score, "boxes": len(result.boxes)}
+            with PILImage.open(io.BytesIO(stored_file_read(result.prediction.anomaly_map.name))) as stored_map:
+                map_size = list(stored_map.size)
+            boxes = [[box.x0, box.y0, box.x1, box.y1] for box in result.boxes]
+            return {"score": result.prediction.normalised_score, "boxes": boxes, "map_size": map_size}
 
         return data, predict
 
@@ -356,7 +360,8 @@ def _row(label: str, result: dict) -> list[str]:
         if "annotations" in outcome:
             text += f" ({outcome['annotations']} annotation(s))"
     else:
-        text = ", ".join(f"{key} {value}" for key, value in outcome.items() if key != "images")
+        shown = {**outcome, "boxes": len(outcome["boxes"])} if "boxes" in outcome else outcome
+        text = ", ".join(f"{key} {value}" for key, value in shown.items())
     return [label, f"{result['peak_extra_bytes'] / MB:,.0f} MiB", f"{result['seconds']:.2f} s", text]
 
 

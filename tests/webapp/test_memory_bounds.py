@@ -63,6 +63,11 @@ def test_predict_of_an_8000px_16bit_png_stays_within_its_budget(trained_version,
     warm = written(tmp_path, "warm.png", flat_image(64, 64, "RGB"))
     result = probe("predict", {"project": trained_version.project_id, "warm": warm, "input": big}, env=probe_env)
     assert "score" in result["outcome"], result["outcome"]
+    # the model saw it shrunk to 2048 px and its map is stored so; its boxes are in the pixels of the image sent
+    assert result["outcome"]["map_size"] == [2048, 2048]
+    boxes = result["outcome"]["boxes"]
+    assert boxes and all(0 <= x0 < x1 <= 8000 and 0 <= y0 < y1 <= 8000 for x0, y0, x1, y1 in boxes)
+    assert max(x1 for _, _, x1, _ in boxes) > 2048
     assert result["peak_extra_bytes"] < PREDICT_BUDGET, f"{result['peak_extra_bytes'] / MiB:.0f} MiB"
 
 

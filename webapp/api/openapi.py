@@ -324,8 +324,9 @@ PATHS = {
         "get": {
             "operationId": "getAnomalyMap",
             "summary": "A prediction's anomaly map",
-            "description": "8-bit grey PNG at the image's size: byte = 128 + floor(gain * asinh((raw - threshold) / "
-            "scale)), so 128 is the threshold; gain, threshold and scale are in the PNG's `kensa-map` text chunk.",
+            "description": "8-bit grey PNG at the image's size (an image over 2048 px on its longer side is shrunk "
+            "to 2048 first): byte = 128 + floor(gain * asinh((raw - threshold) / scale)), so 128 is the threshold; "
+            "gain, threshold and scale are in the PNG's `kensa-map` text chunk.",
             "x-scope": "any",
             "parameters": [PROJECT_ID, PREDICTION_ID],
             "responses": {"200": _png("The map."), **_errors("404")},
@@ -335,7 +336,8 @@ PATHS = {
         "get": {
             "operationId": "getMask",
             "summary": "A prediction's mask",
-            "description": "PNG, 255 where the model calls a defect, 0 elsewhere; the boxes are its regions.",
+            "description": "PNG at the map's size, 255 where the model calls a defect, 0 elsewhere; the boxes are "
+            "its regions (in the pixels of the image as sent).",
             "x-scope": "any",
             "parameters": [PROJECT_ID, PREDICTION_ID],
             "responses": {"200": _png("The mask."), **_errors("404")},
