@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -262,5 +263,18 @@ def page(browser):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(15_000)
     page = context.new_page()
+    page.wait_for_function = partial(wait_for_expression, page)
     yield page
     context.close()
+
+
+def wait_for_expression(page, expression: str, arg=None, *, timeout: float = 15_000, polling=None):
+    """Page.wait_for_function without eval: Playwright polls with eval() inside the page, which the app's
+    Content-Security-Policy refuses (no 'unsafe-eval'). page.evaluate goes through the DevTools protocol instead,
+    so every browser test runs with the policy on."""
+    deadline = time.monotonic() + timeout / 1000
+    while not (value := page.evaluate(expression, arg)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout / 1000:.0f}s waiting for {expression}")
+        page.wait_for_timeout(50)
+    return value

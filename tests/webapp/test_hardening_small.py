@@ -452,3 +452,71 @@ def test_parallel_uploads_of_one_file_keep_one_image_and_leave_no_orphan_file(li
     stored = sorted(p.relative_to(settings.MEDIA_ROOT).as_posix() for p in folder.iterdir())
     assert stored == [image.file.name]  # the linked file, and no other
     assert (Path(settings.MEDIA_ROOT) / image.file.name).read_bytes() == data
+
+
+# --- file names and part headers Django's multipart reader drops ----------------------------------------------------
+
+
+def _multipart(parts: list[tuple[bytes, bytes]], boundary: bytes = b"kensaBoundary") -> bytes:
+    """A multipart body from (header lines, content) pairs, written by hand so that headers can be anything."""
+    body = b""
+    for header, content in parts:
+        body += b"--" + boundary + b"\r\n" + header + b"\r\n\r\n" + content + b"\r\n"
+    return body + b"--" + boundary + b"--\r\n"
+
+
+def _file_part(filename: bytes, content: bytes, extra: bytes = b"") -> tuple[bytes, bytes]:
+    header = b'Content-Disposition: form-data; name="files"; filename="' + filename + b'"\r\nContent-Type: image/png'
+    return header + extra, content
+
+
+def test_every_uploaded_file_gets_a_result_line_and_good_files_are_kept(client, project, owner):
+    from tests.webapp.conftest import png_bytes
+    from webapp.images.intake import multipart
+    from webapp.images.models import Image
+
+    client.force_login(owner)
+    long_name = b"x" * 3000 + b".png"  # past Django's 1 KiB part header: the whole request was refused
+    parts = [
+        _file_part(b"good.png", png_bytes(1)),
+        _file_part("café.png".encode("latin-1"), png_bytes(2)),  # not UTF-8: was dropped without a word
+        _file_part(b"", png_bytes(3)),  # no name: was dropped without a word
+        _file_part(long_name, png_bytes(4)),
+        _file_part(b"padded.png", png_bytes(5), b"\r\nX-Pad: " + b"p" * (multipart.MAX_PART_HEADER_BYTES + 10)),
+        _file_part(b"", b""),  # an empty file input: nothing chosen, nothing to say
+        _file_part(b"last.png", png_bytes(6)),
+    ]
+    response = client.post(
+        reverse("image_upload", args=[project.public_id]),
+        data=_multipart(parts),
+        content_type="multipart/form-data; boundary=kensaBoundary",
+        headers={"HX-Request": "true"},
+    )
+    assert response.status_code == 200
+    report = response.context["report"]
+    lines = [(r.name, r.status, r.message) for r in report.results]
+    assert lines == [
+        ("padded.png", "rejected", multipart.HEADER_TOO_LONG.format(limit=multipart.MAX_PART_HEADER_BYTES)),
+        ("good.png", "added", ""),
+        ("caf\N{REPLACEMENT CHARACTER}.png", "added", multipart.NAME_NOT_UTF8),
+        ("unnamed-3", "added", multipart.NO_NAME.format(name="unnamed-3")),
+        ("x" * 251 + ".png", "added", ""),  # stored names keep 255 characters and the extension
+        ("last.png", "added", ""),
+    ]
+    assert Image.objects.filter(project=project).count() == 5
+    page = response.content.decode()
+    assert "padded.png" in page and "unnamed-3" in page
+
+
+def test_the_upload_page_still_needs_its_csrf_token(project, owner):
+    from django.test import Client
+
+    from tests.webapp.conftest import png_bytes
+    from webapp.images.models import Image
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(owner)
+    body = _multipart([_file_part(b"a.png", png_bytes(1))])
+    url = reverse("image_upload", args=[project.public_id])
+    response = client.post(url, data=body, content_type="multipart/form-data; boundary=kensaBoundary")
+    assert response.status_code == 403 and not Image.objects.exists()

@@ -8,6 +8,7 @@ from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
 from webapp.annotations.services import GOOD_WITH_DRAWINGS
@@ -16,6 +17,7 @@ from webapp.dashboard.selectors import latest_prediction_of
 from webapp.images import bulk
 from webapp.images.forms import SCOPE_FILTER, BulkForm, BulkUndoForm, ImageEditForm, bulk_actions
 from webapp.images.intake.ingest import uploads_ingest
+from webapp.images.intake.multipart import ForgivingMultipartHandler, upload_report_complete
 from webapp.images.models import Annotation, Image, Label, Split, ThumbnailState
 from webapp.images.selectors import image_list
 from webapp.images.splits import splits_rebalance
@@ -137,12 +139,21 @@ def splits_rebalance_view(request: HttpRequest, project_id: uuid.UUID) -> HttpRe
     return redirect("project_detail", project_id=project.public_id)
 
 
+@csrf_exempt  # checked by _image_upload below, once the forgiving reader is in place (it must read the body first)
 def image_upload(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
-    """GET: the drop zone. POST: takes the files in and answers with one result line per file."""
+    """GET: the drop zone. POST: takes the files in and answers with one result line per file, including files
+    Django's own multipart reader would drop (see webapp.images.intake.multipart)."""
+    request.upload_handlers = [ForgivingMultipartHandler(request)]
+    return _image_upload(request, project_id)
+
+
+@csrf_protect
+def _image_upload(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
     project, _ = project_for(request.user, project_id, Action.EDIT_DATA)
     if request.method != "POST":
         return render(request, "images/upload.html", {"project": project})
     report = uploads_ingest(project=project, user=request.user, uploads=request.FILES.getlist("files"))
+    upload_report_complete(report, request)
     template = "images/_upload_results.html" if request.htmx else "images/upload.html"
     return render(request, template, {"project": project, "report": report})
 
