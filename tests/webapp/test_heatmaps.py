@@ -18,10 +18,11 @@ from ml.thresholds import Calibration
 from tests.webapp.conftest import encode, png_bytes
 from webapp.dashboard import services
 from webapp.dashboard.overlays import HEAT_LUT, MASK_RGB, THRESHOLD_BYTE, heatmap_rgba_png, legend_stops
+from webapp.dashboard.synthetic import scored_version_create
 from webapp.inference.services import predict_bytes
-from webapp.storage import stored_file_read
+from webapp.storage import stored_file_read, stored_file_write
 from webapp.training.evaluation import MAP_GAIN, anomaly_map_png
-from webapp.training.models import Purpose
+from webapp.training.models import Prediction, Purpose
 
 OUTLINE = (*MASK_RGB, 255)
 
@@ -124,3 +125,31 @@ def test_a_missed_defect_shows_where_the_defect_is(client, owner, trained_versio
     stored = _grey(stored_file_read(missed.anomaly_map.name))
     assert defect[np.unravel_index(np.argmax(stored), stored.shape)]
     assert not _outline_pixels(rgba).any()
+
+
+def test_the_gallery_draws_heatmaps_relative_to_its_own_threshold(client, owner, project):
+    # given a test prediction whose map was stored relative to the calibrated threshold 1.0
+    version = scored_version_create(project=project, scores=[0.8], labels=[True], threshold=1.0, scale=0.1)
+    yy, xx = np.mgrid[:64, :64]
+    raw = 0.8 - np.hypot(yy - 32, xx - 32) / 40  # peaks at 0.8: below 1.0, above 0.6 within 8 px of the centre
+    prediction = Prediction.objects.get(model_version=version)
+    prediction.anomaly_map = stored_file_write(
+        f"{version.artifact_prefix}/p/{prediction.id}_map.png", anomaly_map_png(raw, Calibration(1.0, 0.1))
+    )
+    prediction.save()
+    client.force_login(owner)
+    url = reverse("prediction_heatmap", args=[project.public_id, prediction.id])
+    # at the threshold it was made with, nothing reaches it
+    assert not _outline_pixels(_rgba(client.get(url).content)).any()
+    # at the slider's lower threshold the spot is outlined where the raw map reaches it, and only there
+    lowered = _rgba(client.get(url, {"t": "0.6"}).content)
+    outline = _outline_pixels(lowered)
+    assert outline.any() and (raw[outline] >= 0.6 - 0.01).all()
+    # and the gallery asks for its threshold
+    gallery = client.get(
+        reverse("version_detail", args=[project.public_id, version.public_id]),
+        {"t": "0.6"},
+        HTTP_HX_REQUEST="true",
+        HTTP_HX_TARGET="gallery",
+    ).content.decode()
+    assert f"{url}?t=0.6" in gallery

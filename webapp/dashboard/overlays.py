@@ -11,6 +11,7 @@ stays translucent, so the part shows through; `legend_stops` gives the same scal
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 from PIL import Image as PILImage
@@ -61,14 +62,27 @@ def _grey(data: bytes) -> np.ndarray:
         return np.asarray(picture.convert("L"))
 
 
+def _recentred(map_png: bytes, threshold: float) -> np.ndarray:
+    """The stored map's bytes relative to another threshold (the dashboard's slider), read back through the
+    encoding its PNG names; a map without it (written before) keeps the threshold it was made with."""
+    with PILImage.open(io.BytesIO(map_png)) as picture:
+        values = np.asarray(picture.convert("L"))
+        meta = json.loads(getattr(picture, "text", {}).get("kensa-map", "{}"))
+    if meta.get("encoding") != "asinh-z":
+        return values
+    gain, scale = float(meta["gain"]), float(meta["scale"])
+    raw = float(meta["threshold"]) + scale * np.sinh((values.astype(np.float64) - THRESHOLD_BYTE + 0.5) / gain)
+    return np.clip(THRESHOLD_BYTE + np.floor(gain * np.arcsinh((raw - threshold) / scale)), 0, 255).astype(np.uint8)
+
+
 def _outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, iterations=max(1, min(mask.shape) // 96))
 
 
-def heatmap_rgba_png(map_png: bytes) -> bytes:
+def heatmap_rgba_png(map_png: bytes, threshold: float | None = None) -> bytes:
     """The stored anomaly map PNG as a coloured RGBA overlay of the same size, outlined where it reaches the
-    threshold."""
-    values = _grey(map_png)
+    threshold: the one it was made with, or `threshold` (raw) when given."""
+    values = _grey(map_png) if threshold is None else _recentred(map_png, threshold)
     rgba = HEAT_LUT[values]
     rgba[_outline(values >= THRESHOLD_BYTE)] = (*MASK_RGB, 255)
     return _png(rgba)

@@ -24,8 +24,6 @@ from webapp.serving import png_response, stored_image_response
 from webapp.storage import stored_file_read
 from webapp.training.models import ModelVersion
 
-OVERLAYS = {"heatmap": heatmap_rgba_png, "mask": mask_rgba_png}
-
 
 def _float(value: str | None) -> float | None:
     try:
@@ -168,8 +166,12 @@ def prediction_file(request: HttpRequest, project_id: uuid.UUID, prediction_id: 
     stored = prediction.anomaly_map if kind == "heatmap" else prediction.predicted_mask
     if not stored.name:
         raise Http404("Not stored")
+    # The gallery draws heatmaps relative to its own threshold (`t`), so an escape at the slider's threshold
+    # reads as one.
+    threshold = _float(request.GET.get("t")) if kind == "heatmap" else None
     try:
-        data = OVERLAYS[kind](stored_file_read(stored.name))
+        stored_bytes = stored_file_read(stored.name)
+        data = heatmap_rgba_png(stored_bytes, threshold) if kind == "heatmap" else mask_rgba_png(stored_bytes)
     except (FileNotFoundError, OSError):
         raise Http404("File missing") from None
     return png_response(data)
