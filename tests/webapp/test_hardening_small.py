@@ -520,3 +520,24 @@ def test_the_upload_page_still_needs_its_csrf_token(project, owner):
     url = reverse("image_upload", args=[project.public_id])
     response = client.post(url, data=body, content_type="multipart/form-data; boundary=kensaBoundary")
     assert response.status_code == 403 and not Image.objects.exists()
+
+
+@pytest.mark.django_db
+def test_api_tokens_are_out_of_reach_of_guessing(client, project, owner):
+    """Why API tokens get no throttle: the secret is 256 random bits, so guessing is hopeless at any request rate,
+    while a per-address throttle would let one misconfigured station behind a shared address lock the line's good
+    clients out of predictions. This pins the premise: a known key id with a wrong secret is refused."""
+    import base64
+    import math
+
+    from webapp.api.models import Scope
+    from webapp.api.services import TOKEN_PREFIX, api_token_create
+
+    token, secret = api_token_create(project=project, name="line", scopes=Scope.values, created_by=owner)
+    key_id, _, random_part = secret.removeprefix(TOKEN_PREFIX).partition("_")
+    assert key_id == token.key_id and len(base64.urlsafe_b64decode(random_part + "==")) * 8 >= 256
+    assert math.log2(64) * len(random_part) >= 256
+    url = reverse("api_versions", args=[project.public_id])
+    guessed = secret[:-4] + ("AAAA" if not secret.endswith("AAAA") else "BBBB")
+    assert client.get(url, headers={"Authorization": f"Bearer {guessed}"}).status_code == 401
+    assert client.get(url, headers={"Authorization": f"Bearer {secret}"}).status_code == 200
