@@ -134,3 +134,15 @@ def test_empty_validation_split_holds_out_good_training_images(small_project, ow
     assert len(validation) == 3 and "3 good training images were held out" in note
     assert not {i.id for i in fit.images} & {i.id for i in validation.images}
     assert all(i.label == Label.GOOD for i in fit.images)
+
+
+def test_settings_a_family_cannot_use_fail_the_run_with_the_reason(transactional_db, owner):
+    # the Gaussian's grid must divide the feature map: 192 px gives 24 cells a side, which 16 does not divide
+    project = sample_project_create(owner=owner, **SMALL)
+    run = services.training_run_request(project=project, requested_by=owner, family="gaussian", image_size=192)
+    assert services.training_run_claim(run_id=run.id)
+    training_run_execute(run_id=run.id)
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert run.error.startswith("The gaussian cannot train with these settings: grid 16 must divide")
+    assert "Choose another image size or family." in run.error

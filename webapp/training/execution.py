@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 FIT_SHARE = 80.0  # percent of the bar that fitting takes; evaluation takes the rest
 
 
+BAD_SETTINGS = "The {family} cannot train with these settings: {problem}. Choose another image size or family."
+
+
 class RunCancelled(Exception):
     """Raised from the progress callback when a person cancelled the run."""
 
@@ -173,7 +176,10 @@ def _train_and_evaluate(run: TrainingRun, workdir: Path) -> ModelVersion:
     fit, validation, test, note = training_data(run)
     progress = Progress(run.id)
     progress.part(0, 1)("data", 1.0, note or f"{len(fit)} training images")
-    model = create_model(run.family, **run.config)
+    try:
+        model = create_model(run.family, **run.config)
+    except ValueError as exc:  # settings the family cannot use (the families check their own configuration)
+        raise UserFacingError(BAD_SETTINGS.format(family=run.family, problem=exc)) from None
     TrainingRun.objects.filter(id=run.id).update(device=device_name(model))
     model.fit(fit, progress=progress.part(1, FIT_SHARE, FIT_STAGES.get(run.family)))
     evaluation_progress = progress.part(FIT_SHARE, 99, EVALUATION_STAGES)
