@@ -5,7 +5,8 @@ Starts scripts/run_all.py (migrations, Redis, both Celery workers, beat, the web
 with a temporary data folder, then for each service kills its main process with SIGKILL (what the kernel's OOM
 killer does), and measures, polling every 0.1 s until the service is back:
   - back: seconds until the supervisor started it again and it is ready (Redis accepts connections, a worker
-    prints "ready.", beat starts, the web server answers);
+    prints "ready.", beat starts, the web server answers); for `web process`, one of the web server's serving
+    processes, until the server's own parent has started its replacement;
   - web misses: requests to the login page that got no answer meanwhile (for the web service itself: its downtime);
   - others restarted: whether any other service got a new pid (it must not).
 
@@ -25,16 +26,24 @@ import time
 from pathlib import Path
 
 import benchlib
-from run_all_harness import RunAll
+from run_all_harness import RunAll, children
 
 # What a service prints when it is ready again, per service (counted in its prefixed output lines).
 READY = {"redis": "Ready to accept connections", "train": "ready.", "default": "ready.", "beat": "beat: Starting"}
+WEB_PROCESS = "web process"
 
 
 def kill_and_measure(app: RunAll, service: str, limit: float) -> list[str]:
+    """`service` is a name of run_all's, or `web process`: one of the web server's serving processes, which the
+    server's own parent replaces (run_all's `web` is that parent)."""
     before = app.pids()
+    if service == WEB_PROCESS:
+        serving = children(before["web"])
+        victim = serving[0]
+    else:
+        victim = before[service]
     ready_before = app.count(service, READY[service]) if service in READY else 0
-    os.kill(before[service], signal.SIGKILL)
+    os.kill(victim, signal.SIGKILL)
     killed = time.monotonic()
     polls = misses = 0
     back = None
@@ -42,8 +51,12 @@ def kill_and_measure(app: RunAll, service: str, limit: float) -> list[str]:
         polls += 1
         answered = app.answers(timeout=2)
         misses += not answered
-        restarted = app.pids()[service] != before[service]
-        ready = answered if service == "web" else app.count(service, READY[service]) > ready_before
+        if service == WEB_PROCESS:
+            replaced = set(children(before["web"])) - set(serving)
+            restarted, ready = bool(replaced), answered
+        else:
+            restarted = app.pids()[service] != before[service]
+            ready = answered if service == "web" else app.count(service, READY[service]) > ready_before
         if restarted and ready:
             back = time.monotonic() - killed
             break
@@ -61,7 +74,9 @@ def kill_and_measure(app: RunAll, service: str, limit: float) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=float, default=30.0, help="seconds a service may take to be back")
-    parser.add_argument("--services", default="train,default,beat,redis,web", help="comma-separated, in order")
+    parser.add_argument(
+        "--services", default=f"train,default,beat,redis,{WEB_PROCESS},web", help="comma-separated, in order"
+    )
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="kensa-bench-supervision-"))
     app = RunAll(scratch)

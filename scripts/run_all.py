@@ -432,6 +432,9 @@ def run() -> int:
         raise SystemExit(f"[run_all] nothing answers at REDIS_URL={redis_url}; start that Redis or unset REDIS_URL")
 
     celery = [sys.executable, "-m", "celery", "-A", "workers"]
+    # migrate ran Django's system checks above; a worker repeating them imports every URL module, torch with them:
+    # a restarted train worker was ready after 30 s instead of 4 s on a loaded 2-core box (bench_supervision.py).
+    env.setdefault("CELERY_SKIP_CHECKS", "1")
     worker_stop = [signal.SIGTERM, signal.SIGQUIT]  # warm shutdown, then cold (hands messages back), then kill
     services = [
         Service(

@@ -177,3 +177,15 @@ def test_thumbnails_lost_with_a_killed_worker_are_made_after_the_check(
         worker.stop()
         if replacement:
             replacement.stop()
+
+
+def test_the_grid_says_why_an_image_has_no_preview_and_stops_polling(client, transactional_db, project, owner, broker):
+    from django.urls import reverse
+
+    images_ingest(project=project, user=owner, files=incoming([3]))
+    reason = services.THUMBNAIL_GAVE_UP.format(attempts=services.THUMBNAIL_MAX_ATTEMPTS)
+    Image.objects.update(thumbnail_state=ThumbnailState.FAILED, thumbnail_error=reason)
+    client.force_login(owner)
+    response = client.get(reverse("image_grid", args=[project.public_id]))
+    assert f'title="{reason}"' in response.text and "no preview" in response.text
+    assert 'data-pending="0"' in response.text and "every 2s" not in response.text
