@@ -17,7 +17,7 @@ from webapp.projects.models import Membership, Role
 from webapp.samples import sample_project_create
 from webapp.training import selectors, services
 from webapp.training.datasets import ProjectSamples
-from webapp.training.eta import FIT_STAGES
+from webapp.training.eta import FIT_STAGES, PaceEstimate
 from webapp.training.execution import Progress
 from webapp.training.models import RunStatus, TrainingRun
 
@@ -246,3 +246,13 @@ def test_a_real_worker_runs_a_projects_queued_runs_one_after_the_other(owner, ce
     # the second was sent when the first ended, and never ran beside it
     assert two.enqueued_at >= one.finished_at and two.started_at >= one.finished_at
     assert one.worker == two.worker == celery_worker.nodename
+
+
+def test_a_new_stage_starts_a_new_measurement():
+    pace = PaceEstimate()
+    assert pace.observe(0, 10, "epoch") is None
+    assert pace.observe(10, 20, "epoch") == pytest.approx(80)  # 1 % a second, 80 % to go
+    # an early stop jumps the bar to the end of fitting: that is no burst of speed to extrapolate
+    assert pace.observe(11, 80, "validation") is None
+    assert pace.observe(21, 82, "evaluation") is None
+    assert pace.observe(31, 84, "evaluation") == pytest.approx(80)  # 0.2 % a second, 16 % to go

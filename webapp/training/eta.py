@@ -19,12 +19,25 @@ FIT_STAGES: dict[str, dict[str, float]] = {
     "autoencoder": {"prepare": 0.05, "epoch": 0.95},
     "unet": {"prepare": 0.1, "epoch": 0.9},
 }
+# Those shares were measured on a CPU; a GPU changes them (the backbone's features, the coreset search and the
+# epochs speed up by different factors), and none are measured on one yet: scripts/gpu_check.sh prints a GPU fit's
+# stage shares, to be written here. Until then a GPU run gives its stages equal shares rather than the CPU's; either
+# way the time left is the pace this run's own bar moved at, never a CPU figure.
+FIT_STAGES_ON_GPU: dict[str, dict[str, float]] = {}
 EVALUATION_STAGES = {"validation": 0.1, "evaluation": 0.9}
 # Families that may stop before their last epoch: their time left is an upper bound.
 EARLY_STOPPING = frozenset({"autoencoder"})
 
 PACE_WINDOW_SECONDS = 180.0  # the pace is measured over this much recent time
 MIN_PACE_SECONDS = 2.0  # and over at least this much, or there is no estimate yet
+
+
+def fit_stages(family: str, *, device: str) -> dict[str, float] | None:
+    """The stage plan of a family's fit on `device` (as the run page shows it: "cpu", "cuda:0 (NVIDIA H200)")."""
+    cpu = FIT_STAGES.get(family)
+    if not device.startswith("cuda") or cpu is None:
+        return cpu
+    return FIT_STAGES_ON_GPU.get(family) or dict.fromkeys(cpu, 1.0)
 
 
 def stage_fraction(stages: dict[str, float], stage: str, fraction: float) -> float | None:
@@ -41,13 +54,18 @@ def stage_fraction(stages: dict[str, float], stage: str, fraction: float) -> flo
 
 
 class PaceEstimate:
-    """Seconds left to 100 % from the percent reached at recent times."""
+    """Seconds left to 100 % from the percent reached at recent times within the current stage (a new stage starts
+    a new measurement: an early stop or a stage's share being off would otherwise read as a burst of speed)."""
 
     def __init__(self, window: float = PACE_WINDOW_SECONDS):
         self.window = window
         self.points: deque[tuple[float, float]] = deque()
+        self.stage = ""
 
-    def observe(self, now: float, percent: float) -> float | None:
+    def observe(self, now: float, percent: float, stage: str = "") -> float | None:
+        if stage != self.stage:
+            self.stage = stage
+            self.points.clear()
         self.points.append((now, percent))
         # Keep one point older than the window as the anchor, so a slow stretch between reports is still measured.
         while len(self.points) > 2 and self.points[1][0] <= now - self.window:
