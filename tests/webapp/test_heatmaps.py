@@ -153,3 +153,17 @@ def test_the_gallery_draws_heatmaps_relative_to_its_own_threshold(client, owner,
         HTTP_HX_TARGET="gallery",
     ).content.decode()
     assert f"{url}?t=0.6" in gallery
+
+
+def test_the_gallery_draws_a_predicted_mask_only_on_images_called_defective_at_its_threshold(client, owner, project):
+    version = scored_version_create(project=project, scores=[0.2, 0.7], labels=[True, True], with_maps=True)
+    client.force_login(owner)
+    url = reverse("version_detail", args=[project.public_id, version.public_id])
+
+    def masks_at(threshold: str) -> int:
+        html = client.get(url, {"t": threshold}, HTTP_HX_REQUEST="true", HTTP_HX_TARGET="gallery").content.decode()
+        return html.count('class="thumb mask"')
+
+    assert masks_at("0.1") == 2  # both caught
+    assert masks_at("0.5") == 1  # one escapes: its heatmap stays, its mask goes
+    assert masks_at("0.9") == 0
