@@ -1,5 +1,6 @@
-"""Measures the threshold slider's round trip: the metrics fragment request (numbers, confusion, histogram, PR
-and ROC curves) through Django's full middleware stack, on a version with 10,000 stored test predictions.
+"""Measures the threshold slider's round trip: the metrics fragment request for a slider position (numbers,
+confusion, histogram, PR and ROC curves) through Django's full middleware stack, on a version with 10,000 stored
+test predictions.
 
     KENSA_DATA_DIR=$(mktemp -d) sh -c 'python manage.py migrate -v0 && python manage.py bench_slider'
 
@@ -46,11 +47,12 @@ class Command(BaseCommand):
             client.force_login(user)
             url = reverse("version_detail", kwargs={"project_id": project.public_id, "version_id": version.public_id})
             headers = {"HX-Request": "true", "HX-Target": "threshold-panel"}
-            thresholds = rng.uniform(scores.min(), scores.max(), warmup + requests)
+            # What the slider sends: a position on the version's ladder (one per distinct score, plus the ends).
+            positions = rng.integers(0, predictions + 1, warmup + requests)
             times = []
-            for i, threshold in enumerate(thresholds):
+            for i, position in enumerate(positions):
                 tick = time.perf_counter()
-                response = client.get(url, {"t": repr(float(threshold))}, headers=headers)
+                response = client.get(url, {"pos": str(position)}, headers=headers)
                 elapsed = time.perf_counter() - tick
                 assert response.status_code == 200 and b"metric-precision" in response.content, response.status_code
                 if i == 0:
