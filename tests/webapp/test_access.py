@@ -33,6 +33,7 @@ ROUTES = [
     ("splits_rebalance", {}, "post", Action.EDIT_DATA),
     ("defect_class_create", {}, "post", Action.EDIT_DATA),
     ("defect_class_delete", {"class": True}, "post", Action.EDIT_DATA),
+    ("project_disk_use", {}, "get", Action.MANAGE),
     ("project_rename", {}, "post", Action.MANAGE),
     ("project_delete", {}, "get", Action.MANAGE),
     ("project_delete", {}, "post", Action.MANAGE),
