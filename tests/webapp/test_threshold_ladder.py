@@ -4,11 +4,14 @@ test scores in it; the page keeps and saves the exact threshold."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from django.urls import reverse
 
 from tests.browser.test_threshold_slider_ui import OPERATING_REGION, unet_like_scores
+from webapp.dashboard import plots
 from webapp.dashboard.operating_points import ScoredImages, operating_point, presets, threshold_ladder
 from webapp.dashboard.synthetic import scored_version_create
 
@@ -81,3 +84,24 @@ def test_the_slider_position_becomes_the_exact_threshold_in_the_panel_and_the_ad
     # a full page at that position puts the slider there
     page = client.get(url, {"pos": position}).content.decode()
     assert f'value="{position}"' in page and f'max="{len(ladder) - 1}"' in page
+
+
+def _threshold_line_x(svg: str) -> tuple[float, str]:
+    line = re.search(r'<line class="threshold" data-threshold="([^"]+)" x1="([^"]+)"', svg)
+    return float(line.group(2)), line.group(1)
+
+
+def test_the_histogram_of_unet_like_scores_reads_on_a_log_axis():
+    scores, labels = unet_like_scores()
+    assert plots.wants_log_axis(scores)
+    assert not plots.wants_log_axis(np.random.default_rng(0).normal(10, 2, 100))
+    drawn = {}
+    for threshold in (1e-5, 2e-4):
+        svg = plots.score_histogram(
+            good=scores[~labels], defect=scores[labels], threshold=threshold, lo=0.0, hi=1.0, log_axis=True
+        )
+        drawn[threshold] = _threshold_line_x(svg)
+        assert "log scale" in svg
+    # a decade and more apart on the plot (on a linear 0..1 axis both lines sit on the same pixel)
+    assert drawn[2e-4][0] - drawn[1e-5][0] > 40
+    assert drawn[1e-5][1] == repr(1e-5)  # the line still carries the raw threshold

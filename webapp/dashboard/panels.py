@@ -79,6 +79,7 @@ def threshold_panel(
             lo=lo,
             hi=hi,
             saved_threshold=version.threshold,
+            log_axis=plots.wants_log_axis(scored.scores),
         ),
         pr_curve=plots.pr_curve(points=drawn.pr, recall=point.recall, precision=point.precision) if drawn else None,
         roc_curve=plots.roc_curve(points=drawn.roc, false_positive_rate=point.false_positive_rate, recall=point.recall)

@@ -126,19 +126,55 @@ def score_histogram(
     bins: int = 40,
     saved_threshold: float | None = None,
     frame: Frame = HISTOGRAM,
+    log_axis: bool = False,
 ) -> SafeString:
     """Good and defect raw scores as two outlined histograms, each as a share of its own class (so a handful of
     defects stays visible beside many good parts), with the threshold as a solid line and the saved operating
-    threshold, when different, as a dashed one."""
+    threshold, when different, as a dashed one. `log_axis` draws log10 of the scores (all positive, spread over
+    decades: a U-Net's 1e-6 .. 0.999), so the operating region near 0 is not a single pixel."""
+    if log_axis:
+        return _log_histogram(good=good, defect=defect, threshold=threshold, bins=bins,
+                              saved_threshold=saved_threshold, frame=frame)  # fmt: skip
+    return _histogram(good=good, defect=defect, threshold=threshold, lo=lo, hi=hi, bins=bins,
+                      saved_threshold=saved_threshold, frame=frame)  # fmt: skip
+
+
+def wants_log_axis(scores: np.ndarray) -> bool:
+    """Positive scores whose typical value is under 1% of the largest: on a linear axis they all sit at 0."""
+    return bool(len(scores) and scores.min() > 0 and np.median(scores) < 0.01 * scores.max())
+
+
+def _log_histogram(*, good, defect, threshold, bins, saved_threshold, frame) -> SafeString:
+    every = np.concatenate([good, defect])
+    floor = float(every[every > 0].min()) / 10 if (every > 0).any() else 1e-12
+
+    def log(value):
+        return np.log10(np.maximum(value, floor))
+
+    lo, hi = float(log(every).min()), float(log(every).max())
+    pad = (hi - lo) * 0.03 or 1.0
+    svg = _histogram(good=log(good), defect=log(defect), threshold=float(log(threshold)), lo=lo - pad, hi=hi + pad,
+                     bins=bins, saved_threshold=None if saved_threshold is None else float(log(saved_threshold)),
+                     frame=frame, decades=True)  # fmt: skip
+    # The threshold line carries the raw threshold, not its logarithm.
+    return mark_safe(svg.replace(f'data-threshold="{float(log(threshold))!r}"', f'data-threshold="{threshold!r}"'))
+
+
+def _histogram(*, good, defect, threshold, lo, hi, bins, saved_threshold, frame, decades: bool = False) -> SafeString:
     edges = np.linspace(lo, hi, bins + 1)
     shares = []
     for values in (good, defect):
         counts, _ = np.histogram(np.clip(values, lo, hi), bins=edges)
         shares.append(counts / max(1, len(values)))
     top = max(0.05, float(max(s.max(initial=0) for s in shares)) * 1.1)
-    x_ticks = [(frame.x(v, lo, hi), number(v)) for v in _nice_ticks(lo, hi)]
+    if decades:
+        step = max(1, math.ceil((hi - lo) / 6))
+        x_ticks = [(frame.x(k, lo, hi), number(10.0**k)) for k in range(math.ceil(lo), math.floor(hi) + 1, step)]
+    else:
+        x_ticks = [(frame.x(v, lo, hi), number(v)) for v in _nice_ticks(lo, hi)]
     y_ticks = [(frame.y(v, 0, top), f"{v:.0%}") for v in _nice_ticks(0, top, 4)]
-    body = _axes(frame, x_ticks, y_ticks, "raw anomaly score", "share of class")
+    x_title = "raw anomaly score (log scale)" if decades else "raw anomaly score"
+    body = _axes(frame, x_ticks, y_ticks, x_title, "share of class")
     # Called-defective side shaded, so "right of the line = rejected" reads at a glance.
     tx = frame.x(min(max(threshold, lo), hi), lo, hi)
     body.append(f'<rect class="reject-zone" x="{tx}" y="{frame.y1}" width="{frame.x1 - tx}" '
@@ -160,7 +196,8 @@ def score_histogram(
                     f'stroke="{THRESHOLD_COLOUR}" stroke-dasharray="4 3" stroke-opacity="0.6"/>')  # fmt: skip
     body.append(threshold_line(frame, threshold, lo, hi))
     body.append(_legend(frame, [("good", GOOD_COLOUR), ("defect", DEFECT_COLOUR)]))
-    return _svg(frame, "histogram", f"Histogram of good and defect scores, threshold {number(threshold)}", body)
+    shown = number(10.0**threshold) if decades else number(threshold)
+    return _svg(frame, "histogram", f"Histogram of good and defect scores, threshold {shown}", body)
 
 
 def _legend(frame: Frame, entries: list[tuple[str, str]]) -> str:
