@@ -24,6 +24,8 @@ from django.test import Client
 from django.urls import reverse
 from PIL import Image as PILImage
 
+from ml.registry import create_model
+from ml.types import Sample
 from tests.webapp.conftest import encode, make_user, png_bytes
 from tests.webapp.test_access import API_ROUTES, ROUTES, SITE_ROUTES, _url, route_target
 from webapp.api.models import Scope
@@ -35,6 +37,7 @@ from webapp.projects.models import Project, Role
 from webapp.samples import sample_project_create
 from webapp.serving import STORED_FILE_CSP
 from webapp.storage import stored_file_write
+from webapp.training.artifacts import artifact_upload
 
 OUR_APPS = {"accounts", "projects", "images", "training", "dashboard", "api", "annotations", "review"}
 IMAGE_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/bmp": "BMP", "image/tiff": "TIFF"}
@@ -69,6 +72,8 @@ WRITES = {
     "image_bulk_undo": lambda w: {"entry": w["bulk_change"].id},
     "image_detail": lambda w: {"label": "defect", "split": "test"},
     "splits_rebalance": lambda w: {},
+    "validation_fill": lambda w: {},
+    "split_change_undo": lambda w: {},
     "defect_class_create": lambda w: {"name": "stain", "colour": "#00aa00"},
     "defect_class_delete": lambda w: {},
     "project_rename": lambda w: {"name": "Renamed"},
@@ -104,6 +109,7 @@ NO_EFFECT_HERE = {
     "train": "one image is not enough to train: the page explains what is missing",
     "trial": "no active model version: the page says to train one first",
     "splits_rebalance": "one image: nothing to move",
+    "validation_fill": "one test image: a stratified share of one is none",
 }
 STAFF_WRITES = {"user_list"}
 PROJECT_POSTS = sorted({name for name, _, method, _ in ROUTES if method == "post"})
@@ -127,7 +133,7 @@ def world(project, owner) -> dict:
     prediction.save(update_fields=["input_file", "input_name"])
     # the owner's last bulk change, which an undo can take back
     moved = images_split_change(project=project, images=[target["image"].id], split="test", user=owner)
-    return {**target, "project": project, "owner": owner, "bulk_change": moved.entry}
+    return {**target, "project": project, "owner": owner, "bulk_change": moved.entry, "split_change": moved.entry}
 
 
 def _needs(name: str) -> dict:
@@ -347,7 +353,7 @@ def _grey_png(size: int = 16) -> bytes:
 
 
 @pytest.fixture
-def stored(world) -> dict:
+def stored(world, tmp_path) -> dict:
     """The world with every kind of stored file in place: thumbnail, mask, a prediction's maps and input."""
     project, image, prediction = world["project"], world["image"], world["prediction"]
     image_thumbnail_make(image=image)
@@ -360,8 +366,19 @@ def stored(world) -> dict:
     prediction.anomaly_map = stored_file_write(f"{prefix}/predictions/p_map.png", _grey_png())
     prediction.predicted_mask = stored_file_write(f"{prefix}/predictions/p_mask.png", _grey_png())
     prediction.save(update_fields=["anomaly_map", "predicted_mask"])
+    _version_model_store(prediction.model_version, tmp_path)
     _, secret = api_token_create(project=project, name="all", scopes=Scope.values, created_by=world["owner"])
     return {**world, "secret": secret}
+
+
+def _version_model_store(version, tmp_path: Path) -> None:
+    """A real (tiny, untrained backbone) Gaussian model as the version's artifact, so its bundle can be built."""
+    model = create_model("gaussian", pretrained=False, image_size=64, grid=4)
+    rng = np.random.default_rng(0)
+    model.fit([Sample(image=rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(4)])
+    model.save(tmp_path / "model")
+    version.artifact_files = artifact_upload(tmp_path / "model", version.artifact_prefix)
+    version.save(update_fields=["artifact_files"])
 
 
 FILE_ROUTES = {
@@ -372,6 +389,8 @@ FILE_ROUTES = {
     "prediction_mask",
     "prediction_input",
     "dataset_export",
+    "version_bundle",
+    "api_version_bundle",
     "api_prediction_map",
     "api_prediction_mask",
 }

@@ -25,13 +25,15 @@ from webapp.training.evaluation import MAP_ENCODING, MAP_GAIN
 from webapp.training.models import ModelVersion
 
 NOT_EXPORTABLE = "Models of the {family} family cannot be exported as a bundle."
+NO_MODEL_FILES = "This model version has no stored model files to export."
 NO_SUCH_VERSION = "No such model version in this project."
 BUNDLE_FOLDER = "bundle"
 GRAPH_FILE = "model.onnx"
 
 
 class NotExportable(Exception):
-    """The version's family has no ONNX export; `str(exc)` says so in plain words."""
+    """The version cannot be exported (a family without an ONNX export, no stored model files); `str(exc)` says
+    which in plain words."""
 
 
 # One bundle is built at a time per process: two clicks on the same link share the first one's export.
@@ -74,6 +76,8 @@ def version_bundle_stored(*, version: ModelVersion) -> tuple[str, str]:
     Raises NotExportable for a family without an export."""
     if not exportable(version.family):
         raise NotExportable(NOT_EXPORTABLE.format(family=version.family))
+    if not version.artifact_files:
+        raise NotExportable(NO_MODEL_FILES)
     info = version_bundle_info(version=version)
     folder = f"{version.artifact_prefix}/{BUNDLE_FOLDER}"
     name = f"{folder}/{info.name}-{_fingerprint(version, info)}.zip"

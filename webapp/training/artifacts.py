@@ -35,6 +35,7 @@ def artifact_local_dir(version) -> Path:
     # version at once (gunicorn workers after a start) never write into, or delete, a folder another one reads.
     partial = target.with_name(f"{target.name}.partial-{uuid.uuid4().hex}")
     try:
+        partial.mkdir(parents=True)
         for name in version.artifact_files:
             destination = partial / name
             destination.parent.mkdir(parents=True, exist_ok=True)
