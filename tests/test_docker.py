@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workers.decorators import DEFAULT_QUEUE, TRAIN_QUEUE
+from workers.decorators import DEFAULT_QUEUE, GPU_TRAIN_QUEUE, TRAIN_QUEUE
 
 DOCKER = Path(__file__).resolve().parent.parent / "docker"
 
@@ -30,10 +30,37 @@ def test_each_queue_has_its_worker_and_the_gpu_one_is_opt_in(services):
     assert listens_to(services["worker"]) == {DEFAULT_QUEUE}
     assert listens_to(services["worker-train"]) == {TRAIN_QUEUE}
     gpu = services["worker-train-gpu"]
-    assert listens_to(gpu) == {TRAIN_QUEUE} and gpu["profiles"] == ["gpu"]
+    assert gpu["profiles"] == ["gpu"]
     assert gpu["build"]["args"]["TORCH"] == "cuda"
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert services["worker-train"]["command"][2:] == ["--concurrency", "1"]  # one training at a time per box
+
+
+def test_the_gpu_profile_trains_on_the_gpu_queue_with_the_gpu(services):
+    gpu = services["worker-train-gpu"]
+    # the queue training is routed to while a GPU worker is alive, and `train` (runs sent while it was down)
+    assert gpu["command"][1].split(",") == [GPU_TRAIN_QUEUE, TRAIN_QUEUE]
+    assert gpu["command"][2:] == ["--concurrency", "1"]
+    # an explicit cuda: without a usable GPU the worker stops at start instead of training on the CPU
+    assert gpu["environment"]["KENSA_DEVICE"] == "cuda"
+    # and it keeps the shared settings (the merge must not drop the database, broker or secret key)
+    assert gpu["environment"]["DATABASE_URL"] == services["worker-train"]["environment"]["DATABASE_URL"]
+    assert gpu["environment"]["KENSA_SECRET_KEY_FILE"] == "/data/secret_key"
+    # its health check pings the node name the entrypoint gives it (queues joined by +)
+    assert f"-d {GPU_TRAIN_QUEUE}+{TRAIN_QUEUE}@$$HOSTNAME" in gpu["healthcheck"]["test"][1]
+    assert '-n "${queues//,/+}@%h"' in (DOCKER / "entrypoint.sh").read_text()
+    # nothing else asks for a GPU: web and the other workers use the CPU image and predict on the CPU
+    for name in ("web", "worker", "worker-train", "beat"):
+        assert services[name]["image"] == "kensa:cpu" and "KENSA_DEVICE" not in services[name]["environment"], name
+        assert "KENSA_PREDICT_DEVICE" not in services[name]["environment"], name
+    assert services["worker-train"]["command"][1] == TRAIN_QUEUE
+
+
+def test_only_the_gpu_image_gets_cuda_torch():
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    assert "--index-url https://download.pytorch.org/whl/cpu" in dockerfile  # the cpu image: torch without CUDA
+    assert 'if [ "$TORCH" = cpu ]; then python -c "import torch; assert torch.version.cuda is None' in dockerfile
+    assert "assert torch.version.cuda, 'no CUDA in '" in dockerfile
 
 
 def test_state_lives_on_volumes_and_redis_keeps_its_queue(services):

@@ -199,6 +199,21 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("KENSA_VISIBILITY_TIMEOUT", 6 * 3600)}
 CELERY_TASK_ALWAYS_EAGER = False
 
+# Where models compute (ml.devices: auto, cpu, cuda, cuda:N). KENSA_DEVICE is the training worker's (auto: its GPU
+# when torch sees one); KENSA_PREDICT_DEVICE is for predictions in the web server and default workers, CPU unless
+# told: they run beside training and each web process keeps its own models (docs/deploy.md, "GPU workers").
+def _device_spec(name: str, value: str) -> str:
+    from ml.devices import check_device_spec
+
+    try:
+        return check_device_spec(value)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name}: {error}") from None
+
+
+KENSA_DEVICE = _device_spec("KENSA_DEVICE", env_str("KENSA_DEVICE", "auto"))
+KENSA_PREDICT_DEVICE = _device_spec("KENSA_PREDICT_DEVICE", env_str("KENSA_PREDICT_DEVICE", "cpu"))
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -12,6 +12,9 @@ from workers.celery import app
 
 DEFAULT_QUEUE = "default"
 TRAIN_QUEUE = "train"
+# Consumed by GPU training workers (with `train`): training is sent here while one is alive (workers.gpu_workers).
+GPU_TRAIN_QUEUE = "train-gpu"
+TRAINING_QUEUES = frozenset({TRAIN_QUEUE, GPU_TRAIN_QUEUE})
 
 # Worth another try: the database or the broker blinked. Anything else is a bug or bad data; retrying hides it.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
@@ -27,7 +30,12 @@ TASK_QUEUES: dict[str, str] = {}
 
 
 def route_task(name: str, args, kwargs, options, task=None, **extra) -> dict | None:
+    """The task's queue; training goes to `train-gpu` instead while a GPU worker is alive (docs/deploy.md)."""
+    from workers.gpu_workers import gpu_workers_alive
+
     queue = TASK_QUEUES.get(name)
+    if queue == TRAIN_QUEUE and gpu_workers_alive():
+        queue = GPU_TRAIN_QUEUE
     return {"queue": queue} if queue else None
 
 

@@ -37,7 +37,7 @@ class TrainingRun(models.Model):
     eta_seconds = models.FloatField(null=True, blank=True)
     message = models.CharField(max_length=400, blank=True)
     error = models.TextField(blank=True)  # for people: no tracebacks (those go to the worker's log)
-    device = models.CharField(max_length=32, blank=True)
+    device = models.CharField(max_length=100, blank=True)  # "cpu", "cuda:0 (NVIDIA H200)"
     worker = models.CharField(max_length=200, blank=True)
     cancel_requested = models.BooleanField(default=False)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
