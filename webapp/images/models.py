@@ -69,7 +69,11 @@ class Image(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [models.UniqueConstraint(fields=["project", "sha256"], name="image_unique_in_project")]
-        indexes = [models.Index(fields=["project", "label", "split"])]
+        indexes = [
+            models.Index(fields=["project", "label", "split"]),
+            # The periodic thumbnail check looks for pending rows every 30 s: without it, a scan of every image.
+            models.Index(fields=["thumbnail_state", "thumbnail_queued_at"], name="image_thumbnail_pending"),
+        ]
 
     def __str__(self) -> str:
         return self.original_name
