@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="extra model config, e.g. layers=[1,2,3]"
     )
+    bench.add_argument("--device", default=None, help="where the model computes: auto, cpu, cuda or cuda:N")
     bench.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return parser
 
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.set:
         key, _, value = item.partition("=")
         config[key] = _parse_value(value)
+    if args.device is not None:
+        config["device"] = args.device
     options = BenchOptions(
         data=args.data,
         model=args.model,

@@ -8,32 +8,29 @@ the mean of the top `topk_fraction` of map pixels (or the map's max or mean, by 
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, Self
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ml.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+from ml.devices import check_device_spec, resolve_device, resolve_saved_device
 from ml.filters import gaussian_blur, ssim_map
-from ml.image_batches import LUMA, images_to_batch, images_to_uint8_batch, map_to_image_size
+from ml.images import LUMA, images_to_batch, images_to_uint8_batch, map_to_image_size
+from ml.training import TrainingSummary, autocast, fitted_batch_size, grad_scaler, with_oom_fallback
 from ml.types import GOOD, Prediction, ProgressCallback, Sample, no_progress
 
 FAMILY = "autoencoder"
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "weights.safetensors"
-FORMAT_VERSION = 1
 
 
 @dataclass
 class AutoencoderConfig:
-    """Everything that defines an autoencoder; saved as config.json next to the weights.
+    """Everything that defines an autoencoder; saved in its checkpoint (ml.checkpoint).
 
     image_size: side (px) images are resized to; must be divisible by 2**depth. depth: number of stride-2 stages
     (None: halve while the side stays even and at least 4). grayscale: 1 input channel instead of 3.
@@ -57,6 +54,11 @@ class AutoencoderConfig:
     weight_decay: float = 1e-5
     val_fraction: float = 0.1
     seed: int = 0
+    device: str = "auto"  # where it trains and predicts: auto, cpu, cuda, cuda:N (ml.devices)
+    mixed_precision: bool = True  # float16 autocast and loss scaling when training on CUDA (no effect on a CPU)
+
+    def __post_init__(self) -> None:
+        self.device = check_device_spec(self.device)
 
     def resolved_depth(self) -> int:
         if self.depth is not None:
@@ -161,23 +163,29 @@ class AutoencoderScorer(nn.Module):
         return scores, maps
 
 
+def _train_step(
+    network: ConvAutoencoder,
+    batch: torch.Tensor,
+    config: AutoencoderConfig,
+    optimiser: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+) -> float:
+    """One optimisation step on `batch`; returns its loss. (Tests replace it to simulate running out of memory.)"""
+    with autocast(batch.device, config.mixed_precision):
+        reconstruction = network(batch)
+    # The loss in float32 whatever the network ran in: SSIM's variances cancel badly in float16.
+    loss = _training_loss(config, batch, reconstruction.float())
+    optimiser.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimiser)
+    scaler.update()
+    return loss.item()
+
+
 def _training_loss(config: AutoencoderConfig, x: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
     if config.loss == "ssim":
         return 1.0 - ssim_map(x, reconstruction, window=config.ssim_window).mean()
     return ((x - reconstruction) ** 2).mean()
-
-
-@dataclass
-class TrainingSummary:
-    """What fit did, saved with the model for the record."""
-
-    epochs_run: int = 0
-    best_epoch: int = 0
-    best_val_loss: float = math.inf
-    n_train: int = 0
-    n_val: int = 0
-    seconds: float = 0.0
-    history: list[dict] = field(default_factory=list)
 
 
 class Autoencoder:
@@ -185,15 +193,18 @@ class Autoencoder:
 
     family = FAMILY
 
-    def __init__(self, **config) -> None:
+    def __init__(self, *, resolved_device: torch.device | None = None, **config) -> None:
         self.config = AutoencoderConfig(**config)
+        # Resolved once (load passes the device it settled on, see ml.devices.resolve_saved_device).
+        self.device = resolved_device or resolve_device(self.config.device)
         self.summary = TrainingSummary()
         self._scorer = self._build_scorer()
 
     def _build_scorer(self) -> AutoencoderScorer:
         with torch.random.fork_rng():
             torch.manual_seed(self.config.seed)
-            return AutoencoderScorer(ConvAutoencoder(self.config), self.config).eval()
+            # Built on the CPU from the seed (the same initial weights on every device), then moved.
+            return AutoencoderScorer(ConvAutoencoder(self.config), self.config).eval().to(self.device)
 
     @property
     def network(self) -> ConvAutoencoder:
@@ -201,12 +212,14 @@ class Autoencoder:
 
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Images (H x W x 3 uint8, any size) -> the scorer's input, N x 3 x S x S float32 RGB in [0, 1]."""
-        return images_to_batch(images, self.config.image_size)
+        return images_to_batch(images, self.config.image_size).to(self.device, non_blocking=True)
 
     def fit(self, samples: Sequence[Sample], *, progress: ProgressCallback = no_progress) -> None:
         """Trains on the GOOD samples (others are ignored), holding out `val_fraction` of them for early stopping.
 
-        Progress: stage "epoch", fraction = epochs done / `epochs` (1.0 when stopped early).
+        Progress: stage "epoch", fraction = epochs done / `epochs` (1.0 when stopped early). On a GPU: mixed
+        precision, a batch size lowered to fit free memory, and one retry at half the batch after running out of
+        memory (then ml.training.GpuOutOfMemory).
         """
         started = time.perf_counter()
         config = self.config
@@ -223,26 +236,63 @@ class Autoencoder:
         val_data, train_data = data[order[:n_val]], data[order[n_val:]]
         if n_val == 0:  # a single good image: validate on what we train on
             val_data = train_data
+        if self.device.type == "cuda":  # page-locked, so batches copy to the GPU asynchronously
+            train_data, val_data = train_data.pin_memory(), val_data.pin_memory()
+        shuffle_state = generator.get_state()  # every attempt (see with_oom_fallback) shuffles alike
 
+        def attempt(batch_size: int) -> TrainingSummary:
+            generator.set_state(shuffle_state)
+            return self._train(train_data, val_data, batch_size, generator, progress)
+
+        self._scorer = self._build_scorer()
+        batch_size = fitted_batch_size(config.batch_size, self.device, lambda n: self._probe(train_data[:n]))
+        summary = with_oom_fallback(attempt, batch_size)
+        summary.n_val = n_val
+        summary.seconds = time.perf_counter() - started
+        self.summary = summary
+
+    def _probe(self, images: torch.Tensor) -> None:
+        """One forward and backward pass on `images` for measuring memory; the weights, gradients and batch-norm
+        statistics are left as they were."""
+        network = self.network
+        state = {k: v.clone() for k, v in network.state_dict().items()}
+        network.train()
+        try:
+            batch = images.to(self.device).float().div_(255.0)
+            with autocast(self.device, self.config.mixed_precision):
+                reconstruction = network(batch)
+            _training_loss(self.config, batch, reconstruction.float()).backward()
+        finally:
+            network.zero_grad(set_to_none=True)
+            network.load_state_dict(state)
+
+    def _train(
+        self,
+        train_data: torch.Tensor,
+        val_data: torch.Tensor,
+        batch_size: int,
+        generator: torch.Generator,
+        progress: ProgressCallback,
+    ) -> TrainingSummary:
+        """One training attempt from fresh weights at `batch_size`; leaves the best epoch's weights in place."""
+        config, device = self.config, self.device
         self._scorer = self._build_scorer()
         network = self.network
         optimiser = torch.optim.Adam(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        scaler = grad_scaler(device, config.mixed_precision)
         best_state = {k: v.clone() for k, v in network.state_dict().items()}
-        summary = TrainingSummary(n_train=len(train_data), n_val=n_val)
+        summary = TrainingSummary(n_train=len(train_data), batch_size=batch_size, device=str(device))
 
         for epoch in range(config.epochs):
             network.train()
             permutation = torch.randperm(len(train_data), generator=generator)
             train_total = 0.0
-            for start in range(0, len(train_data), config.batch_size):
-                batch = train_data[permutation[start : start + config.batch_size]].float().div_(255.0)
+            for start in range(0, len(train_data), batch_size):
+                batch = train_data[permutation[start : start + batch_size]]
                 if len(batch) == 1 and len(train_data) > 1:
                     continue  # BatchNorm cannot train on a lone leftover image
-                loss = _training_loss(config, batch, network(batch))
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                train_total += loss.item() * len(batch)
+                batch = batch.to(device, non_blocking=True).float().div_(255.0)
+                train_total += _train_step(network, batch, config, optimiser, scaler) * len(batch)
             val_loss = self._validation_loss(val_data)
             summary.epochs_run = epoch + 1
             summary.history.append(
@@ -262,15 +312,14 @@ class Autoencoder:
 
         network.load_state_dict(best_state)
         network.eval()
-        summary.seconds = time.perf_counter() - started
-        self.summary = summary
+        return summary
 
     @torch.inference_mode()
     def _validation_loss(self, val_data: torch.Tensor) -> float:
         self.network.eval()
         total = 0.0
         for start in range(0, len(val_data), 64):
-            batch = val_data[start : start + 64].float().div_(255.0)
+            batch = val_data[start : start + 64].to(self.device).float().div_(255.0)
             total += _training_loss(self.config, batch, self.network(batch)).item() * len(batch)
         return total / len(val_data)
 
@@ -289,35 +338,28 @@ class Autoencoder:
         return predictions
 
     def save(self, directory: Path) -> None:
-        """Writes config.json (family, config, preprocessing, training summary) and weights.safetensors."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        document = {
-            "family": FAMILY,
-            "format_version": FORMAT_VERSION,
-            "config": asdict(self.config),
-            "preprocessing": {
-                "resize": [self.config.image_size, self.config.image_size],
-                "interpolation": "bilinear, antialiased",
-                "channels": 3,
-                "scale": "uint8 / 255 (RGB; a grayscale model converts with BT.601 luma inside)",
-            },
-            "training": asdict(self.summary),
+        """Writes the checkpoint (ml.checkpoint): config, preprocessing, training summary and network weights."""
+        preprocessing = {
+            "resize": [self.config.image_size, self.config.image_size],
+            "interpolation": "bilinear, antialiased",
+            "channels": 3,
+            "scale": "uint8 / 255 (RGB; a grayscale model converts with BT.601 luma inside)",
         }
-        (directory / CONFIG_FILE).write_text(json.dumps(document, indent=2))
-        state = {k: v.contiguous() for k, v in self.network.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_FILE))
+        tensors = self.network.state_dict()
+        write_checkpoint(
+            directory, Checkpoint(FAMILY, asdict(self.config), tensors, preprocessing, asdict(self.summary))
+        )
 
     @classmethod
-    def load(cls, directory: Path) -> Self:
-        """Restores a model written by `save`."""
-        directory = Path(directory)
-        document = json.loads((directory / CONFIG_FILE).read_text())
-        if document.get("family") != FAMILY:
-            raise ValueError(f"{directory} holds family {document.get('family')!r}, not {FAMILY!r}")
-        model = cls(**document["config"])
-        model.summary = TrainingSummary(**document.get("training", {}))
-        model.network.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+    def load(cls, directory: Path, *, device: str | None = None) -> Self:
+        """Restores a model written by `save` on `device` (default: the saved spec, or the CPU where that cannot
+        be had)."""
+        checkpoint = read_checkpoint(directory, family=FAMILY)
+        config = checkpoint.config
+        resolved = resolve_saved_device(check_device_spec(config.get("device", "auto")), device)
+        model = cls(resolved_device=resolved, **config)
+        model.summary = TrainingSummary.from_dict(checkpoint.training)
+        model.network.load_state_dict(checkpoint.tensors)
         model._scorer.eval()
         return model
 

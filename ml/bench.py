@@ -22,8 +22,10 @@ import torch
 
 from ml import metrics
 from ml.data import LazySamples, load_mvtec, stratified_halves, supervised_split
+from ml.devices import device_description
 from ml.registry import create_model
 from ml.segmentation_scores import mean_defect_iou
+from ml.threads import torch_threads
 from ml.thresholds import default_threshold
 from ml.types import AnomalyModel
 
@@ -91,7 +93,11 @@ def time_inference(model: AnomalyModel, images: list[np.ndarray]) -> tuple[float
 
 def run_bench(options: BenchOptions) -> dict:
     """Fits, predicts the test set and returns the report dict (keys listed in docs/benchmarks.md)."""
-    torch.set_num_threads(os.cpu_count() or 1)
+    with torch_threads(os.cpu_count() or 1):
+        return _run_bench(options)
+
+
+def _run_bench(options: BenchOptions) -> dict:
     torch.manual_seed(options.seed)
     dataset = load_mvtec(options.data, train_limit=options.train_limit, seed=options.seed)
     train, test = dataset.train, dataset.test
@@ -172,6 +178,7 @@ def run_bench(options: BenchOptions) -> dict:
         "seed": options.seed,
         "model_config": _model_config(model),
         "torch_threads": torch.get_num_threads(),
+        "device": device_description(getattr(model, "device", "cpu")),
         "machine": platform.processor() or platform.machine(),
     }
     return report

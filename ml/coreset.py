@@ -9,6 +9,7 @@ from typing import Protocol
 
 import torch
 
+from ml.threads import torch_threads
 from ml.types import ProgressCallback, no_progress
 
 
@@ -52,7 +53,7 @@ class GreedyCoresetSampler:
             return features
         generator = torch.Generator().manual_seed(self.seed)
         matrix = torch.randn(features.shape[1], self.projection_dim, generator=generator) / self.projection_dim**0.5
-        return features @ matrix
+        return features @ matrix.to(features.device)
 
     @torch.no_grad()
     def select(self, features: torch.Tensor, size: int, progress: ProgressCallback = no_progress) -> torch.Tensor:
@@ -62,25 +63,27 @@ class GreedyCoresetSampler:
         # nearly as fast as two while a second thread stalls on every step when other processes share the cores.
         points = self._project(features.float()).T.contiguous()
         squared_norms = (points * points).sum(0)
+        # On a GPU every step stays on the device (the loop queues kernels without a host round trip per step).
+        device = points.device
         generator = torch.Generator().manual_seed(self.seed)
-        chosen = torch.empty(size, dtype=torch.int64)
+        chosen = torch.empty(size, dtype=torch.int64, device=device)
         chosen[0] = torch.randint(points.shape[1], (1,), generator=generator).item()
-        nearest = torch.full((points.shape[1],), float("inf"))
+        nearest = torch.full((points.shape[1],), float("inf"), device=device)
         report_every = max(1, size // 50)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1 if device.type == "cpu" else None):
             for step in range(size):
                 if step > 0:
                     chosen[step] = torch.argmax(nearest)
-                center = points[:, chosen[step]]
+                # index_select with a one-element index tensor, not points[:, chosen[step]]: indexing by a 0-d tensor
+                # reads it back to the host, a stall per step on a GPU.
+                index = chosen[step : step + 1]
+                center = points.index_select(1, index)[:, 0]
                 # |x - c|^2 = |x|^2 - 2 x.c + |c|^2: one vector-matrix product per step.
-                distances = torch.addmv(squared_norms, points.T, center, alpha=-2) + squared_norms[chosen[step]]
+                distances = torch.addmv(squared_norms, points.T, center, alpha=-2)
+                distances += squared_norms.index_select(0, index)
                 torch.minimum(nearest, distances, out=nearest)
                 if step % report_every == 0:
                     progress("coreset", step / size, f"choosing representative patches: {step} of {size}")
-        finally:
-            torch.set_num_threads(threads)
         progress("coreset", 1.0, f"chose {size} representative patches")
         return chosen
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ml.backbones import DEFAULT_BACKBONE, Preprocessing, create_feature_extractor, preprocessing_for
+from ml.devices import check_device_spec
 from ml.runtime import GraphOwner, RuntimeGraph, checked_engine, runtime_applies
 
 
@@ -22,6 +23,7 @@ class PatchFeatureConfig:
     with its neighbours. reduced_channels: if set, features are averaged down to this many channels.
     blur_sigma: Gaussian smoothing of the anomaly map, in pixels at image_size. preprocessing: the backbone's
     resize/mean/std, filled in from the backbone's own config when empty, so it is saved with the model.
+    device: where the family computes ("auto", "cpu", "cuda", "cuda:N"; see ml.devices), saved as asked.
     """
 
     family: ClassVar[str] = ""
@@ -35,9 +37,11 @@ class PatchFeatureConfig:
     batch_size: int = 8
     seed: int = 0
     preprocessing: dict = field(default_factory=dict)
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         self.layers = tuple(self.layers)  # JSON and the command line give lists
+        self.device = check_device_spec(self.device)
 
     def to_dict(self) -> dict:
         return {"family": self.family, **asdict(self)}

@@ -9,7 +9,6 @@ upsampled to the image and Gaussian-smoothed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,17 +17,17 @@ from typing import ClassVar, Self
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from sklearn.covariance import ledoit_wolf
 
+from ml.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+from ml.devices import resolve_device, resolve_saved_device
 from ml.features import PatchFeatureConfig, patch_features_for
-from ml.images import blur_maps, gaussian_kernel, resize_map, to_tensor
+from ml.filters import blur_maps, gaussian_kernel
+from ml.images import resize_map, to_tensor
 from ml.runtime import GraphOwner, RuntimeGraph, forward_with
 from ml.types import GOOD, Prediction, ProgressCallback, Sample, no_progress
 
 FAMILY = "gaussian"
-CONFIG_FILE = "config.json"
-TENSORS_FILE = "model.safetensors"
 
 
 @dataclass
@@ -50,9 +49,18 @@ class GaussianBaseline(GraphOwner):
 
     family = FAMILY
 
-    def __init__(self, *, pretrained: bool = True, weights_path: Path | str | None = None, **config):
+    def __init__(
+        self,
+        *,
+        pretrained: bool = True,
+        weights_path: Path | str | None = None,
+        resolved_device: torch.device | None = None,
+        **config,
+    ):
         super().__init__()
         self.config = GaussianConfig(**config)
+        # Resolved once (load passes the device it settled on, see ml.devices.resolve_saved_device).
+        self.device = resolved_device or resolve_device(self.config.device)
         self.preprocessing, self.features = patch_features_for(
             self.config, pretrained=pretrained, weights_path=weights_path
         )
@@ -69,6 +77,7 @@ class GaussianBaseline(GraphOwner):
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
         # predict() runs the whole forward pass as one onnxruntime graph on a CPU (see ml.runtime).
         self.runtime = RuntimeGraph("forward", ["scores", "maps"])
+        self.to(self.device)
 
     def grid_features(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised images N x 3 x S x S -> N x cells x C features averaged onto the grid."""
@@ -89,7 +98,8 @@ class GaussianBaseline(GraphOwner):
         return distances.max(dim=1).values, blur_maps(maps, self.blur_kernel)
 
     def _batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        return to_tensor(images, self.preprocessing, (self.config.image_size, self.config.image_size))
+        size = (self.config.image_size, self.config.image_size)
+        return to_tensor(images, self.preprocessing, size).to(self.device, non_blocking=True)
 
     @torch.no_grad()
     def fit(self, samples: Sequence[Sample], *, progress: ProgressCallback = no_progress) -> None:
@@ -111,8 +121,8 @@ class GaussianBaseline(GraphOwner):
         means = features.mean(0)
         centred = features - means
         per_cell = torch.einsum("ncd,nce->cde", centred, centred) / max(n - 1, 1)
-        pooled, _ = ledoit_wolf(centred.reshape(-1, centred.shape[-1]).numpy(), assume_centered=True)
-        prior = torch.from_numpy(pooled)
+        pooled, _ = ledoit_wolf(centred.reshape(-1, centred.shape[-1]).cpu().numpy(), assume_centered=True)
+        prior = torch.from_numpy(pooled).to(centred.device)
         k = self.config.prior_strength
         covariances = (n * per_cell + k * prior) / (n + k)
         self.means = means.float()
@@ -130,24 +140,26 @@ class GaussianBaseline(GraphOwner):
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             scores, maps = forward_with(self.runtime, self, self._batch(chunk), engine=self.features.engine)
+            scores, maps = scores.float().cpu(), maps.float().cpu()
             for image, score, anomaly_map in zip(chunk, scores, maps, strict=True):
                 full = resize_map(anomaly_map, tuple(np.asarray(image).shape[:2])).numpy()
                 predictions.append(Prediction(score=float(score), anomaly_map=full))
         return predictions
 
     def save(self, directory: Path) -> None:
-        """Writes config.json and model.safetensors (backbone weights, means, precision matrices)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2))
-        save_file({key: value.contiguous() for key, value in self.state_dict().items()}, str(directory / TENSORS_FILE))
+        """Writes the checkpoint (ml.checkpoint): config, and backbone weights, means and precision matrices."""
+        write_checkpoint(
+            directory, Checkpoint(FAMILY, asdict(self.config), self.state_dict(), self.config.preprocessing)
+        )
 
     @classmethod
-    def load(cls, directory: Path) -> Self:
-        directory = Path(directory)
-        config = GaussianConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
-        model = cls(pretrained=False, **asdict(config))
-        model.load_state_dict(load_file(str(directory / TENSORS_FILE)), strict=True)
+    def load(cls, directory: Path, *, device: str | None = None) -> Self:
+        """Restores a saved model on `device` (default: the saved spec, or the CPU where that cannot be had)."""
+        checkpoint = read_checkpoint(directory, family=FAMILY)
+        config = GaussianConfig.from_dict(checkpoint.config)
+        resolved = resolve_saved_device(config.device, device)
+        model = cls(pretrained=False, resolved_device=resolved, **asdict(config))
+        model.load_state_dict(checkpoint.tensors, strict=True)
         return model.eval()
 
     def to_onnx(self, path: Path) -> None:

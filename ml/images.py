@@ -1,8 +1,14 @@
-"""Image plumbing shared by every family: any input to uint8 RGB, resizing, and batches of model-ready tensors."""
+"""Image plumbing shared by every family: any input to uint8 RGB, resizing, batches of model-ready tensors, and maps
+back to an image's size.
+
+Two resize paths, each the one its families were trained with (so saved models keep their numbers):
+- `to_tensor` (PatchCore, Gaussian): Pillow's antialiased filters on uint8 RGB, then the backbone's mean/std;
+- `image_to_tensor` / `images_to_batch` (autoencoder, U-Net): torch bilinear with antialiasing on [0, 1] floats,
+  the same code path that training, prediction and ONNX callers share.
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +18,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ml.backbones import Preprocessing
+
+# ITU-R BT.601 luma weights, the usual RGB -> grey conversion.
+LUMA = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32).view(3, 1, 1)
 
 _PIL_FILTERS = {
     "nearest": Image.Resampling.NEAREST,
@@ -104,29 +113,47 @@ def to_tensor(images: Sequence[np.ndarray], preprocessing: Preprocessing, size: 
     return tensor.mul_(1.0 / (255.0 * std)).sub_(mean / std)
 
 
-def gaussian_kernel(sigma: float) -> torch.Tensor:
-    """1-D Gaussian weights of length 2 * ceil(4 sigma) + 1, summing to 1."""
-    radius = max(1, math.ceil(4 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    return kernel / kernel.sum()
+def unit_tensor(image: np.ndarray) -> torch.Tensor:
+    """One H x W, H x W x 1, H x W x 3 or H x W x 4 uint8 image as a 3 x H x W float32 tensor in [0, 1]."""
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return torch.from_numpy(np.ascontiguousarray(array[..., :3])).permute(2, 0, 1).float().div_(255.0)
 
 
-def blur_maps(maps: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur of N x H x W maps with a 1-D `kernel`; edges replicated, so shapes are kept.
+def resize_unit(tensor: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """A C x H x W tensor in [0, 1] resized to `shape` (bilinear, antialiased), kept in [0, 1]."""
+    if tuple(tensor.shape[-2:]) == tuple(shape):
+        return tensor
+    resized = F.interpolate(tensor[None], size=tuple(shape), mode="bilinear", align_corners=False, antialias=True)
+    return resized[0].clamp_(0.0, 1.0)
 
-    Computed as B_H @ map @ B_W^T with banded matrices that fold the replicated edges in: the same numbers as
-    padding and two 1-D convolutions, but matrix products, which ONNX Runtime runs several times faster than
-    one-channel convolutions (in an onnxruntime profile of PatchCore on screw the blur went to 0.4 ms/image).
+
+def image_to_tensor(image: np.ndarray, size: int, *, grayscale: bool = False) -> torch.Tensor:
+    """One image (H x W x 3 or H x W, uint8) as a C x size x size float32 tensor in [0, 1].
+
+    C is 1 when `grayscale` (BT.601 luma), else 3.
     """
-    height, width = (int(side) for side in maps.shape[-2:])
-    return blur_matrix(height, kernel) @ maps @ blur_matrix(width, kernel).T
+    tensor = unit_tensor(image)
+    if grayscale:
+        tensor = (tensor * LUMA).sum(dim=0, keepdim=True)
+    return resize_unit(tensor, (size, size))
 
 
-def blur_matrix(size: int, kernel: torch.Tensor) -> torch.Tensor:
-    """size x size matrix B such that B @ x is x (length `size`) correlated with `kernel`, edges replicated."""
-    radius = len(kernel) // 2
-    rows = torch.arange(size)[:, None]
-    columns = (rows + torch.arange(len(kernel))[None, :] - radius).clamp(0, size - 1)
-    matrix = torch.zeros(size, size, dtype=kernel.dtype, device=kernel.device)
-    return matrix.scatter_add_(1, columns, kernel.expand(size, -1).contiguous())
+def images_to_batch(images: Sequence[np.ndarray], size: int, *, grayscale: bool = False) -> torch.Tensor:
+    """Images of any sizes as one N x C x size x size float32 batch in [0, 1]."""
+    return torch.stack([image_to_tensor(image, size, grayscale=grayscale) for image in images])
+
+
+def images_to_uint8_batch(images: Sequence[np.ndarray], size: int, *, grayscale: bool = False) -> torch.Tensor:
+    """Like `images_to_batch` but N x C x size x size uint8, a quarter of the memory for a cached training set."""
+    return torch.stack(
+        [image_to_tensor(image, size, grayscale=grayscale).mul_(255.0).round_().to(torch.uint8) for image in images]
+    )
+
+
+def map_to_image_size(score_map: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
+    """A model-resolution map (h x w tensor, any device) resized bilinearly to `shape` (H, W); float32 numpy."""
+    return resize_map(score_map.detach().float(), shape).cpu().numpy()

@@ -48,7 +48,9 @@ def export_module(module: nn.Module, path: Path | str, *, image_size: int, batch
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module.eval()
-    example = torch.randn(batch, 3, image_size, image_size)
+    # On the module's own device: a model trained or loaded on a GPU exports the same graph.
+    device = next(module.buffers(), next(module.parameters(), torch.zeros(0))).device
+    example = torch.randn(batch, 3, image_size, image_size, device=device)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about Python branches on fitted buffers are expected
         torch.onnx.export(

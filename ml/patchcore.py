@@ -11,7 +11,6 @@ runs in chunks of `search_chunk` query patches.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -21,17 +20,17 @@ from typing import ClassVar, Self
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
+from ml.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from ml.coreset import create_sampler
+from ml.devices import free_memory_bytes, resolve_device, resolve_saved_device
 from ml.features import PatchFeatureConfig, patch_features_for
-from ml.images import blur_maps, gaussian_kernel, resize_map, to_tensor
+from ml.filters import blur_maps, gaussian_kernel
+from ml.images import resize_map, to_tensor
 from ml.runtime import GraphOwner, RuntimeGraph, forward_with
 from ml.types import GOOD, Prediction, ProgressCallback, Sample, no_progress
 
 FAMILY = "patchcore"
-CONFIG_FILE = "config.json"
-TENSORS_FILE = "model.safetensors"
 # The most memory one nearest-neighbour search of the exported graph may take (its distance matrix), in bytes.
 # Smaller is also faster, down to about one image: the matrix is swept several times, so it should stay near the
 # cache (screw, 5,120 entries, batch 8: 30 ms/image at 256 MB, 25 at 64 MB, 24 at one image per run).
@@ -40,7 +39,7 @@ GRAPH_SEARCH_BYTES = 64 * 1024 * 1024
 
 @dataclass
 class PatchCoreConfig(PatchFeatureConfig):
-    """Everything needed to rebuild a PatchCore; saved as config.json. The shared feature settings (backbone,
+    """Everything needed to rebuild a PatchCore; saved in its checkpoint. The shared feature settings (backbone,
     layers, image_size, neighbourhood, reduced_channels, blur_sigma, ...) are PatchFeatureConfig's.
 
     pca_dim: if set, patch features are projected onto their top principal components (fitted on the training
@@ -85,9 +84,18 @@ class PatchCore(GraphOwner):
 
     family = FAMILY
 
-    def __init__(self, *, pretrained: bool = True, weights_path: Path | str | None = None, **config):
+    def __init__(
+        self,
+        *,
+        pretrained: bool = True,
+        weights_path: Path | str | None = None,
+        resolved_device: torch.device | None = None,
+        **config,
+    ):
         super().__init__()
         self.config = PatchCoreConfig(**config)
+        # Resolved once (load passes the device it settled on, see ml.devices.resolve_saved_device).
+        self.device = resolved_device or resolve_device(self.config.device)
         self.preprocessing, self.features = patch_features_for(
             self.config, pretrained=pretrained, weights_path=weights_path
         )
@@ -108,6 +116,7 @@ class PatchCore(GraphOwner):
             raise ValueError(f"search_precision must be float32 or int8, not {self.config.search_precision!r}")
         rewrite = self._int8_search if self.config.search_precision == "int8" else None
         self.runtime = RuntimeGraph("forward", ["scores", "maps"], rewrite=rewrite)
+        self.to(self.device)
 
     # ---- tensor path (also what ONNX export traces) ----
 
@@ -135,7 +144,7 @@ class PatchCore(GraphOwner):
         bank_norms = (bank * bank).sum(1)
         distances, indices = [], []
         # Exported graphs run one batch at a time, so they search in one piece (a traced split would fix its sizes).
-        chunks = [patches] if torch.onnx.is_in_onnx_export() else patches.split(self.config.search_chunk)
+        chunks = [patches] if torch.onnx.is_in_onnx_export() else patches.split(self._search_rows(len(bank)))
         for chunk in chunks:
             # |q - b|^2 = |b|^2 - 2 q.b + |q|^2 finds the nearest entry with one fused matmul (|q|^2 is constant per
             # row, so it is left out). That expansion loses precision for near-zero distances (float32 cancellation,
@@ -149,6 +158,14 @@ class PatchCore(GraphOwner):
             indices.append(index)
         return torch.cat(distances), torch.cat(indices)
 
+    def _search_rows(self, bank_size: int) -> int:
+        """Query patches per search chunk: `search_chunk` on the CPU; on a GPU as many as a quarter of its free
+        memory holds (the chunk's distance matrix, plus as much again for the argmin's temporaries)."""
+        free = free_memory_bytes(self.memory_bank.device)
+        if free is None:
+            return self.config.search_chunk
+        return max(self.config.search_chunk, free // 4 // max(1, 2 * bank_size * 4))
+
     def _bank_operand(self) -> torch.Tensor:
         """-2 x bank^T: the constant the exported search multiplies by, and what the int8 rewrite looks for."""
         return self.memory_bank.T * -2
@@ -156,7 +173,7 @@ class PatchCore(GraphOwner):
     def _int8_search(self, model_bytes: bytes) -> bytes:
         from ml.int8_search import quantize_bank_products
 
-        return quantize_bank_products(model_bytes, self._bank_operand().numpy())
+        return quantize_bank_products(model_bytes, self._bank_operand().cpu().numpy())
 
     def _image_scores(self, patches: torch.Tensor, distances: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """Per-image score from N x P patch distances: the max, or the paper's re-weighted max."""
@@ -193,7 +210,7 @@ class PatchCore(GraphOwner):
 
     def _batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         size = (self.config.image_size, self.config.image_size)
-        return to_tensor(images, self.preprocessing, size)
+        return to_tensor(images, self.preprocessing, size).to(self.device, non_blocking=True)
 
     @torch.no_grad()
     def fit(self, samples: Sequence[Sample], *, progress: ProgressCallback = no_progress) -> None:
@@ -229,6 +246,7 @@ class PatchCore(GraphOwner):
             if per_image < h * w:
                 # Even subsampling across images bounds memory before the coreset (a cap, not a quality knob).
                 choice = torch.stack([torch.randperm(h * w, generator=generator)[:per_image] for _ in range(n)])
+                choice = choice.to(patches.device)
                 patches = torch.gather(patches, 1, choice[..., None].expand(-1, -1, c))
             kept.append(patches.reshape(-1, c).contiguous())
             done = min(start + config.batch_size, len(indices))
@@ -267,7 +285,7 @@ class PatchCore(GraphOwner):
         predictions = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            scores, maps = self._scores_and_maps(self._batch(chunk))
+            scores, maps = (tensor.float().cpu() for tensor in self._scores_and_maps(self._batch(chunk)))
             for image, score, anomaly_map in zip(chunk, scores, maps, strict=True):
                 full = resize_map(anomaly_map, tuple(np.asarray(image).shape[:2])).numpy()
                 predictions.append(Prediction(score=float(score), anomaly_map=full))
@@ -279,6 +297,8 @@ class PatchCore(GraphOwner):
         """
         # The re-weighted score loops over images in Python, which an exported graph would freeze.
         engine = self.features.engine if self.config.score == "max" else "torch"
+        if batch.device.type != "cpu":  # torch on a GPU: `nearest` sizes its own chunks from free memory
+            return self(batch)
         _, h, w = self.config.feature_shape
         per_image = max(1, h * w * len(self.memory_bank) * 4)
         pieces = [forward_with(self.runtime, self, part, engine=engine)
@@ -286,20 +306,20 @@ class PatchCore(GraphOwner):
         return torch.cat([scores for scores, _ in pieces]), torch.cat([maps for _, maps in pieces])
 
     def save(self, directory: Path) -> None:
-        """Writes config.json and model.safetensors (backbone weights, memory bank, buffers: tensors only)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2))
-        state = {key: value.contiguous() for key, value in self.state_dict().items()}
-        save_file(state, str(directory / TENSORS_FILE))
+        """Writes the checkpoint (ml.checkpoint): config, and backbone weights, memory bank and buffers."""
+        write_checkpoint(
+            directory, Checkpoint(FAMILY, asdict(self.config), self.state_dict(), self.config.preprocessing)
+        )
 
     @classmethod
-    def load(cls, directory: Path) -> Self:
-        directory = Path(directory)
-        config = PatchCoreConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
-        model = cls(pretrained=False, **asdict(config))
-        state = load_file(str(directory / TENSORS_FILE))
-        model.memory_bank = torch.empty_like(state["memory_bank"])
+    def load(cls, directory: Path, *, device: str | None = None) -> Self:
+        """Restores a saved model on `device` (default: the saved spec, or the CPU where that cannot be had)."""
+        checkpoint = read_checkpoint(directory, family=FAMILY)
+        config = PatchCoreConfig.from_dict(checkpoint.config)
+        resolved = resolve_saved_device(config.device, device)
+        model = cls(pretrained=False, resolved_device=resolved, **asdict(config))
+        state = checkpoint.tensors
+        model.memory_bank = torch.empty_like(state["memory_bank"], device=resolved)
         model.load_state_dict(state, strict=True)
         return model.eval()
 
@@ -323,7 +343,7 @@ def rotated_copies(images: torch.Tensor, count: int) -> torch.Tensor:
             continue
         angle = math.radians(degrees)
         cos, sin = math.cos(angle), math.sin(angle)
-        theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]]).expand(len(images), 2, 3)
+        theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], device=images.device).expand(len(images), 2, 3)
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
         copies.append(F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False))
     return torch.cat(copies)

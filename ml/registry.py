@@ -6,10 +6,10 @@ Families are imported lazily so that `import ml` stays cheap (the web process im
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 from typing import Any
 
+from ml.checkpoint import read_family
 from ml.types import AnomalyModel
 
 # family name -> "module:Class"
@@ -19,8 +19,6 @@ FAMILIES: dict[str, str] = {
     "unet": "ml.unet:UNetSegmenter",
     "gaussian": "ml.gaussian:GaussianBaseline",
 }
-
-CONFIG_FILE = "config.json"
 
 
 def family_class(family: str) -> type:
@@ -36,8 +34,11 @@ def create_model(family: str, **config: Any) -> AnomalyModel:
     return family_class(family)(**config)
 
 
-def load_model(directory: Path | str) -> AnomalyModel:
-    """Loads whatever family was saved in `directory` (its config.json names the family)."""
-    directory = Path(directory)
-    config = json.loads((directory / CONFIG_FILE).read_text())
-    return family_class(config["family"]).load(directory)
+def load_model(directory: Path | str, *, device: str | None = None) -> AnomalyModel:
+    """Loads whatever family was saved in `directory` (its checkpoint names the family, see ml.checkpoint).
+
+    device: None computes where the model was saved to compute ("auto" finds this machine's GPU, if any), except
+    that a saved "cuda" on a machine without one falls back to the CPU with a logged warning (a model trained on a
+    GPU must serve a CPU-only web server); an explicit spec ("cpu", "cuda", ...) is resolved strictly.
+    """
+    return family_class(read_family(directory)).load(Path(directory), device=device)

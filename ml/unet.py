@@ -11,7 +11,8 @@ Two input modes (`native`):
   defect pixel, the rest drawn from good images, and predicts on the whole image in one pass (the U-Net is fully
   convolutional; the image is reflect-padded to a multiple of 32 and the map cropped back). Small defects (a
   magnetic-tile blowhole is ~12 px across) keep their pixels instead of shrinking away in a resize.
-- resized (format 1 models): every image is resized to `image_size` x `image_size`.
+- resized (format 1 models): every image is resized to `image_size` x `image_size`; its training data and
+  augmentation live in ml.unet_resized (the legacy mode, kept so those models load, predict and retrain).
 
 Output: the defect probability map at the input's resolution (`anomaly_map`), the mask `prob > mask_threshold`,
 and an image score = mean of the top pixels of the Gaussian-smoothed probability map (`topk_pixels` of them in
@@ -20,11 +21,11 @@ native mode, `topk_fraction` of the map when resized), so one hot pixel is not e
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Self
 
@@ -32,17 +33,19 @@ import numpy as np
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ml.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+from ml.devices import check_device_spec, resolve_device, resolve_saved_device
 from ml.filters import gaussian_blur
-from ml.image_batches import images_to_batch, images_to_uint8_batch, map_to_image_size
+from ml.images import images_to_batch, map_to_image_size, resize_unit, unit_tensor
+from ml.threads import torch_threads
+from ml.training import TrainingSummary, autocast, fitted_batch_size, grad_scaler, with_oom_fallback
 from ml.types import DEFECT, GOOD, Prediction, ProgressCallback, Sample, no_progress
 
 FAMILY = "unet"
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "weights.safetensors"
-FORMAT_VERSION = 2  # 2: `native` input mode (1: whole images resized to image_size)
+# Checkpoint format 2 introduced the native input mode; format 1 models resized whole images (see `load`).
+CUDA_LOADER_WORKERS = 4  # processes preparing training crops for a GPU (at most the CPU count less one)
 PRETRAINED_ENCODERS = {"tu-tf_efficientnet_lite0": "tf_efficientnet_lite0"}  # smp encoder -> name for ml.backbones
 # Keys of the timm classifier that smp's features-only encoder does not have.
 _CLASSIFIER_ONLY_PREFIXES = ("conv_head.", "bn2.", "classifier.")
@@ -50,7 +53,7 @@ _CLASSIFIER_ONLY_PREFIXES = ("conv_head.", "bn2.", "classifier.")
 
 @dataclass
 class UNetConfig:
-    """Everything that defines a U-Net segmenter; saved as config.json next to the weights.
+    """Everything that defines a U-Net segmenter; saved in its checkpoint (ml.checkpoint).
 
     image_size: native mode: side (px) of the square training crops; resized mode: side every image is resized
     to. A multiple of 32 either way. good_per_defect: good images (crops) drawn per defect image in each epoch (an
@@ -86,8 +89,11 @@ class UNetConfig:
     mask_threshold: float = 0.5
     seed: int = 0
     num_threads: int | None = None  # torch threads while fitting and predicting; None leaves the process setting
+    device: str = "auto"  # where it trains and predicts: auto, cpu, cuda, cuda:N (ml.devices)
+    mixed_precision: bool = True  # float16 autocast and loss scaling when training on CUDA (no effect on a CPU)
 
     def __post_init__(self) -> None:
+        self.device = check_device_spec(self.device)
         self.decoder_channels = tuple(self.decoder_channels)
         self.mean, self.std = tuple(self.mean), tuple(self.std)
         if self.image_size % 32:
@@ -181,17 +187,8 @@ def standardise_image(image: torch.Tensor, config: UNetConfig) -> torch.Tensor:
 def native_tensor(image: np.ndarray, config: UNetConfig) -> torch.Tensor:
     """One image (H x W x 3 or H x W uint8) as a 3 x h x w float32 tensor in [0, 1] at the working resolution:
     the image's own, or smaller when its longer side exceeds `config.max_side`."""
-    array = np.asarray(image)
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.shape[-1] == 1:
-        array = np.repeat(array, 3, axis=-1)
-    tensor = torch.from_numpy(np.ascontiguousarray(array[..., :3])).permute(2, 0, 1).float().div_(255.0)
-    shape = working_shape(array.shape[:2], config)
-    if shape != tuple(array.shape[:2]):
-        tensor = F.interpolate(tensor[None], size=shape, mode="bilinear", align_corners=False, antialias=True)[0]
-        tensor = tensor.clamp_(0.0, 1.0)
-    return tensor
+    tensor = unit_tensor(image)
+    return resize_unit(tensor, working_shape(tensor.shape[-2:], config))
 
 
 def working_shape(shape: tuple[int, int], config: UNetConfig) -> tuple[int, int]:
@@ -237,42 +234,16 @@ def augment_crops(images: torch.Tensor, masks: torch.Tensor, generator: torch.Ge
     return images * gain + bias, masks
 
 
-def augment(images: torch.Tensor, masks: torch.Tensor, config: UNetConfig, generator: torch.Generator):
-    """Random flips, a small shift (reflect-padded) and brightness/contrast jitter, the same geometry for the masks.
-
-    images: N x 3 x S x S float in [0, 1]; masks: N x 1 x S x S float in [0, 1]. Returns new tensors.
-    """
-    n, _, size, _ = images.shape
-    both = torch.cat([images, masks], dim=1)
-    flip_h = torch.rand(n, generator=generator) < 0.5
-    flip_v = torch.rand(n, generator=generator) < 0.5
-    both[flip_h] = both[flip_h].flip(-1)
-    both[flip_v] = both[flip_v].flip(-2)
-    reach = int(round(config.max_shift * size))
-    if reach > 0:
-        padded = F.pad(both, (reach, reach, reach, reach), mode="reflect")
-        offsets = torch.randint(0, 2 * reach + 1, (n, 2), generator=generator)
-        both = torch.stack(
-            [padded[i, :, dy : dy + size, dx : dx + size] for i, (dy, dx) in enumerate(offsets.tolist())]
-        )
-    images, masks = both[:, :3], both[:, 3:]
-    gain = 1.0 + (torch.rand(n, 1, 1, 1, generator=generator) - 0.5) * 0.3  # contrast +-15 %
-    bias = (torch.rand(n, 1, 1, 1, generator=generator) - 0.5) * 0.2  # brightness +-0.1
-    mean = images.mean(dim=(1, 2, 3), keepdim=True)
-    images = ((images - mean) * gain + mean + bias).clamp(0.0, 1.0)
-    return images, masks
-
-
 def segmentation_loss(logits: torch.Tensor, targets: torch.Tensor, config: UNetConfig) -> torch.Tensor:
     """BCE with `pos_weight` on defect pixels plus `dice_weight` x soft Dice loss over the whole batch."""
-    bce = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=torch.tensor(config.pos_weight))
+    bce = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=logits.new_tensor(config.pos_weight))
     probabilities = torch.sigmoid(logits)
     intersection = (probabilities * targets).sum()
     dice = 1.0 - (2.0 * intersection + 1.0) / (probabilities.sum() + targets.sum() + 1.0)
     return bce + config.dice_weight * dice
 
 
-def _mask_to_tensor(
+def mask_coverage(
     mask: np.ndarray | None, shape: tuple[int, int], size: int, *, shape_out: tuple[int, int] | None = None
 ) -> torch.Tensor:
     """A H x W bool mask (None: all good) as a 1 x size x size (or 1 x `shape_out`) uint8 tensor of coverage (0-255)."""
@@ -284,40 +255,6 @@ def _mask_to_tensor(
         # Area-weighted coverage keeps thin cracks as partial targets instead of dropping them at resize.
         coverage = F.interpolate(coverage, size=out, mode="bilinear", align_corners=False, antialias=True)
     return coverage[0].clamp(0, 1).mul(255).round().to(torch.uint8)
-
-
-class ResizedTrainingData:
-    """Resized mode: every usable training image resized to image_size, cached as uint8 with its mask coverage."""
-
-    def __init__(self, samples: Sequence[Sample], config: UNetConfig, progress: ProgressCallback) -> None:
-        self.config = config
-        size = config.image_size
-        images, masks, labels = [], [], []
-        self.skipped = 0
-        for index in range(len(samples)):
-            sample = samples[index]
-            if sample.label == DEFECT and (sample.mask is None or not np.any(sample.mask)):
-                self.skipped += 1  # a defect without an outline says nothing about where defects are
-                continue
-            image = np.asarray(sample.image)
-            images.append(images_to_uint8_batch([image], size)[0])
-            masks.append(_mask_to_tensor(sample.mask if sample.label == DEFECT else None, image.shape[:2], size))
-            labels.append(sample.label)
-            if index % 50 == 0:
-                progress("prepare", index / len(samples), f"resizing image {index + 1} of {len(samples)}")
-        labels_array = np.array(labels)
-        self.defect_indices = np.flatnonzero(labels_array == DEFECT)
-        self.good_indices = np.flatnonzero(labels_array == GOOD)
-        if len(labels):
-            self.images, self.masks = torch.stack(images), torch.stack(masks)
-
-    def batch(self, index: np.ndarray, rng: np.random.Generator, generator: torch.Generator):
-        index_tensor = torch.from_numpy(index)
-        images = self.images[index_tensor].float().div_(255.0)
-        targets = self.masks[index_tensor].float().div_(255.0)
-        if self.config.augment:
-            images, targets = augment(images, targets, self.config, generator)
-        return images, targets
 
 
 class NativeTrainingData:
@@ -348,7 +285,7 @@ class NativeTrainingData:
                 image[:1].mul(255).round_().to(torch.uint8) if gray else image.mul(255).round_().to(torch.uint8)
             )
             if sample.label == DEFECT:
-                coverage = _mask_to_tensor(sample.mask, sample.mask.shape, 0, shape_out=(height, width))
+                coverage = mask_coverage(sample.mask, sample.mask.shape, 0, shape_out=(height, width))
                 self.masks.append(coverage)
                 pixels = np.argwhere(coverage[0].numpy() >= 128).astype(np.int32)
                 if len(pixels) == 0:  # a defect thinner than a pixel after downscaling: any covered pixel
@@ -405,16 +342,57 @@ class NativeTrainingData:
         return images, targets
 
 
-@dataclass
-class TrainingSummary:
-    """What fit did, saved with the model for the record."""
+def _train_step(
+    scorer: UNetScorer,
+    batch: torch.Tensor,
+    targets: torch.Tensor,
+    config: UNetConfig,
+    optimiser: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+) -> float:
+    """One optimisation step; returns its loss. (Tests replace it to simulate running out of memory.)"""
+    with autocast(batch.device, config.mixed_precision):
+        logits = scorer.logits(batch)
+    # The loss in float32 whatever the network ran in: Dice sums every pixel of the batch, past float16's range.
+    loss = segmentation_loss(logits.float(), targets, config)
+    optimiser.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimiser)
+    scaler.update()
+    return loss.item()
 
-    epochs_run: int = 0
-    n_good: int = 0
-    n_defect: int = 0
-    n_defect_skipped: int = 0  # defect images without a usable mask
-    seconds: float = 0.0
-    history: list[dict] = field(default_factory=list)
+
+class _SeededBatches(torch.utils.data.Dataset):
+    """An epoch's batches for DataLoader workers: batch i is cropped and augmented with its own seed, so the
+    workers need no shared random state."""
+
+    def __init__(self, data, batches: list[np.ndarray], seeds: np.ndarray) -> None:
+        self.data, self.batches, self.seeds = data, batches, seeds
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int):
+        seed = int(self.seeds[i])
+        return self.data.batch(self.batches[i], np.random.default_rng(seed), torch.Generator().manual_seed(seed))
+
+
+def epoch_batches(data, order: np.ndarray, batch_size: int, rng, generator, device: torch.device):
+    """(images, targets) CPU batches of one epoch, in `order`. On the CPU they are made in this process from the
+    shared random streams (what training always did); for a GPU, DataLoader workers crop and augment the next
+    batches into pinned memory while the GPU computes."""
+    # BatchNorm cannot train on a lone leftover image.
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    batches = [batch for batch in batches if len(batch) >= 2]
+    if device.type != "cuda":
+        for batch in batches:
+            yield data.batch(batch, rng, generator)
+        return
+    seeds = rng.integers(0, 2**31, size=len(batches))
+    workers = min(CUDA_LOADER_WORKERS, max(0, (os.cpu_count() or 1) - 1))
+    yield from torch.utils.data.DataLoader(
+        _SeededBatches(data, batches, seeds), batch_size=None, num_workers=workers, pin_memory=True
+    )
 
 
 class UNetSegmenter:
@@ -422,8 +400,10 @@ class UNetSegmenter:
 
     family = FAMILY
 
-    def __init__(self, **config) -> None:
+    def __init__(self, *, resolved_device: torch.device | None = None, **config) -> None:
         self.config = UNetConfig(**config)
+        # Resolved once (load passes the device it settled on, see ml.devices.resolve_saved_device).
+        self.device = resolved_device or resolve_device(self.config.device)
         self.summary = TrainingSummary()
         self._scorer: UNetScorer | None = None
 
@@ -437,7 +417,8 @@ class UNetSegmenter:
         config = self.config if pretrained else UNetConfig(**{**asdict(self.config), "pretrained": False})
         with torch.random.fork_rng():
             torch.manual_seed(self.config.seed)
-            return UNetScorer(build_network(config), self.config).eval()
+            # Built on the CPU from the seed (the same initial weights on every device), then moved.
+            return UNetScorer(build_network(config), self.config).eval().to(self.device)
 
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Images (H x W x 3 uint8, any size) -> the model's input (the ONNX graph's "images").
@@ -447,11 +428,11 @@ class UNetSegmenter:
         up to a multiple of 32: N x 3 x H x W float32. (`predict` batches only images of the same size.)
         """
         if not self.config.native:
-            return images_to_batch(images, self.config.image_size)
+            return images_to_batch(images, self.config.image_size).to(self.device, non_blocking=True)
         tensors = [standardise_image(native_tensor(image, self.config), self.config) for image in images]
         height = round_up(max(t.shape[-2] for t in tensors))
         width = round_up(max(t.shape[-1] for t in tensors))
-        return torch.stack([pad_to(t, height, width) for t in tensors])
+        return torch.stack([pad_to(t, height, width) for t in tensors]).to(self.device, non_blocking=True)
 
     def fit(self, samples: Sequence[Sample], *, progress: ProgressCallback = no_progress) -> None:
         """Trains on good samples (zero masks) and defect samples with a non-empty mask.
@@ -459,23 +440,46 @@ class UNetSegmenter:
         Progress: stage "prepare" while images are read, then "epoch" with fraction = epochs done / `epochs`
         (updated every 5 batches, a few seconds apart on a CPU). A ValueError when no defect sample has a mask.
         """
-        previous_threads = torch.get_num_threads()
-        if self.config.num_threads:
-            torch.set_num_threads(self.config.num_threads)
-        try:
+        with torch_threads(self.config.num_threads):
             self._fit(samples, progress)
-        finally:
-            torch.set_num_threads(previous_threads)
 
     def _fit(self, samples: Sequence[Sample], progress: ProgressCallback) -> None:
         started = time.perf_counter()
         config = self.config
-        data = (NativeTrainingData if config.native else ResizedTrainingData)(samples, config, progress)
-        defect_indices, good_indices = data.defect_indices, data.good_indices
-        if len(defect_indices) == 0:
-            raise ValueError("the U-Net needs at least one defect image with a mask to train on")
-        skipped = data.skipped
+        if config.native:
+            data = NativeTrainingData(samples, config, progress)
+        else:  # the legacy mode lives in its own module
+            from ml.unet_resized import ResizedTrainingData
 
+            data = ResizedTrainingData(samples, config, progress)
+        if len(data.defect_indices) == 0:
+            raise ValueError("the U-Net needs at least one defect image with a mask to train on")
+        self._scorer = self._new_scorer(pretrained=config.pretrained)
+        batch_size = fitted_batch_size(config.batch_size, self.device, lambda n: self._probe(data, n))
+        summary = with_oom_fallback(lambda size: self._train(data, size, progress), batch_size)
+        summary.seconds = time.perf_counter() - started
+        self.summary = summary
+
+    def _probe(self, data, count: int) -> None:
+        """One forward and backward pass on `count` training crops for measuring memory; weights, gradients,
+        batch-norm statistics and the training random streams are left as they were."""
+        network = self.scorer.network
+        state = {k: v.clone() for k, v in network.state_dict().items()}
+        network.train()
+        index = np.concatenate([data.defect_indices, data.good_indices])[:count]
+        batch, targets = data.batch(np.resize(index, count), np.random.default_rng(0), torch.Generator().manual_seed(0))
+        try:
+            with autocast(self.device, self.config.mixed_precision):
+                logits = self.scorer.logits(batch.to(self.device))
+            segmentation_loss(logits.float(), targets.to(self.device), self.config).backward()
+        finally:
+            network.zero_grad(set_to_none=True)
+            network.load_state_dict(state)
+
+    def _train(self, data, batch_size: int, progress: ProgressCallback) -> TrainingSummary:
+        """One training attempt from fresh weights at `batch_size` (see ml.training.with_oom_fallback)."""
+        config, device = self.config, self.device
+        defect_indices, good_indices = data.defect_indices, data.good_indices
         self._scorer = self._new_scorer(pretrained=config.pretrained)
         network = self.scorer.network
         frozen = frozen_encoder_modules(network, config.frozen_encoder_stages if config.pretrained else 0)
@@ -491,7 +495,7 @@ class UNetSegmenter:
         generator = torch.Generator().manual_seed(config.seed)
         rng = np.random.default_rng(config.seed)
         n_good_per_epoch = min(len(good_indices), int(round(config.good_per_defect * len(defect_indices))))
-        steps_per_epoch = math.ceil((len(defect_indices) + n_good_per_epoch) / config.batch_size)
+        steps_per_epoch = math.ceil((len(defect_indices) + n_good_per_epoch) / batch_size)
         optimiser = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
         schedule = torch.optim.lr_scheduler.OneCycleLR(
             optimiser,
@@ -499,7 +503,14 @@ class UNetSegmenter:
             total_steps=steps_per_epoch * config.epochs,
             pct_start=0.15,
         )
-        summary = TrainingSummary(n_good=len(good_indices), n_defect=len(defect_indices), n_defect_skipped=skipped)
+        scaler = grad_scaler(device, config.mixed_precision)
+        summary = TrainingSummary(
+            n_good=len(good_indices),
+            n_defect=len(defect_indices),
+            n_defect_skipped=data.skipped,
+            batch_size=batch_size,
+            device=str(device),
+        )
         good_queue: list[int] = []
 
         for epoch in range(config.epochs):
@@ -513,18 +524,11 @@ class UNetSegmenter:
             for module in frozen:
                 module.eval()  # frozen layers keep their ImageNet batch-norm statistics too
             total, steps = 0.0, 0
-            for start in range(0, len(order), config.batch_size):
-                index = torch.from_numpy(order[start : start + config.batch_size])
-                if len(index) < 2:
-                    continue  # BatchNorm cannot train on a lone leftover image
-                batch, targets = data.batch(index.numpy(), rng, generator)
-                loss = segmentation_loss(self.scorer.logits(batch), targets, config)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
+            for batch, targets in epoch_batches(data, order, batch_size, rng, generator, device):
+                batch, targets = batch.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+                total, steps = total + _train_step(self.scorer, batch, targets, config, optimiser, scaler), steps + 1
                 if schedule.last_epoch + 1 < schedule.total_steps:
                     schedule.step()
-                total, steps = total + loss.item(), steps + 1
                 if steps % 5 == 0:  # epochs take minutes on a CPU: report within them too (ETA, heartbeat, cancel)
                     done = (epoch + steps / steps_per_epoch) / config.epochs
                     progress("epoch", min(done, 1.0), f"epoch {epoch + 1}/{config.epochs}: step {steps}")
@@ -536,19 +540,12 @@ class UNetSegmenter:
                 f"epoch {epoch + 1}/{config.epochs}: loss {total / max(steps, 1):.4f}",
             )
         network.eval()
-        summary.seconds = time.perf_counter() - started
-        self.summary = summary
+        return summary
 
     def predict(self, images: Sequence[np.ndarray], *, batch_size: int = 8) -> list[Prediction]:
         """Defect probability maps and masks at each image's own resolution, and image scores in [0, 1]."""
-        previous_threads = torch.get_num_threads()
-        if self.config.num_threads:
-            torch.set_num_threads(self.config.num_threads)
-        try:
-            with torch.inference_mode():
-                return self._predict(images, batch_size)
-        finally:
-            torch.set_num_threads(previous_threads)
+        with torch_threads(self.config.num_threads), torch.inference_mode():
+            return self._predict(images, batch_size)
 
     def _predict(self, images: Sequence[np.ndarray], batch_size: int) -> list[Prediction]:
         scorer = self.scorer.eval()
@@ -565,6 +562,7 @@ class UNetSegmenter:
         predictions: list[Prediction | None] = [None] * len(arrays)
         for chunk in chunks:
             scores, probabilities = scorer(self.preprocess([arrays[i] for i in chunk]))
+            scores, probabilities = scores.float().cpu(), probabilities.float().cpu()
             for index, score, probability in zip(chunk, scores, probabilities):
                 image = arrays[index]
                 if self.config.native:
@@ -598,34 +596,24 @@ class UNetSegmenter:
         }
 
     def save(self, directory: Path) -> None:
-        """Writes config.json (family, config, preprocessing, training summary) and weights.safetensors."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        document = {
-            "family": FAMILY,
-            "format_version": FORMAT_VERSION,
-            "config": asdict(self.config),
-            "preprocessing": self._preprocessing_record(),
-            "training": asdict(self.summary),
-        }
-        (directory / CONFIG_FILE).write_text(json.dumps(document, indent=2))
-        state = {k: v.contiguous() for k, v in self.scorer.network.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_FILE))
+        """Writes the checkpoint (ml.checkpoint): config, preprocessing, training summary and network weights."""
+        tensors = self.scorer.network.state_dict()
+        record = self._preprocessing_record()
+        write_checkpoint(directory, Checkpoint(FAMILY, asdict(self.config), tensors, record, asdict(self.summary)))
 
     @classmethod
-    def load(cls, directory: Path) -> Self:
-        """Restores a model written by `save` (no ImageNet weights are read: the saved ones replace them)."""
-        directory = Path(directory)
-        document = json.loads((directory / CONFIG_FILE).read_text())
-        if document.get("family") != FAMILY:
-            raise ValueError(f"{directory} holds family {document.get('family')!r}, not {FAMILY!r}")
-        config = dict(document["config"])
-        if document.get("format_version", 1) < 2:
+    def load(cls, directory: Path, *, device: str | None = None) -> Self:
+        """Restores a model written by `save` (no ImageNet weights are read: the saved ones replace them) on
+        `device` (default: the saved spec, or the CPU where that cannot be had)."""
+        checkpoint = read_checkpoint(directory, family=FAMILY)
+        config = checkpoint.config
+        if checkpoint.format_version < 2:
             config.setdefault("native", False)  # format 1 resized whole images
-        model = cls(**config)
-        model.summary = TrainingSummary(**document.get("training", {}))
+        resolved = resolve_saved_device(check_device_spec(config.get("device", "auto")), device)
+        model = cls(resolved_device=resolved, **config)
+        model.summary = TrainingSummary.from_dict(checkpoint.training)
         model._scorer = model._new_scorer(pretrained=False)
-        model._scorer.network.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+        model._scorer.network.load_state_dict(checkpoint.tensors)
         model._scorer.eval()
         return model
 
@@ -646,7 +634,7 @@ class UNetSegmenter:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         scorer = self.scorer.eval()
-        example = torch.randn(2, 3, 96, 128)
+        example = torch.randn(2, 3, 96, 128, device=self.device)
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(

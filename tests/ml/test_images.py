@@ -4,7 +4,8 @@ import torch
 from PIL import Image
 
 from ml.backbones import Preprocessing
-from ml.images import blur_maps, gaussian_kernel, is_gray, read_image, resize_image, resize_map, to_rgb, to_tensor
+from ml.filters import blur_maps, gaussian_kernel
+from ml.images import is_gray, read_image, resize_image, resize_map, to_rgb, to_tensor
 
 
 @pytest.mark.parametrize(
