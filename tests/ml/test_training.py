@@ -124,3 +124,32 @@ def test_torch_threads_sets_and_restores():
     assert torch.get_num_threads() == before
     with torch_threads(None):
         assert torch.get_num_threads() == before
+
+
+def test_the_gpu_loader_path_gives_whole_seeded_batches_from_worker_processes(monkeypatch):
+    """epoch_batches' GPU branch (DataLoader workers, a seed per batch), driven on the CPU: every batch arrives
+    whole (a lone leftover image is dropped, as on the CPU), and the same seeds give the same crops again."""
+    import warnings
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from ml.unet import NativeTrainingData, UNetConfig, epoch_batches
+
+    monkeypatch.setattr(ml.unet, "CUDA_LOADER_WORKERS", 2)
+    config = UNetConfig(**{key: value for key, value in TINY_CONFIGS["unet"].items()})
+    data = NativeTrainingData(tiny_samples(), config, lambda *args: None)
+    order = np.arange(9) % 10
+    gpu = SimpleNamespace(type="cuda")  # only the branch is chosen by it; pinning is skipped without CUDA
+
+    def run():
+        rng, generator = np.random.default_rng(0), torch.Generator().manual_seed(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "pin_memory without an accelerator" on a CPU-only box
+            return list(epoch_batches(data, order, 4, rng, generator, gpu))
+
+    first, second = run(), run()
+    assert [tuple(images.shape) for images, _ in first] == [(4, 3, 32, 32), (4, 3, 32, 32)]  # 9 = 4 + 4 + 1 dropped
+    assert [tuple(targets.shape) for _, targets in first] == [(4, 1, 32, 32)] * 2
+    for (a, b), (c, d) in zip(first, second, strict=True):
+        assert torch.equal(a, c) and torch.equal(b, d)
