@@ -76,8 +76,8 @@ def _at_once(call, count: int = 8) -> tuple[list, list]:
 def test_first_requests_arriving_together_load_the_model_once(monkeypatch, tmp_path):
     loads = []
 
-    def slow_load(directory):
-        loads.append(directory)
+    def slow_load(directory, *, device):
+        loads.append((directory, device))
         time.sleep(0.2)
         return object()
 
@@ -88,6 +88,7 @@ def test_first_requests_arriving_together_load_the_model_once(monkeypatch, tmp_p
     results, errors = _at_once(lambda: services.model_for_version(version))
     assert errors == [] and len(results) == 8
     assert len(loads) == 1 and len({id(model) for model in results}) == 1
+    assert loads[0][1] == "cpu"  # KENSA_PREDICT_DEVICE's default: predictions load on the CPU unless told
 
 
 def test_processes_fetching_one_model_at_once_all_get_the_complete_folder(settings, tmp_path):

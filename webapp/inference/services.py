@@ -57,7 +57,8 @@ def model_for_version(version: ModelVersion):
         cached = _cached_model(key)
         if cached is not None:
             return cached
-        model = load_model(artifact_local_dir(version))
+        # CPU unless told (KENSA_PREDICT_DEVICE), whatever device it trained on: this runs beside training.
+        model = load_model(artifact_local_dir(version), device=settings.KENSA_PREDICT_DEVICE)
         with _models_lock:
             _models[key] = model
             while len(_models) > MODEL_CACHE_SIZE:

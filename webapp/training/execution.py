@@ -18,6 +18,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 
+from ml.devices import device_description, resolve_device
 from ml.registry import create_model
 from ml.thresholds import calibrate
 from webapp.images.models import Image, Label, Split
@@ -25,7 +26,7 @@ from webapp.storage import stored_folder_delete
 from webapp.training import services
 from webapp.training.artifacts import artifact_prefix, artifact_upload
 from webapp.training.datasets import ProjectSamples, holdout_size
-from webapp.training.eta import EVALUATION_STAGES, FIT_STAGES, PaceEstimate, stage_fraction
+from webapp.training.eta import EVALUATION_STAGES, PaceEstimate, fit_stages, stage_fraction
 from webapp.training.evaluation import evaluate_and_store
 from webapp.training.models import ModelVersion, RunStatus, TrainingRun
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 FIT_SHARE = 80.0  # percent of the bar that fitting takes; evaluation takes the rest
 
 
+NO_DEVICE = "This worker cannot train on its device: {problem}. Its administrator must fix KENSA_DEVICE or the GPU."
 BAD_SETTINGS = "The {family} cannot train with these settings: {problem}. Choose another image size or family."
 
 
@@ -43,11 +45,6 @@ class RunCancelled(Exception):
 
 class UserFacingError(Exception):
     """A failure whose message a person can act on (shown on the run page as is)."""
-
-
-def device_name(model) -> str:
-    """Where the model computes: families that can use a GPU expose `device`; the rest run on the CPU."""
-    return str(getattr(model, "device", "cpu"))
 
 
 class Progress:
@@ -177,11 +174,17 @@ def _train_and_evaluate(run: TrainingRun, workdir: Path) -> ModelVersion:
     progress = Progress(run.id)
     progress.part(0, 1)("data", 1.0, note or f"{len(fit)} training images")
     try:
-        model = create_model(run.family, **run.config)
+        resolve_device(settings.KENSA_DEVICE)
+    except RuntimeError as exc:  # the worker checked it at start; a GPU can still vanish (driver reset)
+        raise UserFacingError(NO_DEVICE.format(problem=exc)) from None
+    try:
+        # The worker's device (KENSA_DEVICE), not the request's: a request trains on whichever worker takes it.
+        model = create_model(run.family, **run.config, device=settings.KENSA_DEVICE)
     except ValueError as exc:  # settings the family cannot use (the families check their own configuration)
         raise UserFacingError(BAD_SETTINGS.format(family=run.family, problem=exc)) from None
-    TrainingRun.objects.filter(id=run.id).update(device=device_name(model))
-    model.fit(fit, progress=progress.part(1, FIT_SHARE, FIT_STAGES.get(run.family)))
+    device = device_description(model.device)
+    TrainingRun.objects.filter(id=run.id).update(device=device[: TrainingRun._meta.get_field("device").max_length])
+    model.fit(fit, progress=progress.part(1, FIT_SHARE, fit_stages(run.family, device=device)))
     evaluation_progress = progress.part(FIT_SHARE, 99, EVALUATION_STAGES)
 
     val_predictions = model.predict([s.image for s in validation])
