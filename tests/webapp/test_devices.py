@@ -171,3 +171,22 @@ def test_a_gpu_worker_trains_on_its_gpu_and_the_run_page_names_it(client, owner,
     client.force_login(owner)
     page = client.get(reverse("run_detail", args=[project.public_id, run.public_id])).text
     assert f">on {gpu}</span>" in page
+
+
+def test_a_run_shares_its_bar_by_the_stage_plan_of_the_device_it_trains_on(transactional_db, owner, monkeypatch):
+    from webapp.training import execution
+
+    asked = []
+
+    def plan(family, *, device):
+        asked.append((family, device))
+        return fit_stages(family, device=device)
+
+    monkeypatch.setattr(execution, "fit_stages", plan)
+    project = sample_project_create(owner=owner, **SMALL)
+    run = services.training_run_request(project=project, requested_by=owner, family="gaussian", image_size=128)
+    assert services.training_run_claim(run_id=run.id)
+    training_run_execute(run_id=run.id)
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert asked == [("gaussian", run.device)] and run.device == device_description(resolve_device("auto"))
