@@ -132,3 +132,31 @@ def test_a_gpu_worker_also_takes_runs_sent_to_train_and_a_cpu_only_install_needs
     gpu = start_worker(f"{GPU_TRAIN_QUEUE},{TRAIN_QUEUE}")
     waiting = run_ended(waiting, gpu)
     assert waiting.status == RunStatus.SUCCEEDED and waiting.worker == gpu.nodename
+
+
+@pytest.mark.integration
+def test_a_run_sent_to_a_killed_gpu_worker_is_sent_again_to_train_once_its_announcement_expires(owner, start_worker):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    # given a GPU worker that announced itself and was then killed (no withdrawal), and a CPU worker
+    gpu = start_worker(GPU_TRAIN_QUEUE)
+    wait_for(lambda: gpu.nodename in gpu_workers_alive(), timeout=30, message="the GPU worker's announcement")
+    gpu.stop(signal.SIGKILL)
+    cpu = start_worker(TRAIN_QUEUE)
+    # when a run is requested while the announcement is still fresh, it goes to train-gpu, where nobody takes it
+    run = services.training_run_request(
+        project=sample_project_create(owner=owner, **SMALL), requested_by=owner, family="gaussian", image_size=128
+    )
+    time.sleep(3)
+    assert TrainingRun.objects.get(id=run.id).status == RunStatus.QUEUED
+    # then once the announcement expired, the periodic check's re-send (here called as beat would, 90 s on) goes
+    # to `train`, and the CPU worker trains it
+    wait_for(lambda: not gpu_workers_alive(), timeout=PRESENCE_TTL + 5, message="the announcement to expire")
+    assert services.training_runs_reap(now=timezone.now() + services.REQUEUE_AFTER + timedelta(seconds=1)) == {
+        "failed": 0,
+        "requeued": 1,
+    }
+    run = run_ended(run, cpu)
+    assert run.status == RunStatus.SUCCEEDED and run.worker == cpu.nodename
