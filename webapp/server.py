@@ -95,9 +95,14 @@ def listening_socket(bind: str) -> socket.socket:
 def serve(sock: socket.socket, *, threads: int) -> None:
     """One process's event loop and threads on the shared socket (imports Django and the models' code)."""
     import waitress
+    from django.urls import get_resolver
 
     from webapp.wsgi import application
 
+    # Load every view module (and torch behind them) before the first accept, not inside the first request: a
+    # process that replaces a dead one would otherwise answer its first requests seconds late.
+    patterns = get_resolver().url_patterns
+    logging.getLogger(__name__).debug("process %d ready: %d URL patterns loaded", os.getpid(), len(patterns))
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # requests waiting for a thread are normal load
     waitress.serve(access_logged(application), sockets=[sock], **server_options(threads=threads))
 

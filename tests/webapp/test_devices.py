@@ -190,3 +190,25 @@ def test_a_run_shares_its_bar_by_the_stage_plan_of_the_device_it_trains_on(trans
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED, run.error
     assert asked == [("gaussian", run.device)] and run.device == device_description(resolve_device("auto"))
+
+
+def test_a_run_that_runs_out_of_gpu_memory_fails_with_what_to_do(transactional_db, owner, monkeypatch):
+    """The family already retried at half the batch; the run must show its advice, not "internal error"."""
+    from ml.gaussian import GaussianBaseline
+    from ml.training import OUT_OF_GPU_MEMORY, GpuOutOfMemory
+
+    message = OUT_OF_GPU_MEMORY.format(batch_size=16, retry_size=8)
+
+    def fit(self, samples, *, progress):
+        raise GpuOutOfMemory(message)
+
+    monkeypatch.setattr(GaussianBaseline, "fit", fit)
+    project = sample_project_create(owner=owner, **SMALL)
+    # a config stored with a device (an older request) does not clash with the worker's own device
+    run = services.training_run_request(project=project, requested_by=owner, family="gaussian", image_size=128)
+    TrainingRun.objects.filter(id=run.id).update(config={**run.config, "device": "cpu"})
+    assert services.training_run_claim(run_id=run.id)
+    training_run_execute(run_id=run.id)
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert run.error == message

@@ -21,6 +21,7 @@ from django.db import close_old_connections, connection, transaction
 from ml.devices import device_description, resolve_device
 from ml.registry import create_model
 from ml.thresholds import calibrate
+from ml.training import GpuOutOfMemory
 from webapp.images.models import Image, Label, Split
 from webapp.storage import stored_folder_delete
 from webapp.training import services
@@ -179,12 +180,17 @@ def _train_and_evaluate(run: TrainingRun, workdir: Path) -> ModelVersion:
         raise UserFacingError(NO_DEVICE.format(problem=exc)) from None
     try:
         # The worker's device (KENSA_DEVICE), not the request's: a request trains on whichever worker takes it.
-        model = create_model(run.family, **run.config, device=settings.KENSA_DEVICE)
+        # A run's stored config never chooses the device (a request from an older form may carry one).
+        config = {key: value for key, value in run.config.items() if key != "device"}
+        model = create_model(run.family, **config, device=settings.KENSA_DEVICE)
     except ValueError as exc:  # settings the family cannot use (the families check their own configuration)
         raise UserFacingError(BAD_SETTINGS.format(family=run.family, problem=exc)) from None
     device = device_description(model.device)
     TrainingRun.objects.filter(id=run.id).update(device=device[: TrainingRun._meta.get_field("device").max_length])
-    model.fit(fit, progress=progress.part(1, FIT_SHARE, fit_stages(run.family, device=device)))
+    try:
+        model.fit(fit, progress=progress.part(1, FIT_SHARE, fit_stages(run.family, device=device)))
+    except GpuOutOfMemory as exc:  # already retried at half the batch; its message says what a person can do
+        raise UserFacingError(str(exc)) from None
     evaluation_progress = progress.part(FIT_SHARE, 99, EVALUATION_STAGES)
 
     val_predictions = model.predict([s.image for s in validation])
