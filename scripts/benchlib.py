@@ -184,10 +184,12 @@ def web_server_start(env: dict[str, str], *, processes: int = 2, threads: int = 
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL), f"http://127.0.0.1:{port}"
 
 
-def http_wait(url: str, timeout: float = 60) -> None:
-    """Until the server answers anything at all (an HTTP error status counts as up)."""
+def http_wait(url: str, timeout: float = 60, *, process: subprocess.Popen | None = None) -> None:
+    """Until the server answers anything at all (an HTTP error status counts as up); fails at once if `process`,
+    the server being waited for, has exited."""
     deadline = time.monotonic() + timeout
     while True:
+        assert process is None or process.poll() is None, f"server exited with {process.returncode}"
         try:
             urllib.request.urlopen(url, timeout=5).close()
             return

@@ -13,8 +13,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -34,21 +32,6 @@ def script_module(name: str):
     sys.modules.setdefault(name, module)  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
-
-
-def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        assert process.poll() is None, f"web server exited with {process.returncode}"
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 @pytest.fixture
@@ -72,7 +55,7 @@ def web_server(tmp_path):
     )
     try:
         url = f"http://127.0.0.1:{port}/accounts/login/"
-        wait_until_up(url, process)
+        script_module("benchlib").http_wait(url, process=process)
         yield "127.0.0.1", port, url, process.pid
     finally:
         os.killpg(process.pid, 15)
