@@ -14,6 +14,7 @@ import platform
 import resource
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from ml.registry import create_model
 from ml.segmentation_scores import mean_defect_iou
 from ml.threads import torch_threads
 from ml.thresholds import default_threshold
-from ml.types import AnomalyModel
+from ml.types import AnomalyModel, Sample
 
 TIMING_BATCH = 8
 TIMING_REPEATS = 10
@@ -91,6 +92,42 @@ def time_inference(model: AnomalyModel, images: list[np.ndarray]) -> tuple[float
     return best / TIMING_BATCH * 1000, cpu / TIMING_BATCH * 1000
 
 
+@dataclass
+class PredictedTestSet:
+    """What predicting a test set leaves behind, in memory independent of the number and size of images:
+    scores: N image scores. pixels: pixel AUROC / AU-PRO histograms of every map against its mask (at the image's
+    own resolution). segments: whether the family returned masks; defect_ious: IoU of its mask per image with
+    defect pixels (see ml.segmentation_scores.mean_defect_iou)."""
+
+    scores: np.ndarray
+    pixels: metrics.PixelMetricStream
+    segments: bool
+    defect_ious: list[float]
+
+
+def predict_test_set(
+    model: AnomalyModel, test: Sequence[Sample], *, batch_size: int = TIMING_BATCH, pixel_bins: int = 1 << 16
+) -> PredictedTestSet:
+    """Predicts `test` batch by batch and streams maps into the pixel metrics: peak memory grows with the batch
+    (its images and full-size maps), not with the test set (2448 x 2048 images: killed at 18.6 GB before)."""
+    scores = np.zeros(len(test))
+    pixels = metrics.PixelMetricStream(bins=pixel_bins)
+    segments, defect_ious = False, []
+    for start in range(0, len(test), batch_size):
+        samples = [test[i] for i in range(start, min(start + batch_size, len(test)))]
+        predictions = model.predict([s.image for s in samples], batch_size=batch_size)
+        for offset, (sample, prediction) in enumerate(zip(samples, predictions, strict=True)):
+            scores[start + offset] = prediction.score
+            mask = sample.mask if sample.mask is not None else np.zeros(sample.image.shape[:2], dtype=bool)
+            pixels.add(mask, prediction.anomaly_map)
+            if prediction.mask is not None:
+                segments = True
+                if mask.any():
+                    defect_ious.append(mean_defect_iou([mask], [prediction.mask]))
+        del samples, predictions
+    return PredictedTestSet(scores=scores, pixels=pixels, segments=segments, defect_ious=defect_ious)
+
+
 def run_bench(options: BenchOptions) -> dict:
     """Fits, predicts the test set and returns the report dict (keys listed in docs/benchmarks.md)."""
     with torch_threads(os.cpu_count() or 1):
@@ -118,20 +155,24 @@ def _run_bench(options: BenchOptions) -> dict:
     model.fit(train, progress=progress)
     fit_seconds = time.perf_counter() - started
     fit_cpu_seconds = cpu_seconds() - cpu_started
+    return evaluate_fitted(model, train, test, options, fit_seconds=fit_seconds, fit_cpu_seconds=fit_cpu_seconds)
 
+
+def evaluate_fitted(
+    model: AnomalyModel,
+    train: LazySamples,
+    test: LazySamples,
+    options: BenchOptions,
+    *,
+    fit_seconds: float,
+    fit_cpu_seconds: float,
+) -> dict:
+    """The report of a fitted model on `test` (also used by `--model compare` for every candidate)."""
     _log(options, f"predicting {len(test)} test images")
-    scores = np.zeros(len(test))
-    maps, masks, predicted_masks = [], [], []
-    for start in range(0, len(test), TIMING_BATCH):
-        samples = [test[i] for i in range(start, min(start + TIMING_BATCH, len(test)))]
-        for offset, prediction in enumerate(model.predict([s.image for s in samples], batch_size=TIMING_BATCH)):
-            scores[start + offset] = prediction.score
-            maps.append(prediction.anomaly_map.astype(np.float32))
-            masks.append(samples[offset].mask)
-            predicted_masks.append(prediction.mask)
+    tested = predict_test_set(model, test)
+    scores = tested.scores
     labels = test.labels
     infer_ms, infer_cpu_ms = time_inference(model, [test[i].image for i in range(min(TIMING_BATCH, len(test)))])
-    # Peak memory of fitting and inference; the exact pixel metrics below sort every test pixel and cost more.
     model_peak_rss_mb = peak_rss_mb()
 
     called, threshold = cross_fitted_calls(test, scores, seed=options.seed)
@@ -143,17 +184,17 @@ def _run_bench(options: BenchOptions) -> dict:
     )
     optimistic_threshold, optimistic_f1 = metrics.f1_best_threshold(labels, scores)
     precision_at_recall1, threshold_at_recall1 = metrics.precision_at_full_recall(labels, scores)
-    has_masks = any(mask.any() for mask in masks)
+    has_masks = tested.pixels.n_regions > 0
     # Families that outline defects (the U-Net) are also judged on their masks: IoU per defect image, averaged.
-    segments = any(mask is not None for mask in predicted_masks)
+    segments = tested.segments
 
     report = {
         "image_auroc": metrics.image_auroc(labels, scores),
         "image_ap": metrics.image_average_precision(labels, scores),
-        "pixel_auroc": metrics.pixel_auroc(masks, maps) if has_masks else None,
-        "aupro": metrics.aupro(masks, maps) if has_masks else None,
-        "mean_iou": mean_defect_iou(masks, predicted_masks) if segments and has_masks else None,
-        "n_iou_images": sum(1 for mask in masks if mask.any()) if segments else 0,
+        "pixel_auroc": tested.pixels.pixel_auroc() if has_masks else None,
+        "aupro": tested.pixels.aupro() if has_masks else None,
+        "mean_iou": float(np.mean(tested.defect_ious)) if segments and tested.defect_ious else None,
+        "n_iou_images": len(tested.defect_ious) if segments else 0,
         "f1": counts.f1,
         "precision": counts.precision,
         "recall": counts.recall,

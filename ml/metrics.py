@@ -160,7 +160,11 @@ def aupro(
     last_of_tie = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
     fpr = np.r_[0.0, fpr[last_of_tie]]
     pro = np.r_[0.0, pro[last_of_tie]]
+    return _pro_area(fpr, pro, fpr_limit)
 
+
+def _pro_area(fpr: np.ndarray, pro: np.ndarray, fpr_limit: float) -> float:
+    """Normalised area under a PRO curve given as points (fpr ascending from 0), cut at `fpr_limit`."""
     # Cut the curve at fpr_limit, interpolating the overlap there.
     inside = fpr <= fpr_limit
     fpr_in, pro_in = fpr[inside], pro[inside]
@@ -170,3 +174,87 @@ def aupro(
         fpr_in = np.r_[fpr_in, fpr_limit]
         pro_in = np.r_[pro_in, pro[nxt - 1] + t * (pro[nxt] - pro[nxt - 1])]
     return float(np.trapezoid(pro_in, fpr_in) / fpr_limit)
+
+
+class PixelMetricStream:
+    """Pixel AUROC and AU-PRO over any number of images in constant memory: each (mask, map) pair is added to
+    histograms over a score grid of `bins` equal bins, and the curves are built from the histograms.
+
+    Equal to `pixel_auroc` / `aupro` when no two distinct scores share a bin (scores in one bin count as tied);
+    otherwise each threshold is off by at most one bin width, which is (score range) / `bins` or less (the grid
+    starts on the first image's range and doubles its bin width, merging pairs of bins exactly, whenever a later
+    score falls outside it). Memory: three arrays of `bins` numbers, plus one image's labelled regions while it is
+    added. Unlike `pixel_auroc` nothing is subsampled.
+    """
+
+    def __init__(self, *, bins: int = 1 << 16):
+        if bins < 2 or bins & (bins - 1):
+            raise ValueError(f"bins must be a power of two, not {bins}")
+        self.bins = bins
+        self.low = 0.0
+        self.width = 0.0  # 0 until the first pixel sets the grid
+        self.defect = np.zeros(bins, dtype=np.int64)  # defect pixels per bin
+        self.background = np.zeros(bins, dtype=np.int64)  # defect-free pixels per bin
+        self.region_weight = np.zeros(bins, dtype=np.float64)  # sum of 1 / (size of the pixel's region) per bin
+        self.n_regions = 0
+
+    def add(self, mask: np.ndarray, anomaly_map: np.ndarray) -> None:
+        """One image: H x W bool mask (defect = True) and H x W float map of the same shape."""
+        mask = np.asarray(mask, dtype=bool)
+        values = np.asarray(anomaly_map, dtype=np.float32)
+        if mask.shape != values.shape:
+            raise ValueError(f"mask {mask.shape} and map {values.shape} differ in shape")
+        if values.size == 0:
+            return
+        self._cover(float(values.min()), float(values.max()))
+        offsets = (values.astype(np.float64) - self.low) / self.width
+        index = np.clip(offsets.astype(np.int64), 0, self.bins - 1).ravel()
+        del offsets
+        flat_mask = mask.ravel()
+        self.background += np.bincount(index[~flat_mask], minlength=self.bins)
+        if not flat_mask.any():
+            return
+        self.defect += np.bincount(index[flat_mask], minlength=self.bins)
+        labelled, count = ndimage.label(mask)
+        sizes = np.bincount(labelled.ravel())
+        flat_labels = labelled.ravel()[flat_mask]
+        self.region_weight += np.bincount(index[flat_mask], weights=1.0 / sizes[flat_labels], minlength=self.bins)
+        self.n_regions += count
+
+    def _cover(self, low: float, high: float) -> None:
+        """Widens the grid (doubling the bin width, merging bin pairs) until [low, high] falls inside it."""
+        if self.width == 0.0:
+            self.low = low
+            self.width = max(high - low, abs(low) * 1e-6, 1e-12) / self.bins * (1 + 1e-6)
+            return
+        while high >= self.low + self.bins * self.width or low < self.low:
+            grow_down = low < self.low
+            for counts in (self.defect, self.background, self.region_weight):
+                merged = counts.reshape(-1, 2).sum(axis=1)
+                counts[:] = 0
+                if grow_down:
+                    counts[self.bins // 2 :] = merged
+                else:
+                    counts[: self.bins // 2] = merged
+            if grow_down:
+                self.low -= self.bins * self.width
+            self.width *= 2
+
+    def pixel_auroc(self) -> float:
+        """ROC AUC over every pixel added (defect = positive), ties counted half; NaN without both classes."""
+        positives, negatives = int(self.defect.sum()), int(self.background.sum())
+        if positives == 0 or negatives == 0:
+            return float("nan")
+        below = np.cumsum(self.background) - self.background  # negatives in lower bins
+        pairs = np.sum(self.defect * (below + 0.5 * self.background))
+        return float(pairs / (positives * negatives))
+
+    def aupro(self, *, fpr_limit: float = 0.3) -> float:
+        """As `aupro` over every image added; NaN without defect regions or without defect-free pixels."""
+        n_background = int(self.background.sum())
+        if self.n_regions == 0 or n_background == 0:
+            return float("nan")
+        occupied = (self.background + self.defect)[::-1] > 0  # a cut point after each non-empty bin, high first
+        fpr = (np.cumsum(self.background[::-1]) / n_background)[occupied]
+        pro = (np.cumsum(self.region_weight[::-1]) / self.n_regions)[occupied]
+        return _pro_area(np.r_[0.0, fpr], np.r_[0.0, pro], fpr_limit)

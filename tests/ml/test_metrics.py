@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from ml.metrics import (
+    PixelMetricStream,
     aupro,
     confusion,
     f1_best_threshold,
@@ -112,3 +113,48 @@ def test_pixel_auroc_subsamples_deterministically():
     # then
     assert sub_a == sub_b
     assert sub_a == pytest.approx(full, abs=0.05)
+
+
+def _random_masks_and_maps(seed: int, *, quantum: float | None):
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((5, 24, 32), bool)
+    masks[1, 3:9, 4:12] = True
+    masks[2, 10:12, 20:30] = True
+    masks[2, 18:22, 2:5] = True
+    masks[4, 0:24, 30:32] = True
+    maps = rng.normal(size=masks.shape) + 2.0 * masks
+    maps[3] += 5.0  # a later image far outside the first image's range: the grid must widen both ways
+    maps[4] -= 7.0
+    if quantum is not None:
+        maps = np.round(maps / quantum) * quantum
+    return masks, maps.astype(np.float32)
+
+
+def test_streamed_pixel_metrics_equal_the_exact_ones_when_no_two_scores_share_a_bin():
+    # given: scores on a grid of 1/64 (ties included), far coarser than the stream's bins
+    masks, maps = _random_masks_and_maps(5, quantum=1 / 64)
+    stream = PixelMetricStream()
+    # when: images are added one at a time
+    for mask, anomaly_map in zip(masks, maps, strict=True):
+        stream.add(mask, anomaly_map)
+    # then: the same numbers as the exact, sort-every-pixel metrics (and the brute-force AU-PRO)
+    assert stream.pixel_auroc() == pytest.approx(pixel_auroc(masks, maps), abs=1e-12)
+    assert stream.aupro() == pytest.approx(aupro(masks, maps), abs=1e-12)
+    assert stream.aupro(fpr_limit=0.05) == pytest.approx(brute_force_aupro(masks, maps, fpr_limit=0.05), abs=1e-9)
+
+
+def test_streamed_pixel_metrics_on_continuous_scores_are_within_a_bin_of_the_exact_ones():
+    masks, maps = _random_masks_and_maps(6, quantum=None)
+    stream = PixelMetricStream(bins=1 << 12)
+    for mask, anomaly_map in zip(masks, maps, strict=True):
+        stream.add(mask, anomaly_map)
+    assert stream.pixel_auroc() == pytest.approx(pixel_auroc(masks, maps), abs=1e-3)
+    assert stream.aupro() == pytest.approx(aupro(masks, maps), abs=1e-3)
+
+
+def test_streamed_pixel_metrics_without_defects_or_background_are_nan():
+    stream = PixelMetricStream()
+    stream.add(np.zeros((4, 4), bool), np.ones((4, 4)))
+    assert np.isnan(stream.pixel_auroc()) and np.isnan(stream.aupro())
+    with pytest.raises(ValueError, match="differ in shape"):
+        stream.add(np.zeros((4, 4), bool), np.ones((4, 5)))
