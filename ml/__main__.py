@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = bench.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", type=Path, help="MVTec-layout folder (train/good, test/*, ground_truth/*)")
     source.add_argument("--mnist", type=Path, help="MNIST IDX folder: autoencoder ones-versus-nines bench")
-    bench.add_argument("--model", choices=sorted(FAMILIES), default="patchcore")
+    bench.add_argument("--model", choices=[*sorted(FAMILIES), "compare"], default="patchcore")
     bench.add_argument("--train-limit", type=int, default=None, help="use a seeded subset of N training images")
     bench.add_argument("--image-size", type=int, default=None, help="side in pixels the model works at")
     bench.add_argument("--seed", type=int, default=0)
@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     report = run_bench(options)
     print(format_table(report))
+    if "leaderboard" in report:  # --model compare: the candidates on validation, then on test
+        print(report["leaderboard"], report["test_leaderboard"], sep="\n")
     if args.json is not None:
         write_json(report, args.json)
     return 0

@@ -136,6 +136,10 @@ def run_bench(options: BenchOptions) -> dict:
 
 def _run_bench(options: BenchOptions) -> dict:
     torch.manual_seed(options.seed)
+    if options.model == "compare":  # every candidate the labels allow, the winner picked on validation
+        from ml.compare_bench import run_compare_bench
+
+        return run_compare_bench(options)
     dataset = load_mvtec(options.data, train_limit=options.train_limit, seed=options.seed)
     train, test = dataset.train, dataset.test
     if options.model == "unet":

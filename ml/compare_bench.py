@@ -1,0 +1,115 @@
+"""`python -m ml bench --model compare`: the app's candidate comparison on an MVTec-layout folder.
+
+Split: training gets the good training images plus `supervised_fraction` of each defect type's test images (with
+masks, as a user who outlined half the defects); a validation split is carved out of that training pool (a third
+of each defect type's training defects and VALIDATION_GOOD_SHARE of the good ones, seeded), the comparison picks
+its winner on it, and every candidate is then reported on the untouched test images with `bench`'s usual keys.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+
+from ml.bench import BenchOptions, _log, cpu_seconds, evaluate_fitted
+from ml.compare import Comparison, candidates_for, compare_candidates, format_leaderboard
+from ml.data import LazySamples, load_mvtec, supervised_split
+from ml.types import DEFECT
+
+VALIDATION_DEFECT_SHARE = 1 / 3
+VALIDATION_GOOD_SHARE = 0.1
+
+
+def validation_split(pool: LazySamples, *, seed: int) -> tuple[LazySamples, LazySamples]:
+    """(fit, validation) from a training pool: per kind, a seeded share goes to validation (at least one defect of
+    each defect kind that has two or more)."""
+    rng = np.random.default_rng(seed + 1)
+    fit, validation = [], []
+    by_kind: dict[str, list[int]] = {}
+    for index, kind in enumerate(pool.kinds):
+        by_kind.setdefault(kind, []).append(index)
+    for kind in sorted(by_kind):
+        indices = [by_kind[kind][i] for i in rng.permutation(len(by_kind[kind]))]
+        share = VALIDATION_GOOD_SHARE if kind == "good" else VALIDATION_DEFECT_SHARE
+        cut = int(round(len(indices) * share))
+        if kind != "good" and len(indices) >= 2:
+            cut = max(cut, 1)
+        validation += indices[:cut]
+        fit += indices[cut:]
+    return pool.subset(sorted(fit)), pool.subset(sorted(validation))
+
+
+def run_compare_bench(options: BenchOptions) -> dict:
+    """The winner's report (bench's keys at the top level) plus `winner`, `candidates` (one report per candidate,
+    each with its `validation` metrics and `label`), `rule`, `why` and `leaderboard`."""
+    dataset = load_mvtec(options.data, train_limit=options.train_limit, seed=options.seed)
+    pool, test = supervised_split(dataset, fraction=options.supervised_fraction, seed=options.seed)
+    train, validation = validation_split(pool, seed=options.seed)
+    labels = train.labels
+    n_defect = int(np.sum(labels == DEFECT))
+    candidates = candidates_for(n_good=int(np.sum(labels != DEFECT)), n_defect=n_defect, n_annotated=n_defect)
+    extra = dict(options.config or {})
+    extra.pop("seed", None)
+    for candidate in candidates:
+        candidate.config = {**candidate.config, **extra, "seed": options.seed}
+        if options.image_size is not None and candidate.family != "patchcore":
+            candidate.config["image_size"] = options.image_size
+
+    def progress(stage: str, fraction: float, message: str) -> None:
+        _log(options, f"  [{stage} {fraction:5.1%}] {message}")
+
+    _log(options, f"comparing {len(candidates)} candidates: {len(train)} training, {len(validation)} validation")
+    started, cpu_started = time.perf_counter(), cpu_seconds()
+    comparison = compare_candidates(train, validation, candidates, progress=progress)
+    compare_seconds, compare_cpu_seconds = time.perf_counter() - started, cpu_seconds() - cpu_started
+    reports = []
+    for result in comparison.results:
+        if not result.ok:
+            reports.append({"label": result.candidate.label, "model": result.candidate.family, "error": result.error})
+            continue
+        candidate_options = copy.copy(options)
+        candidate_options.model = result.candidate.family
+        report = evaluate_fitted(
+            result.model,
+            train,
+            test,
+            candidate_options,
+            fit_seconds=result.fit_seconds,
+            fit_cpu_seconds=result.fit_cpu_seconds,
+        )
+        report.update(label=result.candidate.label, validation=result.metrics, error="")
+        reports.append(report)
+    winner_report = next(r for r, res in zip(reports, comparison.results, strict=True) if res is comparison.winner)
+    summary = {
+        **winner_report,
+        "model": "compare",
+        "winner": comparison.winner.candidate.family,
+        "winner_label": comparison.winner.candidate.label,
+        "rule": comparison.rule,
+        "why": comparison.why,
+        "candidates": reports,
+        "compare_seconds": compare_seconds,
+        "compare_cpu_seconds": compare_cpu_seconds,
+        "n_validation": len(validation),
+        "leaderboard": format_leaderboard(comparison),
+        "test_leaderboard": format_test_leaderboard(comparison, reports),
+    }
+    return summary
+
+
+TEST_COLUMNS = ("image_auroc", "image_ap", "aupro", "mean_iou", "precision_at_recall1")
+
+
+def format_test_leaderboard(comparison: Comparison, reports: list[dict]) -> str:
+    """The candidates' figures on the test images (what the comparison never saw), the winner marked."""
+    rows = [f"  {'candidate (test)':<40}" + "".join(f"{c:>22}" for c in TEST_COLUMNS)]
+    for result, report in zip(comparison.results, reports, strict=True):
+        mark = "*" if result is comparison.winner else " "
+        cells = []
+        for column in TEST_COLUMNS:
+            value = report.get(column)
+            cells.append(f"{'n/a' if value is None or value != value else f'{value:.4f}':>22}")
+        rows.append(f"{mark} {result.candidate.label:<40}" + "".join(cells))
+    return "\n".join(rows)
