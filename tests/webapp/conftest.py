@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import io
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ from django.contrib.auth.models import User
 from PIL import Image as PILImage
 
 from ml.synthetic import make_image
+from tests.conftest import CeleryWorker, purge_queues
 from webapp.projects.models import Membership, Project, Role
 from webapp.projects.services import project_create
 
@@ -93,3 +96,27 @@ def trained_version(transactional_db, owner):
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED, run.error
     return ModelVersion.objects.get(run=run)
+
+
+@pytest.fixture
+def start_worker(transactional_db, broker, tmp_path, monkeypatch):
+    """start_worker(queues, device="cpu") -> a started real Celery worker with KENSA_DEVICE=device.
+
+    Workers are killed (SIGKILL) after the test and the queues purged, so no GPU-worker announcement or queued task
+    outlives it.
+    """
+    purge_queues(broker.url)
+    started: list[CeleryWorker] = []
+
+    def start(queues: str, device: str = "cpu") -> CeleryWorker:
+        monkeypatch.setenv("KENSA_DEVICE", device)  # the worker's environment is this process's, read at start
+        name = f"{queues.replace(',', '+')}-{time.time_ns()}"
+        worker = CeleryWorker(broker.url, queues, tmp_path / f"{name}.log", name=name)
+        started.append(worker)
+        worker.start()
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop(signal.SIGKILL)
+    purge_queues(broker.url)

@@ -15,7 +15,7 @@ import torch
 from django.urls import reverse
 
 from ml.devices import NO_CUDA, device_description, resolve_device
-from tests.conftest import REPO, CeleryWorker, purge_queues, wait_for
+from tests.conftest import REPO, CeleryWorker, wait_for
 from webapp.inference.services import model_for_version
 from webapp.samples import sample_project_create
 from webapp.training import services
@@ -51,25 +51,6 @@ def test_a_device_setting_kensa_cannot_understand_stops_start_up(name):
     done = settings_value(name, **{name: "gpu"})
     assert done.returncode != 0
     assert f"ImproperlyConfigured: {name}: device 'gpu': expected one of auto, cpu, cuda, cuda:N" in done.stderr
-
-
-@pytest.fixture
-def start_worker(transactional_db, broker, tmp_path, monkeypatch):
-    """start_worker(queues, KENSA_DEVICE) -> a started real worker (stopped after the test)."""
-    purge_queues(broker.url)
-    started: list[CeleryWorker] = []
-
-    def start(queues: str, device: str) -> CeleryWorker:
-        monkeypatch.setenv("KENSA_DEVICE", device)  # the worker's environment is this process's, read at start
-        name = f"{queues.replace(',', '+')}-{time.time_ns()}"
-        worker = CeleryWorker(broker.url, queues, tmp_path / f"{name}.log", name=name)
-        started.append(worker)
-        worker.start()
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()
 
 
 @pytest.mark.integration

@@ -54,26 +54,6 @@ def test_with_redis_unreachable_training_goes_to_the_train_queue(broker):
         app.conf.broker_url = reachable
 
 
-@pytest.fixture
-def start_worker(transactional_db, broker, tmp_path, monkeypatch):
-    """start_worker(queues) -> a started real worker training on the CPU (stopped after the test)."""
-    purge_queues(broker.url)
-    monkeypatch.setenv("KENSA_DEVICE", "cpu")
-    started: list[CeleryWorker] = []
-
-    def start(queues: str) -> CeleryWorker:
-        name = f"{queues.replace(',', '+')}-{time.time_ns()}"
-        worker = CeleryWorker(broker.url, queues, tmp_path / f"{name}.log", name=name)
-        started.append(worker)
-        worker.start()
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop(signal.SIGKILL)
-    purge_queues(broker.url)  # no announcement of a killed worker may outlive the test
-
-
 def run_ended(run: TrainingRun, *workers: CeleryWorker) -> TrainingRun:
     logs = "\n".join(f"{w.nodename}:\n{w.log_text()[-1500:]}" for w in workers)
     return wait_for(
