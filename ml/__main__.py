@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--device", default=None, help="where the model computes: auto, cpu, cuda or cuda:N")
     bench.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    bench.add_argument(
+        "--robustness", action="store_true", help="how the model holds up under perturbations (ml/robustness.py)"
+    )
+    bench.add_argument(
+        "--perturbations", default=None, metavar="NAMES", help="with --robustness: comma-separated, e.g. shift,clutter"
+    )
     return parser
 
 
@@ -68,6 +74,18 @@ def main(argv: list[str] | None = None) -> int:
         config=config,
         verbose=not args.quiet,
     )
+    if args.robustness:  # issue 19: the robustness table instead of the accuracy one
+        from ml.robustness import format_robustness_table
+        from ml.robustness_bench import run_robustness_bench
+
+        if args.model == "compare":
+            build_parser().error("--robustness measures one family: choose it with --model")
+        names = args.perturbations.split(",") if args.perturbations else None
+        summary, robustness = run_robustness_bench(options, perturbations=names)
+        print(format_robustness_table(robustness))
+        if args.json is not None:
+            write_json(summary, args.json)
+        return 0
     report = run_bench(options)
     print(format_table(report))
     if "leaderboard" in report:  # --model compare: the candidates on validation, then on test

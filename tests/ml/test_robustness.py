@@ -3,9 +3,12 @@ so; the run streams (small batches, small examples), is reproducible, and its ad
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
+from ml.__main__ import main
 from ml.gaussian import GaussianBaseline
 from ml.perturbations import PERTURBATIONS
 from ml.registry import create_model
@@ -20,6 +23,7 @@ from ml.robustness import (
 from ml.synthetic import make_dataset
 from ml.thresholds import default_threshold
 from ml.types import DEFECT, GOOD, Sample
+from tests.ml.test_bench import synthetic_mvtec  # noqa: F401  (fixture)
 from tests.ml.tiny_families import TINY_CONFIGS
 
 SIZE = 96
@@ -171,3 +175,29 @@ def test_advice_names_the_mildest_strength_that_hurts_and_what_held_up():
         "exposure)."
     )
     assert advice[1] == "No change worth acting on, even at the strongest tried: noise of 16 grey levels."
+
+
+def test_bench_cli_prints_the_robustness_table(synthetic_mvtec, tmp_path, capsys):  # noqa: F811
+    # given a tiny MVTec-layout folder
+    out = tmp_path / "robustness.json"
+    # when
+    code = main(
+        ["bench", "--data", str(synthetic_mvtec), "--model", "gaussian", "--image-size", "64", "--set", "grid=4"]
+        + ["--robustness", "--perturbations", "shift,brightness,clutter", "--quiet", "--json", str(out)]
+    )
+    # then the table has the original and a row per strength of each perturbation asked for, and the advice
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert printed.splitlines()[0].split()[:4] == ["condition", "good", "defect", "AUROC"]
+    assert "original" in printed and "brightness ±40 %" in printed and "clutter on 20 % of backdrop" in printed
+    assert "blur" not in printed
+    report = json.loads(out.read_text())
+    # the threshold came from one half of test; the other half was scored
+    assert report["n_validation"] + report["n_scored"] == 10
+    assert report["baseline"]["n_good"] + report["baseline"]["n_defect"] == report["n_scored"]
+    assert len(report["conditions"]) == 9 and report["advice"]
+
+
+def test_bench_cli_refuses_an_unknown_perturbation(synthetic_mvtec):  # noqa: F811
+    with pytest.raises(ValueError, match="fog"):
+        main(["bench", "--data", str(synthetic_mvtec), "--robustness", "--perturbations", "fog", "--quiet"])
