@@ -348,9 +348,9 @@ def test_export_and_import_views(client, labelled_project, owner, member_with):
 def test_bulk_label_from_the_grid_also_moves_the_version(project, owner):
     image = _image(project, owner)
     services_before = Image.objects.get(id=image.id).annotation_version
-    from webapp.images.services import images_set_label
+    from webapp.images.bulk import images_label_change
 
-    images_set_label(project=project, image_ids=[image.id], label=Label.GOOD)
+    images_label_change(project=project, images=[image.id], label=Label.GOOD, user=owner)
     assert Image.objects.get(id=image.id).annotation_version == services_before + 1
     with pytest.raises(AnnotationConflict):
         annotation_save(image=image, user=owner, expected_version=services_before, label=Label.DEFECT, layers=[])

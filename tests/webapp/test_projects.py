@@ -71,13 +71,15 @@ def test_project_list_counts(client, owner, project, django_assert_max_num_queri
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     from tests.webapp.conftest import png_bytes
+    from webapp.images.bulk import images_label_change
     from webapp.images.intake.ingest import uploads_ingest
-    from webapp.images.services import images_set_label
 
     uploads_ingest(
         project=project, user=owner, uploads=[SimpleUploadedFile(f"{i}.png", png_bytes(i)) for i in range(3)]
     )
-    images_set_label(project=project, image_ids=list(project.images.values_list("id", flat=True))[:2], label="good")
+    images_label_change(
+        project=project, images=list(project.images.values_list("id", flat=True))[:2], label="good", user=owner
+    )
     client.force_login(owner)
     with django_assert_max_num_queries(6):
         page = client.get(reverse("project_list")).content.decode()

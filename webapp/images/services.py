@@ -7,14 +7,13 @@ import logging
 from datetime import timedelta
 
 import numpy as np
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from PIL import Image as PILImage
 
 from webapp.images.intake.decoding import display_rgb
-from webapp.images.models import Annotation, Image, Label, Split, ThumbnailState
+from webapp.images.models import Annotation, Image, ThumbnailState
 from webapp.projects.models import Project
 from webapp.storage import stored_file_read, stored_file_write, stored_files_delete_on_commit
 
@@ -42,21 +41,6 @@ def annotation_mask_png(mask: np.ndarray) -> bytes:
     grey = np.ascontiguousarray(mask, dtype=bool).view(np.uint8) * np.uint8(255)
     PILImage.fromarray(grey, "L").save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
-
-
-def images_set_label(*, project: Project, image_ids: list[int], label: str) -> int:
-    if label not in Label.values:
-        raise ValidationError(BAD_LABEL.format(value=label))
-    # A new label is an annotation edit too: an editor open on one of these images must not overwrite it.
-    images = Image.objects.filter(project=project, id__in=image_ids)
-    return images.update(label=label, annotation_version=F("annotation_version") + 1)
-
-
-def images_set_split(*, project: Project, image_ids: list[int], split: str) -> int:
-    """A person's choice of split: fixed from now on (rebalancing leaves these images alone)."""
-    if split not in Split.values:
-        raise ValidationError(BAD_SPLIT.format(value=split))
-    return Image.objects.filter(project=project, id__in=image_ids).update(split=split, split_is_automatic=False)
 
 
 @transaction.atomic
