@@ -1,6 +1,7 @@
 from django import forms
 
 from ml.registry import FAMILIES
+from webapp.training.candidates import BUDGET_MINUTES, DEFAULT_BUDGET_MINUTES
 from webapp.training.services import IMAGE_SIZES
 
 FAMILY_LABELS = {
@@ -19,3 +20,17 @@ class TrainForm(forms.Form):
         required=False, coerce=int, empty_value=None, choices=[("", "Family default")] + [(s, s) for s in IMAGE_SIZES]
     )
     backbone = forms.CharField(required=False, max_length=64, help_text="A timm model name with weights on this server")
+    # Automatic runs only (issue 20): more families to train beside the candidates the labels allow, and how long
+    # fitting the candidates may take.
+    compare_families = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        choices=[(f, FAMILY_LABELS.get(f, f)) for f in FAMILIES if f != "patchcore"],
+    )
+    budget_minutes = forms.TypedChoiceField(
+        required=False,
+        coerce=int,
+        empty_value=DEFAULT_BUDGET_MINUTES,
+        initial=DEFAULT_BUDGET_MINUTES,
+        choices=[(m, f"{m} min") for m in BUDGET_MINUTES],
+    )

@@ -12,7 +12,8 @@ from django.db.models import Q
 
 from webapp.audit.models import AuditAction, AuditEntry
 from webapp.projects.models import Membership, Project
-from webapp.training.models import ACTIVE_STATUSES, RunStatus, TrainingRun
+from webapp.training.candidates import COMPARE_FAMILY
+from webapp.training.models import ACTIVE_STATUSES, ModelVersion, RunStatus, TrainingRun
 
 OTHER_PROJECT = "a run of another project"
 WAITS_FOR_WORKER = "Waiting for a free training worker: {ahead}."
@@ -112,3 +113,13 @@ def last_split_change(*, project: Project, user: AbstractBaseUser) -> AuditEntry
     """The viewer's latest split change in the project not undone yet (only its author may undo it)."""
     entries = AuditEntry.objects.filter(project=project, user_id=user.pk, action=AuditAction.SPLIT)
     return entries.filter(undone_at__isnull=True).order_by("-created_at", "-id").first()
+
+
+def latest_comparison(*, project: Project) -> dict | None:
+    """The leaderboard of the project's latest run that compared candidates (stored on its winner's version)."""
+    version = (
+        ModelVersion.objects.filter(project=project, run__family=COMPARE_FAMILY, run__status=RunStatus.SUCCEEDED)
+        .order_by("-number")
+        .first()
+    )
+    return version.metrics.get("comparison") if version else None

@@ -27,6 +27,15 @@ from webapp.images.bulk import bulk_change_undo, images_split_change
 from webapp.images.models import Annotation, Image, Label, Split
 from webapp.images.splits import stratified_pick
 from webapp.projects.models import Project
+from webapp.training.candidates import (
+    BUDGET_MINUTES,
+    COMPARE_FAMILY,
+    COMPARES,
+    DEFAULT_BUDGET_MINUTES,
+    CandidatePlan,
+    candidate_plan,
+    candidates_to_config,
+)
 from webapp.training.datasets import holdout_size
 from webapp.training.models import ACTIVE_STATUSES, ModelVersion, RunStatus, TrainingRun
 
@@ -40,6 +49,7 @@ QUEUE_FULL = (
 DUPLICATE_QUEUED = "The same run ({family}, same settings) is already waiting in this project's queue."
 NOT_READY = "Not enough labelled images to train yet: {missing}."
 UNKNOWN_FAMILY = "Unknown model family {family!r}."
+BAD_BUDGET = "The time budget must be one of {choices} minutes."
 IMAGE_SIZES = (128, 192, 224, 256, 320, 384, 448, 512)
 STALE_HEARTBEAT_MESSAGE = (
     "The worker stopped reporting progress (it was stopped, restarted or ran out of memory). Start the run again."
@@ -103,6 +113,7 @@ class TrainingPlan:
     splits: tuple[SplitCounts, ...] = ()
     split_problems: tuple[str, ...] = ()  # what the splits will do to training, said before it starts
     can_fill_validation: bool = False  # moving a share of test into validation would fix a problem
+    candidates: CandidatePlan | None = None  # what an automatic run trains and compares (issue 20)
 
 
 def _split_counts(images) -> dict[str, SplitCounts]:
@@ -161,6 +172,7 @@ def training_plan(*, project: Project) -> TrainingPlan:
         problems.append(FILL_VALIDATION_HINT)
     if note := _outline_note(rows):
         problems.append(note)
+    candidates = _candidate_plan(rows, n_defect=n_defect, label_family=choice.family)
     return TrainingPlan(
         n_good_train=train.good,
         n_defect=n_defect,
@@ -171,6 +183,19 @@ def training_plan(*, project: Project) -> TrainingPlan:
         splits=tuple(rows.values()),
         split_problems=tuple(problems),
         can_fill_validation=fixable,
+        candidates=candidates,
+    )
+
+
+def _candidate_plan(rows: dict[str, SplitCounts], *, n_defect: int, **settings) -> CandidatePlan:
+    train, validation = rows[Split.TRAIN], rows[Split.VALIDATION]
+    return candidate_plan(
+        n_good=train.good,
+        n_defect=n_defect,
+        n_outlined=min(train.outlined, n_defect),
+        n_validation=validation.good + validation.defect,
+        n_validation_defects=validation.defect,
+        **settings,
     )
 
 
@@ -186,24 +211,53 @@ def training_run_request(
     family: str = "",
     image_size: int | None = None,
     backbone: str = "",
+    compare_families: tuple[str, ...] | list[str] = (),
+    budget_minutes: int = DEFAULT_BUDGET_MINUTES,
 ) -> TrainingRun:
     """Queues a run of the family the labels call for (or the one asked for), behind the project's running and
-    waiting runs. Raises ValidationError when the project is not ready, its queue is full, or the same request
-    is already waiting."""
+    waiting runs. Automatic (no family): the candidates the labels allow, plus `compare_families`, are trained and
+    compared on validation within `budget_minutes` when there is more than one (webapp.training.candidates).
+    Raises ValidationError when the project is not ready, its queue is full, or the same request is already
+    waiting."""
     plan = training_plan(project=project)
     if not plan.choice.ready:
         raise ValidationError(NOT_READY.format(missing="; ".join(plan.choice.missing)))
+    if image_size and image_size not in IMAGE_SIZES:
+        raise ValidationError(f"Image size must be one of {', '.join(map(str, IMAGE_SIZES))}.")
+    automatic = not family
     family = family or plan.choice.family
     if family not in FAMILIES:
         raise ValidationError(UNKNOWN_FAMILY.format(family=family))
     config: dict = {}
     if image_size:
-        if image_size not in IMAGE_SIZES:
-            raise ValidationError(f"Image size must be one of {', '.join(map(str, IMAGE_SIZES))}.")
         config["image_size"] = image_size
     if backbone:
         config["backbone"] = backbone
     reason = plan.choice.reason if family == plan.choice.family else f"You chose {family} in the advanced settings."
+    if automatic:
+        if budget_minutes not in BUDGET_MINUTES:
+            raise ValidationError(BAD_BUDGET.format(choices=", ".join(map(str, BUDGET_MINUTES))))
+        try:
+            candidates = _candidate_plan(
+                {row.split: row for row in plan.splits},
+                n_defect=plan.n_defect,
+                label_family=plan.choice.family,
+                extra=tuple(compare_families),
+                image_size=image_size,
+                backbone=backbone,
+                budget_minutes=budget_minutes,
+            )
+        except ValueError as exc:  # a ticked family this server does not know
+            raise ValidationError(str(exc)) from None
+        if candidates.compares:
+            family = COMPARE_FAMILY
+            config = {"candidates": candidates_to_config(candidates.candidates), "budget_seconds": 60 * budget_minutes}
+            reason = COMPARES.format(
+                n=len(candidates.candidates), n_validation=plan.n_validation, budget=budget_minutes
+            )
+        else:
+            family, config = candidates.candidates[0].family, dict(candidates.candidates[0].config)
+        reason = f"{reason} {candidates.note}".strip()[:400] if candidates.note else reason
     key = run_request_key(family, config)
     with transaction.atomic():
         # The project's row lock makes count-then-insert safe between two requests of one project.

@@ -40,6 +40,7 @@ def train_page(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
         "can_train": role_allows(role, Action.TRAIN),
         "can_edit_data": role_allows(role, Action.EDIT_DATA),
         "validation_share": round(services.VALIDATION_SHARE * 100),
+        "latest_comparison": selectors.latest_comparison(project=project),
     }
     return render(request, "training/train.html", context)
 

@@ -134,6 +134,8 @@ def _ingest_one(*, project: Project, user, incoming: IncomingFile, source: str, 
     label = planned.label or Label.UNLABELLED
     if planned.split:
         split, automatic = planned.split, False
+    elif planned.defect_class and label == Label.DEFECT:
+        split, automatic = assigner.assign_defect(planned.defect_class), True
     else:
         split, automatic = assigner.assign(label), True
     # Write, then link: the row's unique (project, sha256) decides between parallel uploads of the same bytes.
@@ -169,7 +171,7 @@ def _ingest_one(*, project: Project, user, incoming: IncomingFile, source: str, 
         stored_files_delete([stored_name] if stored_name != content_name else [])
         raise
     if automatic is False:
-        assigner.record(label, split)
+        assigner.record(label, split, defect_class=(planned.defect_class or "") if label == Label.DEFECT else "")
     return FileResult(incoming.name, ADDED, message, image)
 
 
