@@ -142,7 +142,7 @@ def _run_bench(options: BenchOptions) -> dict:
         return run_compare_bench(options)
     dataset = load_mvtec(options.data, train_limit=options.train_limit, seed=options.seed)
     train, test = dataset.train, dataset.test
-    if options.model == "unet":
+    if options.model in ("unet", "hybrid"):  # families that learn from drawn defects train on a share of them
         train, test = supervised_split(dataset, fraction=options.supervised_fraction, seed=options.seed)
 
     config = dict(options.config or {})

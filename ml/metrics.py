@@ -15,6 +15,9 @@ import numpy as np
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
+from ml.detections import box_iou
+from ml.types import Box, Detection
+
 
 def _both_classes(labels: np.ndarray) -> bool:
     return 0 < int(np.sum(labels)) < len(labels)
@@ -258,3 +261,46 @@ class PixelMetricStream:
         fpr = (np.cumsum(self.background[::-1]) / n_background)[occupied]
         pro = (np.cumsum(self.region_weight[::-1]) / self.n_regions)[occupied]
         return _pro_area(np.r_[0.0, fpr], np.r_[0.0, pro], fpr_limit)
+
+
+def box_average_precision(
+    truths: Sequence[Sequence[Box]],
+    detections: Sequence[Sequence[Detection]],
+    *,
+    iou_threshold: float = 0.5,
+    by_class: bool = False,
+) -> float:
+    """Box AP at IoU `iou_threshold` (PASCAL VOC style, all-point interpolation) over a set of images.
+
+    truths[i]: the drawn boxes of image i (none for a good image); detections[i]: what the model found there.
+    Detections of all images are ranked by confidence; each is a true positive when it overlaps a not yet matched
+    drawn box of its image by at least `iou_threshold` (with `by_class`, only boxes of its own label), else a false
+    positive. NaN when no box was drawn.
+    """
+    n_truth = sum(len(boxes) for boxes in truths)
+    if n_truth == 0:
+        return float("nan")
+    ranked = sorted(
+        ((d.confidence, image, d.box) for image, found in enumerate(detections) for d in found), key=lambda t: -t[0]
+    )
+    matched = [np.zeros(len(boxes), dtype=bool) for boxes in truths]
+    hits = np.zeros(len(ranked))
+    for rank, (_, image, box) in enumerate(ranked):
+        best, best_iou = -1, iou_threshold
+        for index, truth in enumerate(truths[image]):
+            if matched[image][index] or (by_class and truth.label != box.label):
+                continue
+            overlap = box_iou(box, truth)
+            if overlap >= best_iou:
+                best, best_iou = index, overlap
+        if best >= 0:
+            matched[image][best] = True
+            hits[rank] = 1
+    if not len(ranked):
+        return 0.0
+    recall = np.cumsum(hits) / n_truth
+    precision = np.cumsum(hits) / np.arange(1, len(ranked) + 1)
+    # Precision made monotone from the right, integrated over the recall steps.
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    steps = np.diff(np.r_[0.0, recall])
+    return float(np.sum(steps * envelope))

@@ -18,6 +18,7 @@ FAMILIES: dict[str, str] = {
     "autoencoder": "ml.autoencoder:Autoencoder",
     "unet": "ml.unet:UNetSegmenter",
     "gaussian": "ml.gaussian:GaussianBaseline",
+    "hybrid": "ml.hybrid:HybridSegmenter",
 }
 
 

@@ -22,6 +22,9 @@ TINY_CONFIGS: dict[str, dict] = {
         "batch_size": 4,
     },  # fmt: skip
     "unet": _UNET,
+    "hybrid": {"pretrained": False, "image_size": 32, "epochs": 2, "head_good_images": 6, "hidden_channels": 8,
+               "patchcore": {k: v for k, v in _FEATURES.items() if k not in ("image_size", "pretrained")}
+               | {"min_bank_size": 16, "max_bank_size": 32}},  # fmt: skip
 }
 
 

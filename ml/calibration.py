@@ -1,0 +1,90 @@
+"""PatchCore scores of its own training images as if it had never seen them, so no good image is held back.
+
+A training image's patches sit in the memory bank (or next to their own neighbours there), so its ordinary score
+is near zero and says nothing about how an unseen good part scores. Leaving its own patches out of the search
+gives the score it would get from a bank built without it (close to leave-one-out, without refitting): the bank
+entries that are copies of one of the image's patches (distance zero, up to float rounding) are masked, and each
+patch is matched against the rest. Those scores set the threshold (`ml.thresholds.calibrate`) while the model is
+fitted on every good image. Limits: with `rotations` > 1 the image's rotated copies stay in the bank, so its scores
+run a little low.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ml.types import Sample
+
+# A bank entry is a copy of one of the image's patches when they differ by less than this share of the entry's
+# norm: features recomputed in another batch differ by ~1e-6 relative, neighbouring real patches by ~1e-1.
+OWN_PATCH_TOLERANCE = 1e-3
+QUERY_CHUNK = 1024
+
+
+def _nearest_distances(queries: torch.Tensor, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queries Q x D, bank B x D -> (exact distance to the nearest entry Q, its index Q); searched in chunks by
+    the expanded product, the winner's distance recomputed directly (the expansion loses precision near zero)."""
+    bank_norms = (bank * bank).sum(1)
+    distances, indices = [], []
+    for chunk in queries.split(QUERY_CHUNK):
+        index = torch.addmm(bank_norms, chunk, bank.T, alpha=-2).argmin(dim=1)
+        distances.append((chunk - bank[index]).norm(dim=1))
+        indices.append(index)
+    return torch.cat(distances), torch.cat(indices)
+
+
+def own_entries(bank: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+    """B bool: the bank entries that are copies of one of `patches` (P x D)."""
+    distances, _ = _nearest_distances(bank, patches)
+    return distances <= OWN_PATCH_TOLERANCE * bank.norm(dim=1).clamp_min(1e-12)
+
+
+def leave_own_out_distances(
+    bank: torch.Tensor, patches: torch.Tensor, own_patches: torch.Tensor | None = None
+) -> torch.Tensor:
+    """P distances of `patches` (P x D) to their nearest bank entry that is not a copy of one of `own_patches`
+    (default: `patches` themselves; pass the unaltered image's patches for an altered copy of a training image)."""
+    own = own_entries(bank, patches if own_patches is None else own_patches)
+    others = bank[~own]
+    if len(others) == 0:
+        raise ValueError("every bank entry comes from this image: leave-own-out needs at least two good images")
+    return _nearest_distances(patches, others)[0]
+
+
+@torch.no_grad()
+def patchcore_patch_distances(
+    model, images: Sequence[np.ndarray], *, leave_own_out: bool, batch_size: int = 8
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features N x C x h x w, patch distances N x h x w) of a fitted, untiled PatchCore on `images`; with
+    `leave_own_out`, each image's own bank entries are left out of its search."""
+    features_out, distances_out = [], []
+    bank = model.memory_bank
+    for start in range(0, len(images), batch_size):
+        features = model.embed(model._batch(images[start : start + batch_size]))
+        n, c, h, w = features.shape
+        patches = model.project(features.permute(0, 2, 3, 1).reshape(n, h * w, c))
+        for image_patches in patches:
+            if leave_own_out:
+                distances = leave_own_out_distances(bank, image_patches)
+            else:
+                distances = _nearest_distances(image_patches, bank)[0]
+            distances_out.append(distances.view(h, w))
+        features_out.append(features)
+    return torch.cat(features_out), torch.stack(distances_out)
+
+
+def calibration_scores(model, samples: Sequence[Sample], *, batch_size: int = 8) -> np.ndarray:
+    """N image scores (the family's units) of `samples` with each image's own patches left out of the bank:
+    what the training images would score had they been held back. Images that were not trained on (defects, new
+    good images) score as in `predict`, up to the int8 search's rounding."""
+    if getattr(model.config, "tile_working_size", 0) or model.config.score != "max":
+        raise ValueError("calibration scores need an untiled PatchCore with the max score")
+    scores = []
+    for start in range(0, len(samples), batch_size):
+        images = [samples[i].image for i in range(start, min(start + batch_size, len(samples)))]
+        _, distances = patchcore_patch_distances(model, images, leave_own_out=True, batch_size=batch_size)
+        scores.extend(distances.flatten(1).max(dim=1).values.cpu().tolist())
+    return np.asarray(scores, dtype=np.float64)

@@ -1,0 +1,460 @@
+"""A defect head on PatchCore's view of the image (family "hybrid"): learns from drawn defects, keeps knowing good.
+
+PatchCore is fitted on the good images as usual. A small convolutional head then reads, at every patch, the
+frozen backbone's patch features plus PatchCore's distance to the nearest good patch (the prior, in units of the
+good images' own distances), and is trained to say which patches are defective and of which class:
+- positives: the drawn defects (masks, or boxes: inside a box only the patches PatchCore finds most unusual count,
+  the rest of the box is left out of the loss, outside every box is good), plus cut-and-paste copies of the drawn
+  defects onto good images at random places (more positives from a few drawings, on backgrounds that vary);
+- negatives: every patch of a sample of good images (hard negatives: the patches PatchCore finds unusual on good
+  parts teach the head what not to flag), scored with their own patches left out of the bank
+  (`ml.calibration`), so a training image's prior looks like an unseen one's.
+The prior also reaches the output directly (a learned scale and offset on the defect logit), so where the head has
+learned nothing the model still behaves like PatchCore.
+
+Output: anomaly_map = the defect probability at the image's resolution, mask = probability >= mask_threshold,
+score = the highest probability of the (lightly smoothed) patch grid, class_mask and detections (box, class,
+probability) where defects are found.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ml.calibration import leave_own_out_distances, patchcore_patch_distances
+from ml.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+from ml.detections import detections_from_map
+from ml.devices import check_device_spec, resolve_device, resolve_saved_device
+from ml.images import resize_image
+from ml.patchcore import PatchCore
+from ml.training import TrainingSummary
+from ml.types import DEFECT, GOOD, Prediction, ProgressCallback, Sample, no_progress
+
+FAMILY = "hybrid"
+PRIOR_PREFIX, HEAD_PREFIX = "prior.", "head."  # tensor name prefixes in the one checkpoint
+
+
+@dataclass
+class HybridConfig:
+    """Everything that defines a hybrid model; saved in its checkpoint.
+
+    patchcore: the inner PatchCore's settings (image_size among them: the working size of both). head_good_images:
+    good images whose patches are the head's negatives. synthetic_per_defect: cut-and-paste copies per drawn
+    defect image. box_positive_share: inside a drawn box, the share of patches (most unusual first) taken as defect.
+    """
+
+    image_size: int = 320
+    patchcore: dict = field(default_factory=dict)
+    hidden_channels: int = 64
+    head_good_images: int = 48
+    synthetic_per_defect: float = 1.0
+    box_positive_share: float = 0.5
+    epochs: int = 60
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-3
+    positive_weight: float = 4.0
+    mask_threshold: float = 0.5
+    classes: tuple[str, ...] = ()
+    seed: int = 0
+    device: str = "auto"
+    prior_scale: float = 1.0  # set by fit: the 99th percentile of good patch distances (leave-own-out)
+
+    def __post_init__(self) -> None:
+        self.classes = tuple(self.classes)
+        self.device = check_device_spec(self.device)
+
+    def to_dict(self) -> dict:
+        return {"family": FAMILY, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Self:
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+class DefectHead(nn.Module):
+    """Patch features + prior (N x (C + 1) x h x w) -> logits N x (1 + classes) x h x w (channel 0: good)."""
+
+    def __init__(self, channels: int, hidden: int, classes: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels + 1, hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(0.1),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, 1 + classes, 1),
+        )
+        # The prior's direct path: defect logits += prior_gain * (prior - prior_offset), starting like PatchCore
+        # (a patch at the good images' 99th percentile distance sits at even odds).
+        self.prior_gain = nn.Parameter(torch.tensor(4.0))
+        self.prior_offset = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, features: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        logits = self.body(torch.cat([features, prior[:, None]], dim=1))
+        direct = self.prior_gain * (prior - self.prior_offset)
+        return torch.cat([logits[:, :1], logits[:, 1:] + direct[:, None]], dim=1)
+
+
+def defect_log_probability(logits: torch.Tensor) -> torch.Tensor:
+    """log P(defect) per patch from logits N x (1 + K) x h x w (the good class is channel 0)."""
+    return torch.logsumexp(logits[:, 1:], dim=1) - torch.logsumexp(logits, dim=1)
+
+
+class HybridSegmenter(nn.Module):
+    """The "hybrid" family."""
+
+    family = FAMILY
+
+    def __init__(self, *, pretrained: bool = True, resolved_device: torch.device | None = None, **config):
+        super().__init__()
+        self.config = HybridConfig(**config)
+        self.device = resolved_device or resolve_device(self.config.device)
+        inner = {**self.config.patchcore, "image_size": self.config.image_size, "seed": self.config.seed}
+        inner.update(device=str(self.device), tile_working_size=0)
+        pretrained = inner.pop("pretrained", pretrained)
+        self.patchcore = PatchCore(pretrained=pretrained, resolved_device=self.device, **inner)
+        self.config.patchcore = {k: v for k, v in inner.items() if k not in ("image_size", "seed", "device")}
+        self.head: DefectHead | None = None
+        self.summary = TrainingSummary()
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.config.classes
+
+    # ---- training ----
+
+    def fit(self, samples: Sequence[Sample], *, progress: ProgressCallback = no_progress) -> None:
+        """PatchCore on the good samples, then the head on drawn defects, pasted copies and good patches.
+        Progress: the PatchCore's stages, then "features" (head data) and "epoch"."""
+        started = time.perf_counter()
+        config = self.config
+        rng = np.random.default_rng(config.seed)
+        torch.manual_seed(config.seed)
+        labels = getattr(samples, "labels", None)
+        labels = np.asarray(labels if labels is not None else [s.label for s in samples], dtype=int)
+        good_indices = np.flatnonzero(labels == GOOD)
+        if len(good_indices) < 2:
+            raise ValueError("the hybrid model needs at least two good images")
+        self.patchcore.fit(samples, progress=lambda stage, fraction, message: progress(stage, fraction, message))
+
+        defects = [s for s in (samples[int(i)] for i in np.flatnonzero(labels == DEFECT)) if _drawn(s)]
+        if not defects:
+            raise ValueError("the hybrid model needs at least one defect image with a mask or boxes")
+        config.classes = next((tuple(s.classes) for s in defects if s.classes), ())
+        chosen_good = rng.permutation(good_indices)[: config.head_good_images]
+        goods = [samples[int(i)] for i in chosen_good]
+
+        size = (config.image_size, config.image_size)
+        features, priors, targets, weights = [], [], [], []
+
+        def add(images, masks, class_masks, boxes_list, own_images=None):
+            feats, dist = self._patch_view(images, own_images=own_images)
+            for k in range(len(images)):
+                target, weight = _patch_targets(
+                    masks[k], class_masks[k], boxes_list[k], dist[k], dist.shape[-2:], config.box_positive_share
+                )
+                features.append(feats[k])
+                priors.append(dist[k])
+                targets.append(target)
+                weights.append(weight)
+
+        n_steps = len(goods) + len(defects)
+        done = 0
+        for start in range(0, len(goods), 8):
+            part = goods[start : start + 8]
+            images = [resize_image(s.image, size) for s in part]
+            zeros = [np.zeros(size, bool)] * len(part)
+            add(images, zeros, [None] * len(part), [None] * len(part), own_images=images)
+            done += len(part)
+            progress("features", done / n_steps, f"read {done} of {n_steps} images for the defect head")
+        good_distances = torch.cat([p.flatten() for p in priors])
+        config.prior_scale = float(torch.quantile(good_distances[:1_000_000], 0.99).clamp_min(1e-6))
+
+        drawn = [_resized_labels(s, size, config.classes) for s in defects]
+        for start in range(0, len(defects), 8):
+            part = drawn[start : start + 8]
+            add([d[0] for d in part], [d[1] for d in part], [d[2] for d in part], [d[3] for d in part])
+            done += len(part)
+            progress("features", done / n_steps, f"read {done} of {n_steps} images for the defect head")
+
+        n_synthetic = int(round(config.synthetic_per_defect * len(defects)))
+        for start in range(0, n_synthetic, 8):
+            bases, pasted = [], []
+            for _ in range(min(8, n_synthetic - start)):
+                base = resize_image(goods[int(rng.integers(len(goods)))].image, size)
+                donor = drawn[int(rng.integers(len(drawn)))]
+                bases.append(base)
+                pasted.append(_paste(base, donor, rng))
+            add([p[0] for p in pasted], [p[1] for p in pasted], [p[2] for p in pasted], [p[3] for p in pasted], bases)
+
+        x = torch.stack(features)
+        prior = torch.stack(priors) / config.prior_scale
+        target = torch.stack(targets)
+        weight = torch.stack(weights)
+        self.summary = TrainingSummary(
+            epochs_run=config.epochs,
+            n_good=len(goods),
+            n_defect=len(defects),
+            n_train=len(x),
+            batch_size=config.batch_size,
+            device=str(self.device),
+        )
+        self._train_head(x, prior, target, weight, progress)
+        self.summary.seconds = time.perf_counter() - started
+
+    def _patch_view(self, images, *, own_images=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features N x C x h x w, PatchCore distances N x h x w) of S x S images; with `own_images`, each image's
+        distances leave out the bank entries copied from its own_images counterpart (a training image)."""
+        if own_images is None or own_images is images:
+            return patchcore_patch_distances(self.patchcore, images, leave_own_out=own_images is images)
+        feats, _ = patchcore_patch_distances(self.patchcore, images, leave_own_out=False)
+        own_feats, _ = patchcore_patch_distances(self.patchcore, own_images, leave_own_out=False)
+        n, c, h, w = feats.shape
+        project = self.patchcore.project
+        distances = []
+        for k in range(n):
+            patches = project(feats[k].permute(1, 2, 0).reshape(h * w, c))
+            own = project(own_feats[k].permute(1, 2, 0).reshape(h * w, c))
+            distances.append(leave_own_out_distances(self.patchcore.memory_bank, patches, own).view(h, w))
+        return feats, torch.stack(distances)
+
+    def _train_head(self, x, prior, target, weight, progress: ProgressCallback) -> None:
+        config = self.config
+        n_classes = max(1, len(config.classes))
+        self.head = DefectHead(x.shape[1], config.hidden_channels, n_classes).to(self.device)
+        optimiser = torch.optim.AdamW(self.head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        steps = config.epochs * max(1, -(-len(x) // config.batch_size))
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.learning_rate, total_steps=steps)
+        generator = torch.Generator().manual_seed(config.seed)
+        self.head.train()
+        for epoch in range(config.epochs):
+            order = torch.randperm(len(x), generator=generator)
+            total = 0.0
+            for start in range(0, len(x), config.batch_size):
+                rows = order[start : start + config.batch_size]
+                xb, pb, tb, wb = x[rows], prior[rows], target[rows], weight[rows]
+                if torch.rand((), generator=generator) < 0.5:  # flips: defects have no preferred side
+                    xb, pb, tb, wb = (t.flip(-1) for t in (xb, pb, tb, wb))
+                if torch.rand((), generator=generator) < 0.5:
+                    xb, pb, tb, wb = (t.flip(-2) for t in (xb, pb, tb, wb))
+                loss = _head_loss(self.head(xb, pb), tb, wb, config.positive_weight)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                total += loss.item() * len(rows)
+            self.summary.history.append({"epoch": epoch + 1, "loss": total / len(x)})
+            progress("epoch", (epoch + 1) / config.epochs, f"epoch {epoch + 1} of {config.epochs}")
+        self.head.eval()
+
+    # ---- prediction ----
+
+    @torch.no_grad()
+    def predict(self, images: Sequence[np.ndarray], *, batch_size: int = 8) -> list[Prediction]:
+        if self.head is None:
+            raise RuntimeError("the hybrid model is not fitted: call fit() or load() first")
+        predictions = []
+        size = self.config.image_size
+        for start in range(0, len(images), batch_size):
+            chunk = list(images[start : start + batch_size])
+            feats, dist = patchcore_patch_distances(self.patchcore, chunk, leave_own_out=False)
+            logits = self.head(feats, dist / self.config.prior_scale)
+            probability = defect_log_probability(logits).exp()
+            scores = F.avg_pool2d(probability[:, None], 3, stride=1, padding=1, count_include_pad=False)
+            scores = scores.flatten(1).max(dim=1).values
+            maps = F.interpolate(probability[:, None], size=(size, size), mode="bilinear", align_corners=False)
+            class_logits = F.interpolate(logits[:, 1:], size=(size, size), mode="bilinear", align_corners=False)
+            for k, image in enumerate(chunk):
+                predictions.append(self._prediction(image, float(scores[k]), maps[k, 0], class_logits[k]))
+        return predictions
+
+    def _prediction(self, image, score: float, working_map: torch.Tensor, class_logits: torch.Tensor) -> Prediction:
+        height, width = np.asarray(image).shape[:2]
+        full = F.interpolate(working_map[None, None], size=(height, width), mode="bilinear", align_corners=False)
+        anomaly_map = full[0, 0].clamp(0, 1).cpu().numpy().astype(np.float32)
+        mask = anomaly_map >= self.config.mask_threshold
+        classes = self.config.classes
+        class_mask = None
+        if classes:
+            labels = F.interpolate(class_logits[None], size=(height, width), mode="bilinear", align_corners=False)
+            class_mask = np.where(mask, labels[0].argmax(0).cpu().numpy() + 1, 0).astype(np.int32)
+        detections = detections_from_map(
+            anomaly_map, self.config.mask_threshold, class_mask=class_mask, classes=classes
+        )
+        return Prediction(
+            score=score,
+            anomaly_map=anomaly_map,
+            mask=mask,
+            detections=detections,
+            class_mask=class_mask,
+            classes=classes,
+        )
+
+    # ---- persistence ----
+
+    def save(self, directory: Path) -> None:
+        """One checkpoint (ml.checkpoint): the hybrid's config with the inner PatchCore's, and the tensors of both
+        (the PatchCore's prefixed "prior.", the head's "head.")."""
+        if self.head is None:
+            raise RuntimeError("the hybrid model is not fitted: nothing to save")
+        tensors = {f"{PRIOR_PREFIX}{k}": v for k, v in self.patchcore.state_dict().items()}
+        tensors.update({f"{HEAD_PREFIX}{k}": v for k, v in self.head.state_dict().items()})
+        config = {**asdict(self.config), "prior_config": asdict(self.patchcore.config)}
+        document = Checkpoint(
+            FAMILY, config, tensors, self.patchcore.config.preprocessing, training=asdict(self.summary)
+        )
+        write_checkpoint(directory, document)
+
+    @classmethod
+    def load(cls, directory: Path, *, device: str | None = None) -> Self:
+        """Restores a saved hybrid on `device` (default: the saved spec, or the CPU where that cannot be had)."""
+        checkpoint = read_checkpoint(directory, family=FAMILY)
+        config = HybridConfig.from_dict(checkpoint.config)
+        resolved = resolve_saved_device(config.device, device)
+        model = cls(pretrained=False, resolved_device=resolved, **asdict(config))
+        prior_config = {**checkpoint.config["prior_config"], "device": str(resolved)}
+        model.patchcore = PatchCore(pretrained=False, resolved_device=resolved, **prior_config)
+        prior_state = {k[len(PRIOR_PREFIX) :]: v for k, v in checkpoint.tensors.items() if k.startswith(PRIOR_PREFIX)}
+        model.patchcore.memory_bank = torch.empty_like(prior_state["memory_bank"], device=resolved)
+        model.patchcore.load_state_dict(prior_state, strict=True)
+        model.patchcore.eval()
+        head_state = {k[len(HEAD_PREFIX) :]: v for k, v in checkpoint.tensors.items() if k.startswith(HEAD_PREFIX)}
+        channels = head_state["body.0.weight"].shape[1] - 1
+        model.head = DefectHead(channels, config.hidden_channels, max(1, len(config.classes))).to(resolved)
+        model.head.load_state_dict(head_state)
+        model.head.eval()
+        model.summary = TrainingSummary.from_dict(checkpoint.training)
+        return model
+
+
+def _drawn(sample: Sample) -> bool:
+    return bool(sample.boxes) or (sample.mask is not None and bool(np.any(sample.mask)))
+
+
+def _resized_labels(sample: Sample, size: tuple[int, int], classes: tuple[str, ...]):
+    """(image, mask, class_mask, boxes) of a drawn defect at the working size; boxes scaled, class_mask nearest."""
+    height, width = sample.image.shape[:2]
+    image = resize_image(sample.image, size)
+    mask = sample.mask if sample.mask is not None else np.zeros((height, width), bool)
+    mask = _resize_nearest(mask, size).astype(bool)
+    class_mask = None
+    if sample.class_mask is not None and classes:
+        class_mask = _resize_nearest(sample.class_mask, size)
+    boxes = None
+    if sample.boxes:
+        sy, sx = size[0] / height, size[1] / width
+        boxes = [
+            (int(b.x0 * sx), int(b.y0 * sy), max(int(np.ceil(b.x1 * sx)), int(b.x0 * sx) + 1),
+             max(int(np.ceil(b.y1 * sy)), int(b.y0 * sy) + 1), classes.index(b.label) + 1 if b.label in classes else 1)
+            for b in sample.boxes
+        ]  # fmt: skip
+    return image, mask, class_mask, boxes
+
+
+def _resize_nearest(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    rows = (np.arange(size[0]) * values.shape[0] / size[0]).astype(int)
+    cols = (np.arange(size[1]) * values.shape[1] / size[1]).astype(int)
+    return np.asarray(values)[rows][:, cols]
+
+
+def _patch_targets(mask, class_mask, boxes, distances, grid, box_positive_share):
+    """(target N_grid long: 0 good, k class; weight float) at the patch grid from a working-size mask or boxes.
+
+    A patch is defective when at least a quarter of its pixels are; with boxes, the patches inside a box that
+    PatchCore finds most unusual (`box_positive_share` of them) are defective, the rest of the box is ignored."""
+    h, w = grid
+    target = torch.zeros((h, w), dtype=torch.long)
+    weight = torch.ones((h, w))
+    size = mask.shape
+    if boxes:
+        for x0, y0, x1, y1, label in boxes:
+            r0, r1 = int(y0 * h / size[0]), max(int(np.ceil(y1 * h / size[0])), int(y0 * h / size[0]) + 1)
+            c0, c1 = int(x0 * w / size[1]), max(int(np.ceil(x1 * w / size[1])), int(x0 * w / size[1]) + 1)
+            inside = distances[r0:r1, c0:c1]
+            cut = torch.quantile(inside.flatten().float(), 1 - box_positive_share)
+            positive = inside >= cut
+            weight[r0:r1, c0:c1] = positive.float()
+            target[r0:r1, c0:c1] = torch.where(positive, label, 0)
+        return target, weight
+    fraction = F.adaptive_avg_pool2d(torch.from_numpy(mask.astype(np.float32))[None, None], (h, w))[0, 0]
+    defect = fraction >= 0.25
+    if class_mask is not None:
+        counts = [
+            F.adaptive_avg_pool2d(torch.from_numpy((class_mask == k).astype(np.float32))[None, None], (h, w))[0, 0]
+            for k in range(1, int(class_mask.max()) + 1)
+        ]
+        best = torch.stack(counts).argmax(0) + 1 if counts else torch.ones((h, w), dtype=torch.long)
+        target = torch.where(defect, best, 0)
+    else:
+        target = defect.long()
+    # Patches partly covered are neither: a blurry edge would teach the head to doubt the outline.
+    weight = torch.where((fraction > 0) & ~defect, 0.0, 1.0)
+    return target, weight
+
+
+def _paste(base: np.ndarray, donor, rng: np.random.Generator):
+    """(image, mask, class_mask, boxes): one drawn defect region (its mask's pixels, or a whole box, which then
+    stays a box) copied onto a good image at a random place, randomly flipped."""
+    image, mask, class_mask, boxes = donor
+    label = 1
+    if boxes:
+        x0, y0, x1, y1, label = boxes[int(rng.integers(len(boxes)))]
+        region = np.zeros(mask.shape, bool)
+        region[y0:y1, x0:x1] = True
+    else:
+        region = mask
+    ys, xs = np.nonzero(region)
+    if len(ys) == 0:
+        return base.copy(), np.zeros(base.shape[:2], bool), None, None
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    patch, keep = image[y0:y1, x0:x1], region[y0:y1, x0:x1]
+    labels = class_mask[y0:y1, x0:x1] if class_mask is not None else None
+    if rng.random() < 0.5:
+        patch, keep = patch[:, ::-1], keep[:, ::-1]
+        labels = labels[:, ::-1] if labels is not None else None
+    if rng.random() < 0.5:
+        patch, keep = patch[::-1], keep[::-1]
+        labels = labels[::-1] if labels is not None else None
+    height, width = base.shape[:2]
+    ty = int(rng.integers(0, max(1, height - patch.shape[0] + 1)))
+    tx = int(rng.integers(0, max(1, width - patch.shape[1] + 1)))
+    out = base.copy()
+    out_mask = np.zeros((height, width), bool)
+    window = (slice(ty, ty + patch.shape[0]), slice(tx, tx + patch.shape[1]))
+    out[window][keep] = patch[keep]
+    out_mask[window] = keep
+    out_classes = None
+    if class_mask is not None:
+        out_classes = np.zeros((height, width), np.int32)
+        out_classes[window][keep] = labels[keep]
+    if boxes:  # a pasted box teaches like a drawn box: only its most unusual patches count as defect
+        return out, out_mask, out_classes, [(tx, ty, tx + patch.shape[1], ty + patch.shape[0], label)]
+    return out, out_mask, out_classes, None
+
+
+def _head_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, positive_weight: float):
+    """Weighted binary cross-entropy on P(defect) (defect patches weighted `positive_weight`) plus, where several
+    classes exist, cross-entropy of the class among the defect patches."""
+    log_defect = defect_log_probability(logits)
+    log_good = F.log_softmax(logits, dim=1)[:, 0]
+    is_defect = target > 0
+    per_patch = torch.where(is_defect, -positive_weight * log_defect, -log_good) * weight
+    loss = per_patch.sum() / weight.sum().clamp_min(1.0)
+    if logits.shape[1] > 2 and (is_defect & (weight > 0)).any():
+        class_log = F.log_softmax(logits[:, 1:], dim=1)
+        chosen = torch.gather(class_log, 1, (target.clamp_min(1) - 1)[:, None])[:, 0]
+        loss = loss - (chosen * (is_defect & (weight > 0))).sum() / (is_defect & (weight > 0)).sum()
+    return loss
