@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "webapp.annotations",
     "webapp.review",
     "webapp.audit",
+    "webapp.stations",
 ]
 
 MIDDLEWARE = [

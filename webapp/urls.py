@@ -70,4 +70,5 @@ urlpatterns = [
     path(f"{P}/review/<int:item_id>/decide/", review.review_decide, name="review_decide"),
     path(f"{P}/audit/", audit.audit_log, name="audit_log"),
     path(f"{P}/audit/export.csv", audit.audit_export, name="audit_export"),
+    path("", include("webapp.stations.urls")),
 ]

@@ -18,6 +18,7 @@ TABS = (
     ("trial", "Try it", Action.TRAIN),
     ("api_docs", "API", Action.VIEW),
     ("review_queue", "Review", Action.REVIEW),
+    ("station_list", "Stations", Action.VIEW),
     ("audit_log", "Audit log", Action.AUDIT),
     ("project_settings", "Settings", Action.VIEW),
 )

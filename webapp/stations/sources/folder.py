@@ -28,9 +28,7 @@ FAILED_DIR = "failed"
 
 
 def _is_candidate(name: str) -> bool:
-    if name.startswith(".") or name.endswith(TEMPORARY_SUFFIXES) or name.endswith(".txt"):
-        return False
-    return True
+    return not (name.startswith(".") or name.endswith(TEMPORARY_SUFFIXES) or name.endswith(".txt"))
 
 
 def _unique_target(directory: Path, name: str) -> Path:

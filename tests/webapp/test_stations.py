@@ -1,0 +1,171 @@
+"""Stations end to end in one process: a watched folder judged by a trained model, verdicts delivered to a
+webhook, a sorted folder and a Modbus TCP server, plus the pages and their access rules."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.urls import reverse
+from pymodbus.client import ModbusTcpClient
+
+from tests.conftest import free_port, wait_for
+from tests.webapp.stations_helpers import WebhookReceiver, drop_image
+from webapp.projects.models import Role
+from webapp.review.models import ReviewItem
+from webapp.stations import services
+from webapp.stations.models import Inspection, OutboxMessage, OutboxStatus, Station
+from webapp.stations.runner import Runner
+
+
+@pytest.fixture
+def runner_thread():
+    """Runs a Runner in a thread with a short lease; stopped (and its stations handed back) at the end."""
+    started = []
+
+    def start(**kwargs) -> Runner:
+        runner = Runner(lease_seconds=kwargs.pop("lease_seconds", 3), **kwargs)
+        stop = threading.Event()
+        thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
+        thread.start()
+        started.append((stop, thread))
+        return runner
+
+    yield start
+    for stop, thread in started:
+        stop.set()
+        thread.join(30)
+
+
+def test_a_folder_station_judges_each_file_once_and_tells_every_sink(trained_version, owner, tmp_path, runner_thread):
+    # given a station on a watched folder with a webhook, a sorted folder and a Modbus sink
+    project = trained_version.project
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    receiver = WebhookReceiver(secret="s3cret")
+    receiver.start()
+    modbus_port = free_port()
+    station = services.station_create(
+        project=project, user=owner, name="Line 1", source_kind="folder", source_settings={"path": str(inbox)}
+    )
+    services.sink_add(station=station, user=owner, kind="webhook", settings={"url": receiver.url, "secret": "s3cret"})
+    services.sink_add(station=station, user=owner, kind="folder", settings={"path": str(tmp_path / "sorted")})
+    services.sink_add(station=station, user=owner, kind="modbus", settings={"port": modbus_port, "host": "127.0.0.1"})
+    runner_thread()
+    # when parts arrive: good ones and a clearly defective one, plus a file that is not an image
+    names = []
+    for seed in range(3):
+        names.append(drop_image(inbox, f"good-{seed}.png", seed=1000 + seed).name)
+    names.append(drop_image(inbox, "bad-0.png", seed=2000, defect="stain").name)
+    (inbox / "broken.png").write_bytes(b"not a png at all")
+    # then every image is judged once, moved to done/, and the broken one is in failed/ with the reason
+    wait_for(lambda: Inspection.objects.filter(station=station).count() == 4, timeout=60, message="4 verdicts")
+    wait_for(lambda: sorted(p.name for p in (inbox / "done").iterdir()) == sorted(names), message="files in done/")
+    wait_for(lambda: (inbox / "failed" / "broken.png.txt").exists(), message="broken.png in failed/")
+    assert (inbox / "failed" / "broken.png").exists() and not (inbox / "broken.png").exists()
+    assert "not an image" in (inbox / "failed" / "broken.png.txt").read_text()
+    verdicts = dict(Inspection.objects.filter(station=station).values_list("name", "verdict"))
+    assert verdicts["bad-0.png"] == "ng"
+    assert [verdicts[f"good-{seed}.png"] for seed in range(3)] == ["ok", "ok", "ok"]
+    # and every sink received every verdict, the webhook in order and signed
+    wait_for(
+        lambda: not OutboxMessage.objects.filter(inspection__station=station).exclude(status=OutboxStatus.DELIVERED),
+        message="outbox delivered",
+    )
+    assert len(receiver.received) == 4 and all(receiver.signatures_ok)
+    ids = [payload["inspection"] for payload in receiver.received]
+    assert ids == sorted(ids)
+    payload = receiver.received[-1]
+    assert set(payload) >= {"station", "image", "verdict", "score", "regions", "model_version", "captured_at"}
+    assert payload["model_version"]["number"] == trained_version.number
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "sorted" / "NG").iterdir()) == ["bad"]
+    assert len(list((tmp_path / "sorted" / "OK").iterdir())) == 3
+    client = ModbusTcpClient("127.0.0.1", port=modbus_port)
+    assert client.connect()
+    registers = client.read_holding_registers(0, count=8).registers
+    client.close()
+    last = Inspection.objects.filter(station=station).order_by("-id").first()
+    assert registers[0] == {"ok": 1, "ng": 2, "review": 3}[last.verdict]
+    assert registers[1] == 4  # one sequence step per verdict
+    assert (registers[2] << 16 | registers[3], registers[4] << 16 | registers[5]) == (3, 1)
+    station.refresh_from_db()
+    assert (station.ok_count, station.ng_count, station.review_count) == (3, 1, 0)
+
+
+def test_a_review_band_sends_uncertain_images_to_the_review_queue(trained_version, owner, tmp_path, runner_thread):
+    # given a station whose band covers every score
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    station = services.station_create(
+        project=trained_version.project,
+        user=owner,
+        name="Everything uncertain",
+        source_kind="folder",
+        source_settings={"path": str(inbox)},
+        rules={"review_band": [0, 1]},
+    )
+    runner_thread()
+    # when an image arrives
+    drop_image(inbox, "part.png", seed=5)
+    # then it is REVIEW, and a review item with the stored input waits for people
+    inspection = wait_for(lambda: Inspection.objects.filter(station=station).first(), timeout=60, message="verdict")
+    assert inspection.verdict == "review"
+    item = ReviewItem.objects.get(prediction=inspection.prediction)
+    assert item.prediction.input_file and item.prediction.input_name == "part.png"
+
+
+def test_a_lease_keeps_a_station_on_one_runner_until_it_expires(trained_version, owner, tmp_path):
+    station = services.station_create(
+        project=trained_version.project,
+        user=owner,
+        name="Leased",
+        source_kind="folder",
+        source_settings={"path": str(tmp_path)},
+    )
+    assert services.station_claim(station_id=station.id, runner="a", lease_seconds=30)
+    assert not services.station_claim(station_id=station.id, runner="b", lease_seconds=30)
+    assert services.station_heartbeat(station_id=station.id, runner="a", lease_seconds=30, source_health={})
+    assert not services.station_heartbeat(station_id=station.id, runner="b", lease_seconds=30, source_health={})
+    # a runner that stops renewing loses the station once its lease runs out
+    Station.objects.filter(id=station.id).update(lease_expires_at="2000-01-01T00:00:00Z")
+    assert services.station_claim(station_id=station.id, runner="b", lease_seconds=30)
+    assert not services.station_heartbeat(station_id=station.id, runner="a", lease_seconds=30, source_health={})
+    # a paused station is not claimed
+    services.station_pause(station=station, user=owner, paused=True)
+    services.station_release(station_id=station.id, runner="b")
+    assert station.id not in services.stations_claimable()
+
+
+def test_station_pages_owners_manage_members_watch_strangers_get_404(
+    client, trained_version, owner, member_with, outsider, tmp_path
+):
+    project = trained_version.project
+    from webapp.projects.models import Membership
+
+    viewer = member_with(Role.VIEWER) if Membership.objects.filter(project=project).count() else None
+    Membership.objects.get_or_create(project=project, user=viewer, defaults={"role": Role.VIEWER})
+    list_url = reverse("station_list", args=[project.public_id])
+    client.force_login(owner)
+    response = client.post(
+        list_url,
+        {"name": "Cam 1", "source_kind": "folder", "folder_path": str(tmp_path), "source_settings": "", "rules": ""},
+    )
+    station = Station.objects.get(project=project, name="Cam 1")
+    assert response.status_code == 302 and station.source_settings == {"path": str(tmp_path)}
+    bad = client.post(list_url, {"name": "Cam 2", "source_kind": "folder", "folder_path": "", "rules": "{oops"})
+    assert bad.status_code == 400 and b"Not valid JSON" in bad.content
+    detail_url = reverse("station_detail", args=[project.public_id, station.public_id])
+    assert client.get(detail_url).status_code == 200
+    assert client.get(detail_url, headers={"HX-Request": "true"}).templates[0].name == "stations/_live.html"
+    client.force_login(viewer)
+    assert client.get(detail_url).status_code == 200
+    pause_url = reverse("station_pause", args=[project.public_id, station.public_id])
+    assert client.post(pause_url, {"paused": "1"}).status_code == 403
+    assert client.post(list_url, {"name": "Cam 3", "source_kind": "folder", "folder_path": "/x"}).status_code == 403
+    client.force_login(outsider)
+    assert client.get(detail_url).status_code == 404
+    assert client.get(list_url).status_code == 404
+    client.force_login(owner)
+    assert client.post(pause_url, {"paused": "1"}).status_code == 302
+    station.refresh_from_db()
+    assert station.paused

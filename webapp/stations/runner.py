@@ -1,0 +1,260 @@
+"""The station runner behind `manage.py run_stations`: claims stations with a lease, runs each in a thread of its
+own (source -> model -> rules -> verdict + outbox), and one delivery loop per sink.
+
+Several runners, on one machine or many, share the stations: a runner claims only stations whose lease is free or
+expired (a conditional UPDATE), renews its leases every lease/3 seconds and stops a station whose lease it lost,
+that was paused or whose settings changed (restarted with the new ones). A runner killed outright stops renewing;
+its stations are claimed by another runner once the lease expires (30 s by default, so within a minute).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+import numpy as np
+from django.db import IntegrityError, close_old_connections, connection
+from PIL import Image as PILImage
+
+from webapp.inference.services import PREDICT_MAX_SIDE, model_for_version, predict_arrays
+from webapp.stations import services
+from webapp.stations.models import Station
+from webapp.stations.outbox import DeliveryLoop
+from webapp.stations.rules import decide
+from webapp.stations.sinks import sender_for
+from webapp.stations.sources import source_for
+
+log = logging.getLogger(__name__)
+
+NO_MODEL = "No model to run: train and activate a version, or pin one."
+RETRY_AFTER_ERROR_S = 5.0
+
+
+def runner_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def _fitted(image: np.ndarray) -> np.ndarray:
+    """Frames larger than the inference service accepts are shrunk the same way (longer side PREDICT_MAX_SIDE)."""
+    height, width = image.shape[:2]
+    if max(height, width) <= PREDICT_MAX_SIDE:
+        return image
+    scale = PREDICT_MAX_SIDE / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(PILImage.fromarray(image).resize(size, PILImage.BILINEAR))
+
+
+class StationWorker(threading.Thread):
+    def __init__(self, *, station: Station, runner: str):
+        super().__init__(name=f"station-{station.id}", daemon=True)
+        self.station_id = station.id
+        self.runner = runner
+        self.revision = station.revision
+        self.version_id: int | None = None
+        self.stop = threading.Event()
+        self.source = None
+        self.senders: dict[int, object] = {}
+        self.processed = 0
+
+    def source_health(self) -> dict:
+        if self.source is None:
+            return {"state": "starting", "detail": "loading the model"}
+        try:
+            return self.source.health()
+        except Exception as error:  # noqa: BLE001 - a health probe never stops the station
+            return {"state": "error", "detail": str(error)[:200]}
+
+    def sink_health(self) -> dict[int, dict]:
+        return {sink_id: sender.health() for sink_id, sender in self.senders.items()}
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                try:
+                    self._run_once()
+                except services.LeaseLost:
+                    log.info("station %s: lease lost, stopping", self.station_id)
+                    return
+                except Exception as error:
+                    log.exception("station %s failed; restarting in %.0f s", self.station_id, RETRY_AFTER_ERROR_S)
+                    close_old_connections()
+                    try:
+                        services.station_report(station_id=self.station_id, runner=self.runner, error=str(error))
+                    except Exception:  # noqa: BLE001 - the database itself may be what failed
+                        log.exception("station %s: could not record the error", self.station_id)
+                    self.stop.wait(RETRY_AFTER_ERROR_S)
+        finally:
+            connection.close()
+
+    def _run_once(self) -> None:
+        station = Station.objects.select_related("project", "pinned_version").get(id=self.station_id)
+        version = services.station_version(station=station)
+        if version is None:
+            services.station_report(station_id=station.id, runner=self.runner, error=NO_MODEL)
+            self.stop.wait(RETRY_AFTER_ERROR_S)
+            return
+        self.version_id = version.id
+        model_for_version(version)  # loaded once here, then every frame predicts in this process
+        rules = services.station_rules_in_force(station=station)
+        source = source_for(station.source_kind, station.source_settings, station_id=station.id)
+        sinks_stop = threading.Event()
+        loops: list[DeliveryLoop] = []
+        try:
+            for sink in station.sinks.all():
+                sender = sender_for(sink.kind, sink.settings, station_id=station.id, sink_id=sink.id)
+                self.senders[sink.id] = sender
+                loop = DeliveryLoop(sink=sink, sender=sender, stop=sinks_stop, wake=threading.Event())
+                loop.start()
+                loops.append(loop)
+            self.source = source
+            services.station_report(station_id=station.id, runner=self.runner, error="", version=version)
+            for frame in source.frames(self.stop):
+                self._handle(station=station, version=version, rules=rules, frame=frame)
+                for loop in loops:
+                    loop.wake.set()
+        finally:
+            sinks_stop.set()
+            for loop in loops:
+                loop.join(10)
+            for sender in self.senders.values():
+                try:
+                    sender.close()
+                except Exception:  # noqa: BLE001 - closing is best effort; the process may be going away
+                    log.exception("station %s: closing a sink failed", self.station_id)
+            self.senders = {}
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+
+    def _handle(self, *, station: Station, version, rules: dict, frame) -> None:
+        if frame.key and services.inspection_key_seen(station_id=station.id, key=frame.key):
+            # judged before a crash, not yet moved to done/: move it now, do not judge it again
+            self.source.done(frame, ok=True)
+            return
+        image = _fitted(frame.image)
+        try:
+            result = predict_arrays(version=version, arrays=[image], purpose=services.STATION_PURPOSE)[0]
+        except Exception as error:  # noqa: BLE001 - one bad frame must not stop the line
+            log.exception("station %s: prediction failed for %s", station.id, frame.name)
+            services.station_failed_count(station_id=station.id)
+            self.source.done(frame, ok=False, reason=f"prediction failed: {error}")
+            return
+        regions = services.regions_from_boxes(result.boxes)
+        decision = decide(normalised_score=result.prediction.normalised_score, regions=regions, rules=rules)
+        try:
+            services.inspection_record(
+                station=station,
+                runner=self.runner,
+                name=frame.name,
+                key=frame.key,
+                captured_at=frame.captured_at,
+                image=image,
+                prediction=result.prediction,
+                regions=decision.counted if rules.get("regions") else regions,
+                decision=decision,
+                version=version,
+                rules=rules,
+            )
+        except IntegrityError:
+            log.info("station %s: %s was judged already", station.id, frame.name)
+        self.processed += 1
+        self.source.done(frame, ok=True)
+
+
+class Runner:
+    """Claims and runs stations until `stop` is set. `max_stations` caps how many this runner takes."""
+
+    def __init__(self, *, name: str | None = None, lease_seconds: float = 30.0, max_stations: int | None = None):
+        self.name = name or runner_name()
+        self.lease_seconds = lease_seconds
+        self.heartbeat_seconds = max(0.2, lease_seconds / 3)
+        self.max_stations = max_stations
+        self.workers: dict[int, StationWorker] = {}
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("station runner %s started (lease %.0f s)", self.name, self.lease_seconds)
+        try:
+            while not stop.is_set():
+                try:
+                    self.tick()
+                except Exception:  # noqa: BLE001 - e.g. the database restarting; keep going, leases will tell
+                    log.exception("runner tick failed")
+                    close_old_connections()
+                stop.wait(self.heartbeat_seconds)
+        finally:
+            self.shutdown()
+
+    def tick(self) -> None:
+        close_old_connections()
+        self._renew()
+        self._claim()
+
+    def _renew(self) -> None:
+        current = {
+            row["id"]: row
+            for row in Station.objects.filter(id__in=list(self.workers)).values(
+                "id", "revision", "pinned_version_id", "project_id", "paused"
+            )
+        }
+        for station_id, worker in list(self.workers.items()):
+            row = current.get(station_id)
+            health = worker.source_health()
+            kept = row is not None and services.station_heartbeat(
+                station_id=station_id, runner=self.name, lease_seconds=self.lease_seconds, source_health=health
+            )
+            for sink_id, sink_health in worker.sink_health().items():
+                services.sink_health_save(sink_id=sink_id, health=sink_health)
+            if not kept or not worker.is_alive():
+                self._stop_worker(station_id, release=row is not None and row["paused"])
+                continue
+            if row["revision"] != worker.revision or self._version_changed(row, worker):
+                log.info("station %s changed; restarting it", station_id)
+                self._stop_worker(station_id, release=False)
+                self._start(station_id)
+
+    @staticmethod
+    def _version_changed(row: dict, worker: StationWorker) -> bool:
+        if worker.version_id is None or row["pinned_version_id"]:
+            return bool(row["pinned_version_id"]) and row["pinned_version_id"] != worker.version_id
+        from webapp.training.models import ModelVersion
+
+        active = ModelVersion.objects.filter(project_id=row["project_id"], is_active=True).values_list("id", flat=True)
+        return active.first() not in (None, worker.version_id)
+
+    def _claim(self) -> None:
+        for station_id in services.stations_claimable():
+            if self.max_stations is not None and len(self.workers) >= self.max_stations:
+                return
+            if station_id in self.workers:
+                continue
+            if services.station_claim(station_id=station_id, runner=self.name, lease_seconds=self.lease_seconds):
+                log.info("runner %s claimed station %s", self.name, station_id)
+                self._start(station_id)
+
+    def _start(self, station_id: int) -> None:
+        station = Station.objects.get(id=station_id)
+        worker = StationWorker(station=station, runner=self.name)
+        self.workers[station_id] = worker
+        worker.start()
+
+    def _stop_worker(self, station_id: int, *, release: bool) -> None:
+        worker = self.workers.pop(station_id)
+        worker.stop.set()
+        worker.join(30)
+        if release:
+            services.station_release(station_id=station_id, runner=self.name)
+
+    def shutdown(self) -> None:
+        """A clean stop hands every station back at once, so another runner need not wait for the lease."""
+        started = time.monotonic()
+        for worker in self.workers.values():
+            worker.stop.set()
+        for station_id, worker in list(self.workers.items()):
+            worker.join(max(1.0, 30 - (time.monotonic() - started)))
+            services.station_release(station_id=station_id, runner=self.name)
+        self.workers.clear()
+        log.info("station runner %s stopped", self.name)
