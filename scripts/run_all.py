@@ -12,6 +12,7 @@ admin exists. Then it runs, each in its own process group:
     train     Celery worker for the `train` queue, one task at a time
     default   Celery worker for the `default` queue
     beat      Celery beat, only when a beat schedule is configured
+    stations  manage.py run_stations: the inspection stations (watched folders, cameras) and their sinks
     web       waitress serving webapp.wsgi on KENSA_BIND (127.0.0.1:8000), see webapp/server.py
 
 A child that exits (a crash, the OOM killer, kill -9) is started again while the others keep serving: after 1 s,
@@ -45,7 +46,7 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_BIND = "127.0.0.1:8000"
 # Seconds to wait after each stop signal before sending the next, stronger one.
-GRACE_S = {"web": 15, "beat": 10, "default": 30, "train": 30, "redis": 15}
+GRACE_S = {"web": 15, "beat": 10, "default": 30, "train": 30, "stations": 30, "redis": 15}
 
 
 def log(message: str) -> None:
@@ -452,6 +453,8 @@ def run() -> int:
         data_dir = Path(env["KENSA_DATA_DIR"])
         schedule = ["-s", str(data_dir / "celerybeat-schedule"), "--pidfile", str(data_dir / "celerybeat.pid")]
         services.append(Service("beat", [*celery, "beat", "-l", "info", *schedule]))
+    # SIGTERM: the runner finishes the image in hand and hands its stations back at once.
+    services.append(Service("stations", [sys.executable, str(ROOT / "manage.py"), "run_stations"]))
     services.append(Service("web", web_command(bind)))
 
     supervisor = Supervisor(env)
