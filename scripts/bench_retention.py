@@ -37,7 +37,7 @@ def sample_files(seed: int = 0) -> dict[str, bytes]:
     from ml.synthetic import make_image
     from ml.thresholds import Calibration
     from webapp.images.services import annotation_mask_png
-    from webapp.training.evaluation import anomaly_map_png
+    from webapp.inference.predictions import anomaly_map_png
 
     part = make_image(seed, size=256, defect="scratch")
     rng = np.random.default_rng(seed)
@@ -55,9 +55,9 @@ def sample_files(seed: int = 0) -> dict[str, bytes]:
 def predictions_add(*, version, files: dict[str, bytes], count: int, start, step_s: float, review_every: int,
                     made: int):  # fmt: skip
     """`count` API predictions spread over the step from `start`; every `review_every`-th gets a review item."""
+    from webapp.inference.models import Prediction, Purpose
     from webapp.review.models import Reason, ReviewItem
     from webapp.storage import stored_file_write
-    from webapp.training.models import Prediction, Purpose
 
     base = f"{version.artifact_prefix}"
     rows = []
@@ -105,9 +105,9 @@ def simulate(args: argparse.Namespace) -> int:
 
     from webapp.dashboard.synthetic import scored_version_create
     from webapp.inference.disk_use import PREDICTIONS, project_disk_use
+    from webapp.inference.models import Prediction, Purpose
     from webapp.inference.retention import predictions_cleanup
     from webapp.projects.services import project_create
-    from webapp.training.models import Prediction, Purpose
 
     configured = settings.PREDICTION_RETENTION["api"]
     step_s = float(settings.CELERY_BEAT_SCHEDULE["expire-routine-predictions"]["schedule"])

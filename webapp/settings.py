@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "webapp.projects",
     "webapp.images",
     "webapp.training",
+    "webapp.inference",
     "webapp.dashboard",
     "webapp.api",
     "webapp.annotations",

@@ -15,7 +15,8 @@ from celery.signals import worker_init, worker_ready, worker_shutdown
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-app = Celery("kensa", include=["workers.tasks"])
+# Each app's tasks sit next to its services (webapp/<app>/tasks.py); workers.tasks holds the ones not yet moved.
+app = Celery("kensa", include=["workers.tasks", "webapp.inference.tasks"])
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_routes = ("workers.decorators.route_task",)
 

@@ -83,12 +83,3 @@ def batch_jobs_reap_task() -> None:
     result = batch_jobs_reap()
     if any(result.values()):
         log.info("batch reaper: %s", result)
-
-
-@kensa_task("inference.predictions_cleanup", soft_time_limit=540, time_limit=590)
-def predictions_cleanup_task() -> None:
-    from webapp.inference.retention import predictions_cleanup
-
-    result = predictions_cleanup()
-    if result.rows:
-        log.info("retention: deleted %d predictions and %d files %s", result.rows, result.files, result.by_purpose)

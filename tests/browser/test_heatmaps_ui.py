@@ -9,10 +9,10 @@ import pytest
 from tests.browser.conftest import log_in
 from tests.webapp.conftest import png_bytes, trained_version  # noqa: F401  (fixture)
 from webapp.images.models import Annotation, Split
+from webapp.inference.models import Prediction, Purpose
 from webapp.inference.services import predict_bytes
 from webapp.review import services
 from webapp.review.models import ReviewItem
-from webapp.training.models import Prediction, Purpose
 
 pytestmark = pytest.mark.browser
 

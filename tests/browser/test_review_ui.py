@@ -8,10 +8,10 @@ import pytest
 from tests.browser.conftest import log_in
 from tests.webapp.conftest import png_bytes, trained_version  # noqa: F401  (fixture)
 from webapp.images.models import Label
+from webapp.inference.models import Purpose
 from webapp.inference.services import predict_bytes
 from webapp.review import services
 from webapp.review.models import ItemStatus, ReviewDecision, ReviewItem
-from webapp.training.models import Purpose
 
 pytestmark = pytest.mark.browser
 

@@ -11,10 +11,11 @@ from webapp.api.services import api_token_create
 from webapp.audit.models import AuditAction, AuditEntry
 from webapp.images.intake.ingest import uploads_ingest
 from webapp.images.models import Annotation, Image
+from webapp.inference.models import Prediction, Purpose
 from webapp.projects.access import Action, role_allows
 from webapp.projects.models import DefectClass, Membership, Role
 from webapp.review.models import ReviewItem
-from webapp.training.models import ModelVersion, Prediction, Purpose, TrainingRun
+from webapp.training.models import ModelVersion, TrainingRun
 
 # (url name, which objects the URL names, method, the action it needs)
 ROUTES = [

@@ -23,9 +23,9 @@ from webapp.api.models import ApiToken, BatchJob, JobStatus, Scope
 from webapp.api.openapi import openapi_schema
 from webapp.api.urls import api_urlpatterns
 from webapp.images.intake.decoding import NOT_AN_IMAGE
+from webapp.inference.models import Prediction, Purpose
 from webapp.inference.services import NO_ACTIVE_MODEL, version_calibration
 from webapp.projects.services import project_create
-from webapp.training.models import Prediction, Purpose
 
 
 def make_token(project, owner, scopes=(Scope.PREDICT, Scope.READ)) -> str:

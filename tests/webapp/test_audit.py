@@ -22,13 +22,14 @@ from webapp.dashboard.services import model_version_threshold_save
 from webapp.images import bulk
 from webapp.images.intake.ingest import uploads_ingest
 from webapp.images.models import Image, Label
+from webapp.inference.models import Prediction, Purpose
 from webapp.projects import services as project_services
 from webapp.projects.models import Role
 from webapp.projects.services import defect_class_create
 from webapp.review import selectors, services
 from webapp.review.models import Decision
 from webapp.storage import stored_file_write
-from webapp.training.models import ModelVersion, Prediction, Purpose
+from webapp.training.models import ModelVersion
 from webapp.training.services import model_version_activate
 
 

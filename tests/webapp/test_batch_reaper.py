@@ -15,7 +15,7 @@ from tests.conftest import CeleryWorker, purge_queues, wait_for
 from tests.webapp.conftest import encode
 from webapp.api.models import BatchJob, JobStatus
 from webapp.api.services import BATCH_MAX_ATTEMPTS, BATCH_STALE_AFTER, Upload, batch_job_submit, batch_jobs_reap
-from webapp.training.models import Prediction, Purpose
+from webapp.inference.models import Prediction, Purpose
 
 pytestmark = pytest.mark.integration
 

@@ -29,9 +29,10 @@ from webapp.dashboard.selectors import scored_images
 from webapp.dashboard.synthetic import scored_version_create
 from webapp.images.models import Image, Label, Source
 from webapp.images.services import images_delete, images_set_label
+from webapp.inference.models import Prediction, Purpose
 from webapp.inference.services import predict_bytes
 from webapp.projects.models import Membership, Role
-from webapp.training.models import ModelVersion, Prediction, Purpose
+from webapp.training.models import ModelVersion
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -19,10 +19,10 @@ from tests.webapp.conftest import encode, png_bytes
 from webapp.dashboard import services
 from webapp.dashboard.overlays import HEAT_LUT, MASK_RGB, THRESHOLD_BYTE, heatmap_rgba_png, legend_stops
 from webapp.dashboard.synthetic import scored_version_create
+from webapp.inference.models import Prediction, Purpose
+from webapp.inference.predictions import MAP_GAIN, anomaly_map_png
 from webapp.inference.services import predict_bytes
 from webapp.storage import stored_file_read, stored_file_write
-from webapp.training.evaluation import MAP_GAIN, anomaly_map_png
-from webapp.training.models import Prediction, Purpose
 
 OUTLINE = (*MASK_RGB, 255)
 

@@ -13,10 +13,11 @@ from ml.synthetic import make_image
 from tests.webapp.conftest import encode
 from webapp.images.intake.decoding import RejectedFile
 from webapp.inference import services
+from webapp.inference.model_files import artifact_local_dir
+from webapp.inference.models import Prediction, Purpose
 from webapp.inference.services import mask_boxes, predict_bytes, version_calibration
 from webapp.storage import stored_file_write
-from webapp.training.artifacts import artifact_local_dir
-from webapp.training.models import ModelVersion, Prediction, Purpose
+from webapp.training.models import ModelVersion
 
 
 def test_mask_boxes_one_per_region_largest_first():

@@ -11,7 +11,8 @@ from django.urls import reverse
 from ml import metrics
 from tests.webapp.test_api import auth, make_token, versions_url
 from webapp.images.models import Label
-from webapp.training.models import ModelVersion, Prediction, Purpose
+from webapp.inference.models import Prediction, Purpose
+from webapp.training.models import ModelVersion
 
 
 def test_scores(version: ModelVersion) -> tuple[np.ndarray, np.ndarray]:

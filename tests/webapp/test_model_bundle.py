@@ -22,11 +22,12 @@ from webapp.api import services as api_services
 from webapp.api.models import Scope
 from webapp.dashboard import bundles
 from webapp.dashboard.services import model_version_threshold_save
+from webapp.inference.models import Prediction, Purpose
 from webapp.inference.services import predict_bytes, version_calibration
 from webapp.projects.models import Membership, Role
 from webapp.projects.services import project_create
 from webapp.storage import stored_file_read
-from webapp.training.models import ModelVersion, Prediction, Purpose
+from webapp.training.models import ModelVersion
 
 TOLERANCE = 1e-4
 

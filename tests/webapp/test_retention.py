@@ -20,12 +20,12 @@ from tests.webapp import test_s3_storage
 from tests.webapp.conftest import make_user, png_bytes
 from webapp.api.models import BatchItem, BatchJob, JobStatus
 from webapp.inference.disk_use import ARTIFACTS, PREDICTIONS, project_disk_use
+from webapp.inference.models import Prediction, Purpose
 from webapp.inference.retention import BATCH_PREDICTION_EXPIRED, predictions_cleanup
 from webapp.inference.services import predict_bytes
 from webapp.projects.models import Membership, Role
 from webapp.review.models import Reason, ReviewItem
 from webapp.storage import stored_file_write
-from webapp.training.models import Prediction, Purpose
 
 DAY = timedelta(days=1)
 # A real S3 endpoint (moto's server) and a bucket as the default storage, as test_s3_storage has them.

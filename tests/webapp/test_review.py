@@ -15,12 +15,13 @@ from webapp.api import services as api_services
 from webapp.api.models import Scope
 from webapp.images.intake.ingest import uploads_ingest
 from webapp.images.models import Annotation, Image, Label, Source, Split
+from webapp.inference.models import Prediction, Purpose
 from webapp.inference.services import predict_bytes
 from webapp.projects.models import Role
 from webapp.review import selectors, services
 from webapp.review.models import Decision, ItemStatus, Reason, ReviewDecision, ReviewItem
 from webapp.review.routing import AUDIT, BAND, review_reason
-from webapp.training.models import ModelVersion, Prediction, Purpose
+from webapp.training.models import ModelVersion
 
 # --- the routing rule --------------------------------------------------------------------------------------------
 

@@ -287,8 +287,9 @@ def _check_page(html: str, where: str) -> int:
 def test_every_rendered_form_carries_the_csrf_token(client, owner, trained_version):
     """Every GET page and htmx fragment, rendered with enough data that their forms show: every POST form has
     the token, and every template that holds a POST form was among those rendered."""
+    from webapp.inference.models import Prediction, Purpose
     from webapp.review.models import ReviewItem
-    from webapp.training.models import Prediction, Purpose, TrainingRun
+    from webapp.training.models import TrainingRun
 
     project = trained_version.project
     owner.is_staff = True
@@ -521,7 +522,7 @@ def test_a_png_with_html_appended_is_kept_but_served_only_as_png(client, project
 
 @pytest.mark.django_db(transaction=True)
 def test_disguised_files_sent_to_the_trial_and_the_api_are_refused_or_served_as_png(client, owner, trained_version):
-    from webapp.training.models import Prediction, Purpose
+    from webapp.inference.models import Prediction, Purpose
 
     project = trained_version.project
     client.force_login(owner)

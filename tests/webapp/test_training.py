@@ -9,10 +9,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from webapp.images.models import Image, Label, Split
+from webapp.inference.models import Prediction
 from webapp.samples import sample_project_create
 from webapp.training import services
 from webapp.training.execution import training_data, training_run_execute
-from webapp.training.models import ModelVersion, Prediction, RunStatus
+from webapp.training.models import ModelVersion, RunStatus
 
 SMALL = {"n_good": 30, "n_defect": 9, "size": 96}
 

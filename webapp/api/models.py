@@ -7,8 +7,9 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from webapp.inference.models import Prediction
 from webapp.projects.models import Project
-from webapp.training.models import ModelVersion, Prediction
+from webapp.training.models import ModelVersion
 
 
 class Scope(models.TextChoices):

@@ -11,8 +11,9 @@ from django.urls import reverse
 
 from webapp.api.models import BatchJob, JobStatus
 from webapp.dashboard.selectors import version_metrics
+from webapp.inference.models import Prediction
 from webapp.projects.models import Project
-from webapp.training.models import ModelVersion, Prediction
+from webapp.training.models import ModelVersion
 
 # The metrics a program needs to judge a version; the full set is on the version's page.
 METRIC_SUMMARY_KEYS = ("image_auroc", "image_ap", "f1", "precision", "recall", "accuracy", "pixel_auroc", "aupro")

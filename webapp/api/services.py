@@ -24,10 +24,11 @@ from django.utils import timezone
 from webapp.api.errors import ApiError
 from webapp.api.models import ApiToken, BatchItem, BatchJob, JobStatus, Scope
 from webapp.images.intake.decoding import RejectedFile
+from webapp.inference.models import Purpose
 from webapp.inference.services import NO_ACTIVE_MODEL, Box, InferenceResult, active_version, predict_bytes
 from webapp.projects.models import Project
 from webapp.storage import stored_file_read, stored_file_write, stored_files_delete
-from webapp.training.models import ModelVersion, Purpose
+from webapp.training.models import ModelVersion
 
 log = logging.getLogger(__name__)
 

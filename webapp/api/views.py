@@ -22,10 +22,11 @@ from webapp.api.openapi import openapi_schema
 from webapp.api.payloads import job_payload, prediction_payload, project_payload, version_payload
 from webapp.api.services import NO_IMAGE, Upload, image_size_check
 from webapp.dashboard import bundles
+from webapp.inference.models import Prediction
 from webapp.inference.services import active_version
 from webapp.projects.access import Action, project_for
 from webapp.serving import stored_image_response
-from webapp.training.models import ModelVersion, Prediction
+from webapp.training.models import ModelVersion
 
 RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
 

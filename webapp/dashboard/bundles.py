@@ -18,10 +18,10 @@ from django.utils.text import slugify
 
 from ml.bundle import FORMAT_VERSION, RUNNER_SOURCE, BundleInfo, bundle_bytes, onnx_bytes
 from ml.onnx_export import exportable
+from webapp.inference.predictions import MAP_ENCODING, MAP_GAIN
 from webapp.inference.services import PREDICT_MAX_SIDE, model_for_version, version_calibration
 from webapp.serving import stored_file_headers
 from webapp.storage import STORAGE_ERRORS, stored_file_read, stored_file_write, stored_files_delete
-from webapp.training.evaluation import MAP_ENCODING, MAP_GAIN
 from webapp.training.models import ModelVersion
 
 NOT_EXPORTABLE = "Models of the {family} family cannot be exported as a bundle."

@@ -12,8 +12,9 @@ from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 
 from webapp.dashboard.operating_points import OperatingPoint, ScoredImages, operating_point
 from webapp.images.models import Annotation, Image, Label
+from webapp.inference.models import Prediction, Purpose
 from webapp.projects.models import Project
-from webapp.training.models import ModelVersion, Prediction, Purpose
+from webapp.training.models import ModelVersion
 
 GALLERY_PAGE_SIZE = 48
 TRIAL_PAGE_SIZE = 24

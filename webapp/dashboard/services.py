@@ -22,10 +22,11 @@ from webapp.images.intake.ingest import (
 )
 from webapp.images.intake.layout import PlannedImage
 from webapp.images.models import Image, Label, Source
+from webapp.inference.models import Prediction, Purpose
 from webapp.inference.services import InferenceResult, predict_bytes
 from webapp.projects.access import Action, project_for
 from webapp.storage import stored_file_read
-from webapp.training.models import ModelVersion, Prediction, Purpose
+from webapp.training.models import ModelVersion
 
 BAD_THRESHOLD = "The threshold must be a finite number."
 TOO_MANY_TRIAL_FILES = "Try at most {limit} images at a time; this upload holds {count}."

@@ -10,9 +10,10 @@ import numpy as np
 from PIL import Image as PILImage
 
 from webapp.images.models import Annotation, Image, Label, Split
+from webapp.inference.models import Prediction, Purpose
 from webapp.projects.models import DefectClass, Project
 from webapp.storage import stored_file_write
-from webapp.training.models import ModelVersion, Prediction, Purpose
+from webapp.training.models import ModelVersion
 
 
 def _png(array: np.ndarray) -> bytes:

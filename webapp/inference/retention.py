@@ -22,8 +22,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from webapp.api.models import BatchItem, JobStatus
+from webapp.inference.models import Prediction, Purpose
 from webapp.storage import STORAGE_ERRORS, stored_file_read, stored_file_write, stored_files_delete
-from webapp.training.models import Prediction, Purpose
 
 log = logging.getLogger(__name__)
 

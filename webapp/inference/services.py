@@ -11,6 +11,7 @@ import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from django.conf import settings
@@ -22,11 +23,14 @@ from ml.registry import load_model
 from ml.thresholds import Calibration
 from webapp.images.intake.decoding import open_checked_display
 from webapp.images.models import Image
+from webapp.inference.models import Prediction
 from webapp.projects.models import Project
 from webapp.review.services import prediction_route_for_review
-from webapp.training.artifacts import artifact_local_dir
-from webapp.training.evaluation import predicted_mask, prediction_store
-from webapp.training.models import ModelVersion, Prediction
+
+if TYPE_CHECKING:  # type hints only: inference does not import training at run time (tests/webapp/test_layering.py)
+    from webapp.training.models import ModelVersion
+from webapp.inference.model_files import artifact_local_dir
+from webapp.inference.predictions import predicted_mask, prediction_store
 
 NO_ACTIVE_MODEL = "This project has no trained model yet: train one first."
 MODEL_CACHE_SIZE = 2
@@ -75,7 +79,7 @@ def _cached_model(key: str):
 
 
 def active_version(*, project: Project) -> ModelVersion | None:
-    return ModelVersion.objects.filter(project=project, is_active=True).first()
+    return project.model_versions.filter(is_active=True).first()
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from django.conf import settings
 from django.db import models
 
 from webapp.images.models import Image, Split
+from webapp.inference.models import Prediction
 from webapp.projects.models import Project
-from webapp.training.models import Prediction
 
 
 class ReviewPolicy(models.Model):

@@ -21,6 +21,7 @@ from webapp.images.intake.ingest import ADDED, DUPLICATE, IncomingFile, images_i
 from webapp.images.intake.layout import PlannedImage
 from webapp.images.models import Annotation, Image, Label, Source, Split
 from webapp.images.services import annotation_mask_png
+from webapp.inference.models import Prediction, Purpose
 from webapp.projects.access import Action, project_for
 from webapp.projects.models import Project
 from webapp.projects.services import defect_class_get_or_create
@@ -28,7 +29,6 @@ from webapp.review.models import Decision, ItemStatus, ReviewDecision, ReviewIte
 from webapp.review.routing import review_reason
 from webapp.review.selectors import free_for
 from webapp.storage import stored_file_read, stored_file_write
-from webapp.training.models import Prediction, Purpose
 
 BAD_BAND = "The band needs 0 ≤ low ≤ high ≤ 1 (0.5 is the threshold); got {low} to {high}."
 BAD_AUDIT = "The audit share is a percentage from 0 to 100; got {value}."

@@ -1,4 +1,4 @@
-"""Training runs, the model versions they produce, and the per-image predictions of a version."""
+"""Training runs and the model versions they produce (a version's predictions are webapp.inference's)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from webapp.images.models import Image
 from webapp.projects.models import Project
 from webapp.training.eta import eta_text
 
@@ -117,34 +116,3 @@ class ModelVersion(models.Model):
         if self.operating_threshold is not None:
             return self.operating_threshold
         return float(self.calibration["threshold"])
-
-
-class Purpose(models.TextChoices):
-    TEST = "test", "Test split"
-    TRIAL = "trial", "Trial"
-    API = "api", "API"
-    BATCH = "batch", "Batch"
-
-
-class Prediction(models.Model):
-    """A model version's output on one image. Maps are PNGs: the anomaly map as threshold-relative bytes (128 is
-    the version's threshold at prediction time; see webapp.training.evaluation.anomaly_map_png), the mask as 0/255."""
-
-    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="predictions")
-    image = models.ForeignKey(Image, on_delete=models.CASCADE, null=True, blank=True, related_name="predictions")
-    purpose = models.CharField(max_length=16, choices=Purpose.choices)
-    raw_score = models.FloatField()
-    normalised_score = models.FloatField()
-    is_anomalous = models.BooleanField()
-    anomaly_map = models.FileField(max_length=255, blank=True)
-    predicted_mask = models.FileField(max_length=255, blank=True)
-    # For images sent for prediction that are not (yet) in the dataset: the original bytes and file name.
-    input_file = models.FileField(max_length=255, blank=True)
-    input_name = models.CharField(max_length=255, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        indexes = [models.Index(fields=["model_version", "purpose", "raw_score"])]
-
-    def __str__(self) -> str:
-        return f"{self.purpose} prediction {self.raw_score:.4g} by {self.model_version_id}"
