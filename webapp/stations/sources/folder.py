@@ -1,7 +1,9 @@
 """A watched folder, polled so that network shares (SMB/NFS, FTP targets) work where inotify does not.
 
 A file is taken when it is complete: either it was renamed into place (its ctime is newer than its mtime: a rename
-changes only the inode's ctime, while writes move both together) or its size and mtime were the same on two polls.
+changes only the inode's ctime, while writes move both together), which is taken at the next poll, or its size and
+mtime were the same on two polls and it has not been written to for ``settle_seconds`` (a copy that stalls for less
+than that is not mistaken for a finished file).
 Temporary upload names (dot files, .part, .tmp, .filepart, ~) are never taken. After the runner has stored the
 verdict, the file moves to done/ (or is deleted); a file that cannot be decoded moves to failed/ with a .txt beside
 it giving the reason. The key (name, size, mtime) is what the runner records with the verdict, so a file that was
@@ -54,7 +56,8 @@ def decode_image(path: Path) -> np.ndarray:
 
 
 class FolderSource:
-    """Settings: ``path`` (required), ``poll_seconds`` (0.1), ``after`` ("move" to done/ or "delete")."""
+    """Settings: ``path`` (required), ``poll_seconds`` (0.1), ``settle_seconds`` (1.0), ``after`` ("move" to done/
+    or "delete")."""
 
     def __init__(self, settings: dict, *, station_id: int):
         path = str(settings.get("path") or "").strip()
@@ -68,6 +71,12 @@ class FolderSource:
             raise SourceError("poll_seconds must be a number") from None
         if not 0.01 <= self.poll_seconds <= 60:
             raise SourceError("poll_seconds must be between 0.01 and 60")
+        try:
+            self.settle_ns = int(float(settings.get("settle_seconds", 1.0)) * 1e9)
+        except (TypeError, ValueError):
+            raise SourceError("settle_seconds must be a number") from None
+        if not 0 <= self.settle_ns <= 3600e9:
+            raise SourceError("settle_seconds must be between 0 and 3600")
         self.after = settings.get("after", "move")
         if self.after not in ("move", "delete"):
             raise SourceError('after must be "move" or "delete"')
@@ -85,6 +94,7 @@ class FolderSource:
     def _ready_files(self) -> list[tuple[float, str, os.stat_result]]:
         ready = []
         seen: dict[str, tuple[int, int]] = {}
+        now_ns = time.time_ns()
         with os.scandir(self.root) as entries:
             for entry in entries:
                 if not _is_candidate(entry.name):
@@ -98,7 +108,7 @@ class FolderSource:
                 signature = (stat.st_size, stat.st_mtime_ns)
                 seen[entry.name] = signature
                 renamed_into_place = stat.st_ctime_ns > stat.st_mtime_ns
-                stable = self._previous.get(entry.name) == signature
+                stable = self._previous.get(entry.name) == signature and now_ns - stat.st_mtime_ns >= self.settle_ns
                 if renamed_into_place or stable:
                     ready.append((stat.st_mtime, entry.name, stat))
         self._previous = seen
