@@ -27,8 +27,9 @@ from webapp.dashboard.operating_points import (
 )
 from webapp.dashboard.selectors import scored_images
 from webapp.dashboard.synthetic import scored_version_create
+from webapp.images.bulk import images_label_change
 from webapp.images.models import Image, Label, Source
-from webapp.images.services import images_delete, images_set_label
+from webapp.images.services import images_delete
 from webapp.inference.models import Prediction, Purpose
 from webapp.inference.services import predict_bytes
 from webapp.projects.models import Membership, Role
@@ -160,9 +161,8 @@ def test_scored_images_reads_labels_as_they_are_now(version):
     assert scored.n_defect == 5
     # the per-process cache follows the dataset: a relabelled image counts as it is now, a deleted one is gone
     escaped = Image.objects.get(predictions__raw_score=0.35)
-    images_set_label(project=version.project, image_ids=[escaped.id], label=Label.GOOD)
+    images_label_change(project=version.project, images=[escaped.id], label=Label.UNLABELLED, user=None)
     assert scored_images(version=version).n_defect == 4
-    images_set_label(project=version.project, image_ids=[escaped.id], label=Label.UNLABELLED)
     assert len(scored_images(version=version)) == 9
     images_delete(project=version.project, image_ids=[Image.objects.get(predictions__raw_score=0.9).id])
     assert 0.9 not in scored_images(version=version).scores
