@@ -18,7 +18,7 @@ from webapp.images.models import Image, Label, Split
 from webapp.samples import sample_project_create
 from webapp.training import services
 from webapp.training.candidates import COMPARE_FAMILY, NO_VALIDATION_DEFECTS
-from webapp.training.execution import run_files_discard, training_run_execute
+from webapp.training.execution import SELF_CALIBRATED, run_files_discard, training_run_execute
 from webapp.training.models import ModelVersion, RunStatus, TrainingRun
 
 SMALL = {"n_good": 24, "n_defect": 9, "size": 48}
@@ -73,7 +73,7 @@ def test_without_validation_defects_the_label_rule_decides_and_the_page_says_so(
     # when
     run = services.training_run_request(project=project, requested_by=owner)
     # then one model is trained, the label rule's, and the Train page explains why before anyone clicks
-    assert (run.family, run.config) == ("patchcore", {"image_size": 320})
+    assert (run.family, run.config) == ("patchcore", {})
     assert NO_VALIDATION_DEFECTS in run.reason
     client.force_login(owner)
     page = html.unescape(client.get(reverse("train", args=[project.public_id])).content.decode())
@@ -141,3 +141,27 @@ def test_a_comparison_runs_on_the_worker(owner, celery_worker):
     assert done.status == RunStatus.SUCCEEDED, done.error
     assert ModelVersion.objects.filter(project=project).count() == 2
     assert ModelVersion.objects.get(run=done).is_active
+
+
+def test_an_empty_validation_split_costs_patchcore_no_training_image(transactional_db, owner):
+    # given an MVTec-like project: nothing in validation (tiny PatchCore settings)
+    project = sample_project_create(owner=owner, **SMALL)
+    Image.objects.filter(project=project, split=Split.VALIDATION).update(split=Split.TEST)
+    with transaction.atomic():
+        run = services.training_run_request(project=project, requested_by=owner)
+        TrainingRun.objects.filter(id=run.id).update(config=TINY_CONFIGS["patchcore"])
+    assert services.training_run_claim(run_id=run.id)
+    # when
+    training_run_execute(run_id=run.id)
+    # then every good training image trained it, and its threshold came from them, each without its own patches
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    version = ModelVersion.objects.get(run=run)
+    n_good = Image.objects.filter(project=project, split=Split.TRAIN, label=Label.GOOD).count()
+    assert (version.metrics["n_fit"], version.metrics["n_validation"]) == (n_good, 0)
+    assert version.metrics["note"] == SELF_CALIBRATED
+    # a threshold above the good training images' ordinary scores (they sit in the bank: near zero), so the good
+    # test images are mostly called good
+    good_test = version.predictions.filter(image__label=Label.GOOD)
+    assert version.calibration["threshold"] > 0
+    assert good_test.filter(is_anomalous=False).count() >= good_test.count() / 2

@@ -55,7 +55,8 @@ def test_the_train_page_says_what_the_splits_mean_and_what_an_empty_validation_c
     )
     # before training: what the empty validation split will do, and the way to fix it
     n_train_good = Image.objects.filter(project=mvtec_like, split=Split.TRAIN, label=Label.GOOD).count()
-    assert services.EMPTY_VALIDATION.format(n=3) in page and n_train_good == 28
+    # (PatchCore sets its threshold from its own training images, each without its own patches: none is lost)
+    assert escape(services.EMPTY_VALIDATION_SELF_CALIBRATED) in page and n_train_good == 28
     assert 'id="fill-validation"' in page
     # the outlines are all in test: the page says so instead of only "fewer than 10 outlined defects"
     assert "You have 30 outlined defects, all in test." in page
@@ -81,7 +82,7 @@ def test_moving_a_share_of_test_into_validation_is_stratified_seeded_and_undoabl
     # and it is a split change in the audit log, which the page shows with its undo
     entry = AuditEntry.objects.get(project=mvtec_like, action=AuditAction.SPLIT)
     assert entry.user == owner and entry.before == {"split": {"test": good + defect}}
-    assert services.EMPTY_VALIDATION.split(".")[0] not in response.text
+    assert services.EMPTY_VALIDATION_SELF_CALIBRATED.split(".")[0] not in response.text
     assert 'id="undo-split-change"' in response.text
     # the pick is seeded: the same images on the same data
     picked = set(moved.values_list("id", flat=True))

@@ -12,7 +12,7 @@ from webapp.images.models import Image, Label, Split
 from webapp.inference.models import Prediction
 from webapp.samples import sample_project_create
 from webapp.training import services
-from webapp.training.execution import training_data, training_run_execute
+from webapp.training.execution import SELF_CALIBRATED, training_data, training_run_execute
 from webapp.training.models import ModelVersion, RunStatus
 
 SMALL = {"n_good": 30, "n_defect": 9, "size": 96}
@@ -41,11 +41,12 @@ def test_plan_chooses_patchcore_and_says_what_is_missing(project, small_project)
 def test_a_project_queues_runs_but_never_the_same_one_twice(small_project, owner, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         first = services.training_run_request(project=small_project, requested_by=owner)
-    assert first.status == RunStatus.QUEUED and first.family == "patchcore"
+    # validation holds defects, so the automatic choice compares candidates (issue 20)
+    assert first.status == RunStatus.QUEUED and first.family == "compare"
     first.refresh_from_db()
     assert first.enqueued_at is not None
     # the identical request cannot wait twice
-    with pytest.raises(ValidationError, match=r"The same run \(patchcore, same settings\) is already waiting"):
+    with pytest.raises(ValidationError, match=r"The same run \(compare, same settings\) is already waiting"):
         services.training_run_request(project=small_project, requested_by=owner)
     # a claim happens once
     assert services.training_run_claim(run_id=first.id)
@@ -126,15 +127,28 @@ def test_run_executes_in_process_into_an_active_version(transactional_db, owner)
 
 @pytest.mark.django_db
 def test_empty_validation_split_holds_out_good_training_images(small_project, owner):
-    # given a project like an MVTec import: nothing in validation
+    # given a project like an MVTec import: nothing in validation, and a family that needs validation images
     Image.objects.filter(project=small_project, split=Split.VALIDATION).update(split=Split.TEST)
-    run = services.training_run_request(project=small_project, requested_by=owner)
+    run = services.training_run_request(project=small_project, requested_by=owner, family="gaussian")
     # when
     fit, validation, test, note = training_data(run)
     # then
     assert len(validation) == 3 and "3 good training images were held out" in note
     assert not {i.id for i in fit.images} & {i.id for i in validation.images}
     assert all(i.label == Label.GOOD for i in fit.images)
+
+
+@pytest.mark.django_db
+def test_empty_validation_split_costs_patchcore_no_training_image(small_project, owner):
+    # given the same project, trained with the automatic choice (PatchCore)
+    Image.objects.filter(project=small_project, split=Split.VALIDATION).update(split=Split.TEST)
+    run = services.training_run_request(project=small_project, requested_by=owner)
+    # when
+    fit, validation, test, note = training_data(run)
+    # then every good training image trains it; its threshold comes from those images (issue 20)
+    n_good = Image.objects.filter(project=small_project, split=Split.TRAIN, label=Label.GOOD).count()
+    assert run.family == "patchcore" and len(fit) == n_good and len(validation) == 0
+    assert note == SELF_CALIBRATED
 
 
 def test_settings_a_family_cannot_use_fail_the_run_with_the_reason(transactional_db, owner):

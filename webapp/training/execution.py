@@ -18,8 +18,9 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 
+from ml.calibration import calibration_scores
 from ml.devices import device_description, resolve_device
-from ml.registry import create_model, family_class
+from ml.registry import create_model
 from ml.thresholds import calibrate
 from ml.training import GpuOutOfMemory
 from webapp.images.models import Image, Label, Split
@@ -39,8 +40,8 @@ FIT_SHARE = 80.0  # percent of the bar that fitting takes; evaluation takes the 
 
 
 NO_DEVICE = "This worker cannot train on its device: {problem}. Its administrator must fix KENSA_DEVICE or the GPU."
-# Families that set their threshold from their own training images when validation is empty (ml's
-# training_scores(): each good training image scored without its own contribution to the model).
+# Families that set their threshold from their own training images when validation is empty
+# (ml.calibration.calibration_scores: each good training image scored without its own patches in the bank).
 SELF_CALIBRATING = frozenset({"patchcore"})
 SELF_CALIBRATED = (
     "The validation split is empty: the threshold was set from the training images, each scored against a model "
@@ -125,7 +126,7 @@ def training_data(run: TrainingRun) -> tuple[ProjectSamples, ProjectSamples, Pro
     else:
         fit = [i for i in train if i.label == Label.GOOD]
     note = ""
-    if not validation and _self_calibrates(run.family):
+    if not validation and _self_calibrates(run):
         # PatchCore sets its threshold from its training images, each scored without its own patches: an empty
         # validation split no longer costs it training images (it cost screw 0.975 -> 0.933 image AUROC).
         return ProjectSamples(fit), ProjectSamples(validation), ProjectSamples(test), SELF_CALIBRATED
@@ -144,8 +145,10 @@ def training_data(run: TrainingRun) -> tuple[ProjectSamples, ProjectSamples, Pro
     return ProjectSamples(fit), ProjectSamples(validation), ProjectSamples(test), note
 
 
-def _self_calibrates(family: str) -> bool:
-    return family in SELF_CALIBRATING and hasattr(family_class(family), "training_scores")
+def _self_calibrates(run: TrainingRun) -> bool:
+    # ml.calibration scores an untiled PatchCore with the max image score (what every default run is).
+    untiled = not run.config.get("tile_working_size")
+    return run.family in SELF_CALIBRATING and untiled and run.config.get("score", "max") == "max"
 
 
 def training_run_execute(*, run_id: int) -> None:
@@ -185,6 +188,10 @@ def training_run_execute(*, run_id: int) -> None:
         # Reaped or cancelled at the very last moment: the version must not outlive its run.
         ModelVersion.objects.filter(id=version.id).delete()
         run_files_discard(run)
+        return
+    from webapp.robustness.services import robustness_after_training
+
+    robustness_after_training(version=version)  # issue 19: small test splits are measured at once
 
 
 def _train_and_evaluate(run: TrainingRun, workdir: Path) -> ModelVersion:
@@ -219,7 +226,8 @@ def _train_and_evaluate(run: TrainingRun, workdir: Path) -> ModelVersion:
         calibration = calibrate(np.array([p.score for p in val_predictions]), validation.labels)
         evaluation_progress("validation", 0.1, f"Threshold set from {len(validation)} validation images")
     else:  # SELF_CALIBRATING: every good training image scored against the bank without its own patches
-        scores = np.asarray(model.training_scores(), dtype=np.float64)
+        evaluation_progress("validation", 0.0, f"Scoring the {len(fit)} training images without their own patches")
+        scores = calibration_scores(model, fit)
         calibration = calibrate(scores, np.zeros(len(scores), dtype=int))
         evaluation_progress("validation", 0.1, f"Threshold set from {len(scores)} training images")
 

@@ -77,6 +77,11 @@ EMPTY_VALIDATION = (
     "The validation split holds no labelled images. Training would take {n} good images out of the train split "
     "to set the threshold: fewer to learn from, and a threshold that never saw a defect."
 )
+EMPTY_VALIDATION_SELF_CALIBRATED = (
+    "The validation split holds no labelled images. PatchCore will set its threshold from its own training images "
+    "(each scored without its own patches), so every good image still trains it; but the threshold never sees a "
+    "defect, and candidates cannot be compared."
+)
 NO_VALIDATION_DEFECTS = (
     "The validation split holds no defect images, so the threshold is set from good images only, without "
     "knowing how many defects it lets through."
@@ -163,7 +168,10 @@ def training_plan(*, project: Project) -> TrainingPlan:
     problems = []
     fixable = False
     if validation.good + validation.defect == 0:
-        problems.append(EMPTY_VALIDATION.format(n=holdout_size(train.good)))
+        if choice.family == "patchcore":  # webapp.training.execution.SELF_CALIBRATING
+            problems.append(EMPTY_VALIDATION_SELF_CALIBRATED)
+        else:
+            problems.append(EMPTY_VALIDATION.format(n=holdout_size(train.good)))
         fixable = test.good + test.defect >= 2
     elif validation.defect == 0 and test.defect >= 2:
         problems.append(NO_VALIDATION_DEFECTS)
@@ -255,8 +263,8 @@ def training_run_request(
             reason = COMPARES.format(
                 n=len(candidates.candidates), n_validation=plan.n_validation, budget=budget_minutes
             )
-        else:
-            family, config = candidates.candidates[0].family, dict(candidates.candidates[0].config)
+        else:  # one model: the family's own defaults (PatchCore chooses its size from the data) and yours
+            family = candidates.candidates[0].family
         reason = f"{reason} {candidates.note}".strip()[:400] if candidates.note else reason
     key = run_request_key(family, config)
     with transaction.atomic():
