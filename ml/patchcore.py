@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar, Self
 
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ml import adaptive, rotation_check
 from ml.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from ml.coreset import create_sampler
 from ml.devices import free_memory_bytes, resolve_device, resolve_saved_device
@@ -50,6 +51,9 @@ class PatchCoreConfig(PatchFeatureConfig):
     rotations: each training image is also used rotated to this many equally spaced angles (4 = every 90 degrees,
     8 = every 45, edges extended): for parts whose orientation varies freely, such as loose screws, when training
     images are few. Keep 1 for fixtured parts, where a rotated part is itself a defect.
+    image_size, rotations, coreset_ratio: None (the default) lets fit() choose them from the data (ml.adaptive:
+    few good images get a larger working size and, for parts that appear at any angle, rotated copies); a value
+    set by hand is kept. chosen: what that rule chose and its sentence for the app (empty for older models).
     score: "max" (the highest patch distance) or "reweighted" (the paper's Eq. 7, which discounts a far patch whose
     nearest bank entry lies in a sparse region).
     search_precision: "int8" finds the nearest bank entry with an 8-bit integer matrix product in the CPU runtime
@@ -62,17 +66,19 @@ class PatchCoreConfig(PatchFeatureConfig):
     brightness: str = "match_mean"
     sampler: str = "greedy_projected"
     projection_dim: int = 64
-    coreset_ratio: float = 0.01
+    image_size: int | None = None  # type: ignore[assignment]  (PatchFeatureConfig's, but "auto" by default)
+    coreset_ratio: float | None = None
     min_bank_size: int = 2048
     max_bank_size: int = 16_384
     max_patches: int = 200_000
-    rotations: int = 1
+    rotations: int | None = None
     score: str = "max"
     reweight_neighbours: int = 9
     search_chunk: int = 2048
     search_precision: str = "int8"
     bank_size: int = 0
     feature_shape: tuple[int, int, int] = (0, 0, 0)
+    chosen: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -223,6 +229,7 @@ class PatchCore(GraphOwner):
         indices = [i for i, label in enumerate(labels) if label == GOOD]
         if not indices:
             raise ValueError("PatchCore needs at least one good image to fit")
+        self._choose_settings(samples, indices)
         generator = torch.Generator().manual_seed(config.seed)
         kept: list[torch.Tensor] = []
         per_image = None
@@ -267,6 +274,35 @@ class PatchCore(GraphOwner):
         self.memory_bank = bank_candidates[chosen].contiguous()
         config.bank_size = len(self.memory_bank)
         self.runtime.reset()
+
+    def _choose_settings(self, samples: Sequence[Sample], indices: list[int]) -> None:
+        """Fills the settings left at None from the data (ml.adaptive), and records the choice in the config.
+        Reads up to PROBE_IMAGES good images for their sizes and, when rotations are the rule's to choose for few
+        images, checks whether the parts appear at any angle (ml.rotation_check)."""
+        config = self.config
+        for name in config.chosen.get("chosen", []):  # fitting again chooses again what the rule chose last time
+            setattr(config, name, None)
+        asked = {"image_size": config.image_size, "rotations": config.rotations, "coreset_ratio": config.coreset_ratio}
+        if all(value is not None for value in asked.values()):
+            return
+        if getattr(config, "tile_working_size", 0) and config.image_size is None:  # tiles keep their measured size
+            asked["image_size"] = config.image_size = adaptive.DEFAULT_SIZE
+        probe = [samples[i].image for i in indices[: rotation_check.PROBE_IMAGES]]
+        short_side = adaptive.typical_short_side((image.shape[1], image.shape[0]) for image in probe)
+        invariant, facts = None, {}
+        if config.rotations is None and len(indices) <= adaptive.FEW_IMAGES:
+            size = (rotation_check.PROBE_SIZE, rotation_check.PROBE_SIZE)
+            batch = to_tensor(probe, self.preprocessing, size).to(self.device)
+            check = rotation_check.check_rotation(self.features, batch)
+            if check is not None:
+                invariant, facts = check.invariant, {"rotation_ratio": round(check.ratio, 3)}
+        choice = adaptive.choose_settings(
+            n_good=len(indices), short_side=short_side, rotation_invariant=invariant, requested=asked
+        )
+        config.image_size, config.rotations, config.coreset_ratio = (
+            choice.image_size, choice.rotations, choice.coreset_ratio
+        )  # fmt: skip
+        config.chosen = {**choice.to_dict(), "facts": {**choice.facts, **facts}}
 
     def _fit_pca(self, patches: torch.Tensor) -> None:
         """Principal axes of the training patches (eigenvectors of their covariance, largest first)."""
