@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Kensa needs that are missing, and nothing else.
 #   scripts/install_system_packages.sh          redis-server (for `make run`)
-#   scripts/install_system_packages.sh --test   redis-server and chromium (for `make test`)
+#   scripts/install_system_packages.sh --test   redis-server, chromium and ffmpeg (for `make test`)
+# ffmpeg only serves the cameras of the station tests: at run time OpenCV's wheel brings its own FFmpeg.
 # Fast when everything is present: it only looks with `command -v`, and runs `apt-get update` only when an
 # install fails without it (a fresh image has empty package lists).
 set -euo pipefail
@@ -10,7 +11,7 @@ want_browser=0
 for arg in "$@"; do
     case "$arg" in
         --test) want_browser=1 ;;
-        -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
         *) echo "install_system_packages.sh: unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
@@ -19,6 +20,9 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [[ $want_browser == 1 ]] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
     missing+=(chromium)
+fi
+if [[ $want_browser == 1 ]] && ! command -v ffmpeg >/dev/null 2>&1; then
+    missing+=(ffmpeg)
 fi
 
 if [[ ${#missing[@]} == 0 ]]; then
@@ -57,5 +61,6 @@ for pkg in "${missing[@]}"; do
     case "$pkg" in
         redis-server) command -v redis-server >/dev/null 2>&1 ;;
         chromium) command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 ;;
+        ffmpeg) command -v ffmpeg >/dev/null 2>&1 ;;
     esac || { echo "error: $pkg was installed but its command is not on PATH" >&2; exit 1; }
 done
