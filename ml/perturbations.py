@@ -49,20 +49,25 @@ class Perturbation:
 # Geometry: one affine warp for shift, crop-and-resize and rotation, the mask warped with nearest neighbours.
 
 
-def _border_colour(image: np.ndarray) -> tuple[int, ...]:
-    """The median colour of the image's outer ring: what a camera sees around a part moved off its place."""
-    ring = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
-    return tuple(int(v) for v in np.median(ring, axis=0))
-
-
 def _warp(
     image: np.ndarray, mask: np.ndarray | None, matrix: tuple[float, ...]
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Pillow's affine warp: output pixel (x, y) takes input (a x + b y + c, d x + e y + f); uncovered pixels take
-    the border colour (image) or False (mask)."""
+    """Pillow's affine warp: output pixel (x, y) takes input (a x + b y + c, d x + e y + f).
+
+    Pixels the warp uncovers take the image mirrored at its edge, so a textured backdrop stays textured: a flat
+    fill (the border's median colour) reads as an anomaly of its own, and an edge copy as streaks; the camera
+    and the backdrop stay put when a part moves. The mask is not mirrored (uncovered pixels are no defect)."""
     height, width = image.shape[:2]
-    warped = Image.fromarray(image).transform(
-        (width, height), Image.Transform.AFFINE, matrix, Image.Resampling.BILINEAR, fillcolor=_border_colour(image)
+    a, b, c, d, e, f = matrix
+    # Mirror only as far as the warp reaches outside the image (its output corners show how far).
+    xs = [a * x + b * y + c for x in (0, width) for y in (0, height)]
+    ys = [d * x + e * y + f for x in (0, width) for y in (0, height)]
+    reach = max(0.0, -min(xs), max(xs) - width, -min(ys), max(ys) - height)
+    pad = min(int(np.ceil(reach)) + 2, min(height, width) - 1)
+    mirrored = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="symmetric")
+    shifted = (a, b, c + pad, d, e, f + pad)
+    warped = Image.fromarray(mirrored).transform(
+        (width, height), Image.Transform.AFFINE, shifted, Image.Resampling.BILINEAR
     )
     moved_mask = None
     if mask is not None:

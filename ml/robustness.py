@@ -326,7 +326,7 @@ def _false_alarm_change(before: float, after: float) -> str:
     return f"the false alarms {verb} ({before:.0%} → {after:.0%} of good parts rejected)"
 
 
-def _problems(baseline: ConditionResult, result: ConditionResult) -> list[str]:
+def condition_problems(baseline: ConditionResult, result: ConditionResult) -> list[str]:
     """What got worse, as clauses, or [] when nothing passed the advice limits."""
     found = []
     rate, base_rate = result.good_rejected_rate, baseline.good_rejected_rate
@@ -354,7 +354,7 @@ def advice_sentences(baseline: ConditionResult, conditions: Sequence[ConditionRe
     names = list(dict.fromkeys(c.perturbation for c in conditions))
     for name in names:
         rows = sorted((c for c in conditions if c.perturbation == name), key=lambda c: c.strength)
-        hurting = next(((row, found) for row in rows if (found := _problems(baseline, row))), None)
+        hurting = next(((row, found) for row in rows if (found := condition_problems(baseline, row))), None)
         if hurting is None:
             withstood.append(rows[-1].description)
             continue

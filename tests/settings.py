@@ -13,6 +13,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 _scratch = Path(os.environ.setdefault("KENSA_TEST_SCRATCH", tempfile.mkdtemp(prefix="kensa-tests-")))
 os.environ.setdefault("KENSA_MEDIA_ROOT", str(_scratch / "media"))
 os.environ.setdefault("KENSA_DATA_DIR", str(_scratch / "data"))
+# Training in tests starts no robustness run unless a test asks (a run on the train queue delays the next training).
+os.environ.setdefault("KENSA_ROBUSTNESS_AUTO_MAX_TEST_IMAGES", "0")
 os.environ["DATABASE_URL"] = os.environ.get("KENSA_TEST_DATABASE_URL") or f"sqlite:///{_scratch / 'kensa.sqlite3'}"
 
 from webapp.settings import *  # noqa: E402,F403

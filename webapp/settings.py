@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "webapp.review",
     "webapp.audit",
     "webapp.stations",
+    "webapp.robustness",
 ]
 
 MIDDLEWARE = [
@@ -158,6 +159,8 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 KENSA_MAX_IMAGE_PIXELS = env_int("KENSA_MAX_IMAGE_PIXELS", 64_000_000)
 KENSA_MAX_IMAGE_BYTES = env_int("KENSA_MAX_IMAGE_BYTES", 100 * 1024 * 1024)
+# Training starts a robustness run by itself for test splits up to this many images (0: only by the button).
+KENSA_ROBUSTNESS_AUTO_MAX_TEST_IMAGES = env_int("KENSA_ROBUSTNESS_AUTO_MAX_TEST_IMAGES", 150)
 # Pixels x bytes per pixel as decoded (RGB and RGBA: 4): what one image may take in memory while it is checked.
 KENSA_MAX_DECODED_BYTES = env_int("KENSA_MAX_DECODED_BYTES", 256 * 1024 * 1024)
 KENSA_MAX_ARCHIVE_BYTES = env_int("KENSA_MAX_ARCHIVE_BYTES", 4 * 1024 * 1024 * 1024)

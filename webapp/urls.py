@@ -12,6 +12,7 @@ from webapp.images import views as images
 from webapp.inference import views as inference
 from webapp.projects import views as projects
 from webapp.review import views as review
+from webapp.robustness import views as robustness
 from webapp.training import views as training
 
 P = "projects/<uuid:project_id>"
@@ -58,6 +59,13 @@ urlpatterns = [
     path(f"{P}/versions/<uuid:version_id>/", dashboard.version_detail, name="version_detail"),
     path(f"{P}/versions/<uuid:version_id>/threshold/", dashboard.version_threshold_save, name="version_threshold_save"),
     path(f"{P}/versions/<uuid:version_id>/bundle/", bundle_views.version_bundle, name="version_bundle"),
+    path(f"{P}/versions/<uuid:version_id>/robustness/", robustness.robustness_report, name="robustness_report"),
+    path(f"{P}/versions/<uuid:version_id>/robustness/start/", robustness.robustness_start, name="robustness_start"),
+    path(
+        f"{P}/robustness/<uuid:run_id>/worst/<int:index>/<slug:kind>.png",
+        robustness.robustness_example,
+        name="robustness_example",
+    ),
     path(f"{PRED}/heatmap/", dashboard.prediction_file, {"kind": "heatmap"}, name="prediction_heatmap"),
     path(f"{PRED}/mask/", dashboard.prediction_file, {"kind": "mask"}, name="prediction_mask"),
     path(f"{PRED}/input/", dashboard.prediction_file, {"kind": "input"}, name="prediction_input"),

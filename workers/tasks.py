@@ -68,6 +68,19 @@ def training_runs_reap_task() -> None:
         log.info("reaper: %s", result)
 
 
+# On the training queue: minutes of scoring under every perturbation (issue 19), like training, not the quick jobs
+# of the default queue. A run that outlives its worker is failed by the next request (webapp.robustness.services).
+@kensa_task("robustness.run", queue=TRAIN_QUEUE, soft_time_limit=3600, time_limit=3900, acks_late=True)
+def robustness_run_task(run_id: int) -> None:
+    from webapp.robustness.execution import robustness_run_execute
+    from webapp.robustness.services import robustness_run_claim
+
+    if not robustness_run_claim(run_id=run_id):
+        log.info("robustness run %s already claimed or gone", run_id)
+        return
+    robustness_run_execute(run_id=run_id)
+
+
 @kensa_task("api.batch_run", soft_time_limit=3600, time_limit=3900)
 def batch_job_run_task(job_id: int) -> None:
     from webapp.api.services import batch_job_run
