@@ -114,6 +114,27 @@ SCHEMAS = {
         "required": ["x0", "y0", "x1", "y1", "area"],
         "properties": {key: {"type": "integer"} for key in ("x0", "y0", "x1", "y1", "area")},
     },
+    "Detection": {
+        "type": "object",
+        "description": "One defect the model found, in pixels of the image as sent (EXIF orientation applied): "
+        "the family's own detections where it learned from drawn defects, else one per region of the predicted mask.",
+        "required": ["box", "label", "confidence"],
+        "properties": {
+            "box": {
+                "type": "array",
+                "items": {"type": "integer"},
+                "minItems": 4,
+                "maxItems": 4,
+                "description": "[x0, y0, x1, y1]; x1 and y1 exclusive.",
+            },
+            "label": {"type": "string", "description": "The defect class; empty when the model names none."},
+            "confidence": {
+                "type": "number",
+                "description": "In [0, 1]; 0.5 is the threshold (the normalised score of the region's peak) for "
+                "families without their own probability.",
+            },
+        },
+    },
     "Prediction": {
         "type": "object",
         "required": ["is_anomalous", "score", "normalised_score", "threshold", "model_version", "boxes", "review"],
@@ -144,6 +165,11 @@ SCHEMAS = {
             "anomaly_map_png_base64": {"type": "string", "description": "Only with ?include=maps."},
             "mask_png_base64": {"type": "string", "description": "Only with ?include=maps."},
             "boxes": {"type": "array", "items": _ref("Box"), "description": "Largest first."},
+            "detections": {
+                "type": "array",
+                "items": _ref("Detection"),
+                "description": "Highest confidence first.",
+            },
             "review": {"type": "boolean", "description": "Whether the call was sent to people for review."},
         },
     },

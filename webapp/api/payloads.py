@@ -11,6 +11,7 @@ from django.urls import reverse
 
 from webapp.api.models import BatchJob, JobStatus
 from webapp.dashboard.selectors import version_metrics
+from webapp.inference.detections import stored_detections
 from webapp.inference.models import Prediction
 from webapp.projects.models import Project
 from webapp.training.models import ModelVersion
@@ -69,6 +70,7 @@ def prediction_payload(
         "anomaly_map": _url(request, "api_prediction_map", project_id=project_id, prediction_id=prediction.id),
         "mask": _url(request, "api_prediction_mask", project_id=project_id, prediction_id=prediction.id),
         "boxes": boxes,
+        "detections": stored_detections(prediction)["detections"],
         "review": hasattr(prediction, "review_item"),  # the project's review policy sent it to people
     }
     if include_maps:

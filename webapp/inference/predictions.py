@@ -14,7 +14,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from ml.thresholds import Calibration
 from ml.types import Prediction as MlPrediction
-from webapp.images.services import annotation_mask_png
+from webapp.inference.detections import detections_of, mask_png_with_detections
 from webapp.inference.models import Prediction
 from webapp.storage import stored_file_write
 
@@ -50,14 +50,25 @@ def predicted_mask(prediction: MlPrediction, threshold: float) -> np.ndarray:
 
 
 def prediction_store(
-    *, version: ModelVersion, image, prediction: MlPrediction, calibration: Calibration, purpose: str, **fields
+    *,
+    version: ModelVersion,
+    image,
+    prediction: MlPrediction,
+    calibration: Calibration,
+    purpose: str,
+    input_size: tuple[int, int] | None = None,
+    **fields,
 ) -> Prediction:
     """Stores one prediction row with its map and mask PNGs under the version's run folder; `fields` are more
-    columns of the row (the kept input of an upload)."""
+    columns of the row (the kept input of an upload). The mask PNG carries the detections (webapp.inference.
+    detections), in pixels of the image as sent: `input_size` (width, height) when the model saw a shrunk copy."""
     threshold = calibration.threshold
     base = f"{version.artifact_prefix}/predictions/{purpose}/{image.sha256 if image else uuid.uuid4().hex}"
     map_name = stored_file_write(f"{base}_map.png", anomaly_map_png(prediction.anomaly_map, calibration))
-    mask_name = stored_file_write(f"{base}_mask.png", annotation_mask_png(predicted_mask(prediction, threshold)))
+    mask = predicted_mask(prediction, threshold)
+    found = detections_of(prediction, mask, calibration, input_size=input_size)
+    size = input_size or (mask.shape[1], mask.shape[0])
+    mask_name = stored_file_write(f"{base}_mask.png", mask_png_with_detections(mask, found, size=size))
     return Prediction.objects.create(
         model_version=version,
         image=image,

@@ -153,7 +153,13 @@ def _results_store(
     results = []
     for image, prediction in zip(images, predictions, strict=True):
         row = prediction_store(
-            version=version, image=image, prediction=prediction, calibration=calibration, purpose=purpose, **fields
+            version=version,
+            image=image,
+            prediction=prediction,
+            calibration=calibration,
+            purpose=purpose,
+            input_size=input_size,
+            **fields,
         )
         boxes = mask_boxes(predicted_mask(prediction, calibration.threshold))
         if input_size is not None:
