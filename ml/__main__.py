@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--train-limit", type=int, default=None, help="use a seeded subset of N training images")
     bench.add_argument("--image-size", type=int, default=None, help="side in pixels the model works at")
     bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument(
+        "--draws", type=int, default=None, help="seeded draws (seed, seed+1, ...); default 5 with --train-limit, else 1"
+    )
     bench.add_argument("--json", type=Path, default=None, help="write the full report here")
     bench.add_argument("--supervised-fraction", type=float, default=0.5, help="unet: share of defects to train on")
     bench.add_argument(
@@ -57,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from ml.bench import BenchOptions, format_table, run_bench, write_json
+    from ml.bench_draws import draws_for, format_spread
 
     config = {}
     for item in args.set:
@@ -73,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         supervised_fraction=args.supervised_fraction,
         config=config,
         verbose=not args.quiet,
+        draws=draws_for(args.train_limit, args.draws),
     )
     if args.robustness:  # issue 19: the robustness table instead of the accuracy one
         from ml.robustness import format_robustness_table
@@ -88,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     report = run_bench(options)
     print(format_table(report))
+    if "spread" in report:  # several draws: the table holds their means
+        print(format_spread(report))
     if "leaderboard" in report:  # --model compare: the candidates on validation, then on test
         print(report["leaderboard"], report["test_leaderboard"], sep="\n")
     if args.json is not None:

@@ -44,6 +44,7 @@ class BenchOptions:
     supervised_fraction: float = 0.5
     config: dict | None = None  # extra constructor arguments for the family (e.g. from --set key=value)
     verbose: bool = True
+    draws: int = 1  # seeded draws of the training subset, summarised by ml.bench_draws when above 1
 
 
 def cpu_seconds() -> float:
@@ -131,6 +132,10 @@ def predict_test_set(
 def run_bench(options: BenchOptions) -> dict:
     """Fits, predicts the test set and returns the report dict (keys listed in docs/benchmarks.md)."""
     with torch_threads(os.cpu_count() or 1):
+        if options.draws > 1:  # issue 21: few-shot figures as mean and spread over seeded draws
+            from ml.bench_draws import run_draws
+
+            return run_draws(options, _run_bench, options.draws)
         return _run_bench(options)
 
 
