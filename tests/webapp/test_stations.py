@@ -3,6 +3,7 @@ webhook, a sorted folder and a Modbus TCP server, plus the pages and their acces
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -90,6 +91,13 @@ def test_a_folder_station_judges_each_file_once_and_tells_every_sink(trained_ver
     assert (registers[2] << 16 | registers[3], registers[4] << 16 | registers[5]) == (3, 1)
     station.refresh_from_db()
     assert (station.ok_count, station.ng_count, station.review_count) == (3, 1, 0)
+    # and trimming keeps the newest images only, with every verdict
+    kept = Inspection.objects.filter(station=station).order_by("-id").first()
+    stored = kept.prediction.input_file.path
+    old = Inspection.objects.filter(station=station).order_by("id").first().prediction
+    assert services.station_images_trim(station_id=station.id, keep=1) == 3
+    assert Inspection.objects.filter(station=station, prediction__isnull=True).count() == 3
+    assert os.path.exists(stored) and not os.path.exists(old.input_file.path)
 
 
 def test_a_review_band_sends_uncertain_images_to_the_review_queue(trained_version, owner, tmp_path, runner_thread):
@@ -114,9 +122,9 @@ def test_a_review_band_sends_uncertain_images_to_the_review_queue(trained_versio
     assert item.prediction.input_file and item.prediction.input_name == "part.png"
 
 
-def test_a_lease_keeps_a_station_on_one_runner_until_it_expires(trained_version, owner, tmp_path):
+def test_a_lease_keeps_a_station_on_one_runner_until_it_expires(project, owner, tmp_path):
     station = services.station_create(
-        project=trained_version.project,
+        project=project,
         user=owner,
         name="Leased",
         source_kind="folder",
@@ -137,13 +145,9 @@ def test_a_lease_keeps_a_station_on_one_runner_until_it_expires(trained_version,
 
 
 def test_station_pages_owners_manage_members_watch_strangers_get_404(
-    client, trained_version, owner, member_with, outsider, tmp_path
+    client, project, owner, member_with, outsider, tmp_path
 ):
-    project = trained_version.project
-    from webapp.projects.models import Membership
-
-    viewer = member_with(Role.VIEWER) if Membership.objects.filter(project=project).count() else None
-    Membership.objects.get_or_create(project=project, user=viewer, defaults={"role": Role.VIEWER})
+    viewer = member_with(Role.VIEWER)
     list_url = reverse("station_list", args=[project.public_id])
     client.force_login(owner)
     response = client.post(

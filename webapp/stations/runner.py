@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 NO_MODEL = "No model to run: train and activate a version, or pin one."
 RETRY_AFTER_ERROR_S = 5.0
+TRIM_EVERY_S = 60.0
 
 
 def runner_name() -> str:
@@ -158,6 +159,8 @@ class StationWorker(threading.Thread):
                 decision=decision,
                 version=version,
                 rules=rules,
+                data=frame.data if image is frame.image else b"",  # a shrunk frame is stored as judged
+                extension=frame.extension,
             )
         except IntegrityError:
             log.info("station %s: %s was judged already", station.id, frame.name)
@@ -168,8 +171,17 @@ class StationWorker(threading.Thread):
 class Runner:
     """Claims and runs stations until `stop` is set. `max_stations` caps how many this runner takes."""
 
-    def __init__(self, *, name: str | None = None, lease_seconds: float = 30.0, max_stations: int | None = None):
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        lease_seconds: float = 30.0,
+        max_stations: int | None = None,
+        keep_images: int = 1000,
+    ):
         self.name = name or runner_name()
+        self.keep_images = keep_images
+        self._trimmed_at = 0.0
         self.lease_seconds = lease_seconds
         self.heartbeat_seconds = max(0.2, lease_seconds / 3)
         self.max_stations = max_stations
@@ -192,6 +204,10 @@ class Runner:
         close_old_connections()
         self._renew()
         self._claim()
+        if time.monotonic() - self._trimmed_at >= TRIM_EVERY_S:
+            self._trimmed_at = time.monotonic()
+            for station_id in list(self.workers):
+                services.station_images_trim(station_id=station_id, keep=self.keep_images)
 
     def _renew(self) -> None:
         current = {

@@ -21,6 +21,10 @@ class Frame:
     name: str  # file name or "frame-<n>"
     captured_at: float  # time.time() when it arrived
     key: str = ""  # unique id for exactly-once (e.g. the file path + size + mtime); "" for live frames
+    # Optional: the encoded original (a file's bytes) and its extension (".png"); kept as the stored input as is,
+    # so the runner need not encode the image again. Empty for live frames (the runner encodes those).
+    data: bytes = b""
+    extension: str = ""
 
 
 class FrameSource(Protocol):

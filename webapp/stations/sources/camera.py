@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 OPEN_TIMEOUT_MS = 5000
 READ_TIMEOUT_MS = 5000
 BACKOFF_FIRST_S = 0.5
-BACKOFF_MAX_S = 4.0
+BACKOFF_MAX_S = 2.0
 # A trigger that no frame answered within this time (the stream was down) is dropped, not answered late with an
 # image of a later part.
 TRIGGER_TIMEOUT_S = 2.0

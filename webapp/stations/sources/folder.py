@@ -12,6 +12,7 @@ judged but not yet moved when a runner died is moved, not judged again.
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import time
@@ -43,10 +44,11 @@ def _unique_target(directory: Path, name: str) -> Path:
     return target
 
 
-def decode_image(path: Path) -> np.ndarray:
-    """Decode an image file to H x W x 3 uint8 RGB; raises ValueError with a reason a person can read."""
+def decode_image(source: Path | bytes) -> np.ndarray:
+    """Decode an image file (a path or its bytes) to H x W x 3 uint8 RGB; raises ValueError with a reason a person
+    can read."""
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             image.load()
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
     except UnidentifiedImageError:
@@ -135,7 +137,8 @@ class FolderSource:
                 path = self.root / name
                 arrived_at = time.time()
                 try:
-                    image = decode_image(path)
+                    data = path.read_bytes()
+                    image = decode_image(data)
                 except FileNotFoundError:
                     continue
                 except ValueError as error:
@@ -143,7 +146,14 @@ class FolderSource:
                     continue
                 self._in_flight.add(key)
                 self._previous.pop(name, None)
-                yield Frame(image=image, name=name, captured_at=arrived_at, key=key)
+                yield Frame(
+                    image=image,
+                    name=name,
+                    captured_at=arrived_at,
+                    key=key,
+                    data=data,
+                    extension=Path(name).suffix.lower(),
+                )
             stop.wait(self.poll_seconds)
 
     def done(self, frame: Frame, *, ok: bool, reason: str = "") -> None:
