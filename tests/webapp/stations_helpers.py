@@ -3,6 +3,7 @@ receiver, and a Mosquitto broker on a free port."""
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import hmac
 import http.server
@@ -83,9 +84,12 @@ class Mosquitto:
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "mosquitto.conf"
+        # Persistence keeps the subscriber's session (and its queued QoS 1 messages) across a restart. `user`: run
+        # as whoever runs the tests (as root it would switch to `mosquitto`, which cannot write into our folder).
         config.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npid_file {self.workdir / 'mosquitto.pid'}\n"
-            "persistence false\n"
+            f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\n"
+            f"user {getpass.getuser()}\n"
         )
         self.process = subprocess.Popen(
             [MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
