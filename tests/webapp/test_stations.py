@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 from django.urls import reverse
+from paho.mqtt import publish
 from pymodbus.client import ModbusTcpClient
 
 from tests.conftest import free_port, wait_for
-from tests.webapp.stations_helpers import WebhookReceiver, drop_image
+from tests.webapp.camera_servers import CameraServer
+from tests.webapp.stations_helpers import Mosquitto, WebhookReceiver, drop_image
+from webapp.api.services import api_token_create
 from webapp.projects.models import Role
 from webapp.review.models import ReviewItem
 from webapp.stations import services
@@ -100,10 +104,28 @@ def test_a_folder_station_judges_each_file_once_and_tells_every_sink(trained_ver
     assert os.path.exists(stored) and not os.path.exists(old.input_file.path)
 
 
-def test_a_review_band_sends_uncertain_images_to_the_review_queue(trained_version, owner, tmp_path, runner_thread):
-    # given a station whose band covers every score
+def test_a_review_band_sends_uncertain_images_to_review_and_triggers_take_one_camera_frame_each(
+    client, trained_version, owner, tmp_path, runner_thread
+):
+    # given a station whose band covers every score, and a camera station in trigger mode (HTTP and MQTT)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
+    camera = CameraServer("mjpeg", tmp_path / "camera", fps=10)
+    camera.start()
+    broker = Mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    camera_station = services.station_create(
+        project=trained_version.project,
+        user=owner,
+        name="Camera",
+        source_kind="mjpeg",
+        source_settings={
+            "url": camera.url,
+            "mode": "trigger",
+            "trigger_mqtt": {"host": "127.0.0.1", "port": broker.port, "topic": "line/part-present"},
+        },
+    )
+    _, secret = api_token_create(project=trained_version.project, name="plc", scopes=["predict"], created_by=owner)
     station = services.station_create(
         project=trained_version.project,
         user=owner,
@@ -120,6 +142,24 @@ def test_a_review_band_sends_uncertain_images_to_the_review_queue(trained_versio
     assert inspection.verdict == "review"
     item = ReviewItem.objects.get(prediction=inspection.prediction)
     assert item.prediction.input_file and item.prediction.input_name == "part.png"
+    try:
+        # when the line's controller triggers the camera: once over HTTP, then once over MQTT
+        wait_for(lambda: Station.objects.get(id=camera_station.id).claimed_by, message="camera station claimed")
+        time.sleep(1.0)  # nothing is judged without a trigger
+        assert not Inspection.objects.filter(station=camera_station).exists()
+        url = reverse("station_trigger", args=[trained_version.project.public_id, camera_station.public_id])
+        assert client.post(url).status_code == 401  # a token is needed
+        response = client.post(url, headers={"Authorization": f"Bearer {secret}"})
+        assert response.status_code == 200 and response.json()["triggers"] == 1
+        # then exactly one frame is judged per trigger
+        wait_for(lambda: Inspection.objects.filter(station=camera_station).count() == 1, message="HTTP trigger")
+        publish.single("line/part-present", "1", qos=1, hostname="127.0.0.1", port=broker.port)
+        wait_for(lambda: Inspection.objects.filter(station=camera_station).count() == 2, message="MQTT trigger")
+        time.sleep(1.0)
+        assert Inspection.objects.filter(station=camera_station).count() == 2
+    finally:
+        camera.stop()
+        broker.stop()
 
 
 def test_a_lease_keeps_a_station_on_one_runner_until_it_expires(project, owner, tmp_path):

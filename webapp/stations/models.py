@@ -57,6 +57,8 @@ class Station(models.Model):
     ng_count = models.PositiveBigIntegerField(default=0)
     review_count = models.PositiveBigIntegerField(default=0)
     failed_count = models.PositiveBigIntegerField(default=0)
+    # Triggers asked over HTTP (a camera in trigger mode takes one frame per trigger): the runner watches the count.
+    trigger_requests = models.PositiveBigIntegerField(default=0)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

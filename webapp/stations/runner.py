@@ -27,6 +27,7 @@ from webapp.stations.outbox import DeliveryLoop
 from webapp.stations.rules import decide
 from webapp.stations.sinks import sender_for
 from webapp.stations.sources import source_for
+from webapp.stations.triggers import DatabaseTriggerWatcher, MqttTriggerListener
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,14 @@ class StationWorker(threading.Thread):
         source = source_for(station.source_kind, station.source_settings, station_id=station.id)
         sinks_stop = threading.Event()
         loops: list[DeliveryLoop] = []
+        mqtt_triggers = None
         try:
+            if hasattr(source, "trigger"):
+                DatabaseTriggerWatcher(station_id=station.id, source=source, stop=sinks_stop).start()
+                if isinstance(station.source_settings.get("trigger_mqtt"), dict):
+                    mqtt_triggers = MqttTriggerListener(
+                        station_id=station.id, source=source, settings=station.source_settings["trigger_mqtt"]
+                    )
             for sink in station.sinks.all():
                 sender = sender_for(sink.kind, sink.settings, station_id=station.id, sink_id=sink.id)
                 self.senders[sink.id] = sender
@@ -119,6 +127,8 @@ class StationWorker(threading.Thread):
                     loop.wake.set()
         finally:
             sinks_stop.set()
+            if mqtt_triggers is not None:
+                mqtt_triggers.close()
             for loop in loops:
                 loop.join(10)
             for sender in self.senders.values():

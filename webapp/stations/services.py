@@ -351,6 +351,16 @@ def inspection_key_seen(*, station_id: int, key: str) -> bool:
     return bool(key) and Inspection.objects.filter(station_id=station_id, key=key[:400]).exists()
 
 
+def station_trigger(*, station: Station) -> int:
+    """Asks the station's camera for one frame now (a part is in front of it); the runner polls this count."""
+    Station.objects.filter(id=station.id).update(trigger_requests=F("trigger_requests") + 1)
+    return Station.objects.values_list("trigger_requests", flat=True).get(id=station.id)
+
+
+def station_trigger_count(*, station_id: int) -> int:
+    return Station.objects.values_list("trigger_requests", flat=True).get(id=station_id)
+
+
 def station_failed_count(*, station_id: int) -> None:
     Station.objects.filter(id=station_id).update(failed_count=F("failed_count") + 1)
 

@@ -8,10 +8,11 @@ import uuid
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from webapp.api.decorators import api_endpoint
 from webapp.projects.access import Action, project_for, role_allows
 from webapp.stations import selectors, services
 from webapp.stations.forms import SinkForm, StationForm
@@ -190,12 +191,22 @@ def sink_retry(request: HttpRequest, project_id: uuid.UUID, station_id: uuid.UUI
     return redirect("station_detail", project.public_id, station.public_id)
 
 
+@api_endpoint(methods=("POST",), scope="predict")
+def station_trigger(request: HttpRequest, station_id: uuid.UUID, *, token, project) -> HttpResponse:
+    """For the line's controller: one frame now from a camera in trigger mode. Bearer token of the project."""
+    station = Station.objects.filter(project=project, public_id=station_id).first()
+    if station is None:
+        return JsonResponse({"error": {"code": "not_found", "message": "No such station."}}, status=404)
+    return JsonResponse({"station": str(station.public_id), "triggers": services.station_trigger(station=station)})
+
+
 STATION_URLS = [
     # (route under projects/<uuid:project_id>/, view, name)
     ("stations/", station_list, "station_list"),
     ("stations/<uuid:station_id>/", station_detail, "station_detail"),
     ("stations/<uuid:station_id>/edit/", station_edit, "station_edit"),
     ("stations/<uuid:station_id>/pause/", station_pause, "station_pause"),
+    ("stations/<uuid:station_id>/trigger/", station_trigger, "station_trigger"),
     ("stations/<uuid:station_id>/delete/", station_delete, "station_delete"),
     ("stations/<uuid:station_id>/sinks/", sink_add, "sink_add"),
     ("stations/<uuid:station_id>/sinks/<int:sink_id>/remove/", sink_remove, "sink_remove"),
