@@ -190,3 +190,17 @@ def test_the_webhook_signature_is_hmac_sha256_of_the_body():
     assert signature("Jefe", b"what do ya want for nothing?") == (
         "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
     )
+
+
+def test_a_region_takes_the_class_of_the_detection_over_it():
+    from webapp.inference.services import Box
+    from webapp.stations.services import regions_from_boxes
+
+    boxes = [Box(x0=0, y0=0, x1=10, y1=10, area=60), Box(x0=50, y0=50, x1=60, y1=60, area=30)]
+    detections = [{"box": [48, 49, 61, 60], "label": "scratch", "confidence": 0.9}]
+    regions = regions_from_boxes(boxes, detections)
+    assert [r.defect_class for r in regions] == ["defect", "scratch"]
+    rules = rules_validate({"regions": [{"class": "scratch", "min_area_px": 20}, {"class": "*", "min_area_px": 100}]})
+    assert decide(normalised_score=0.9, regions=regions, rules=rules).reasons == [
+        "1 scratch region(s) over the minimum area (at most 0 allowed)"
+    ]

@@ -20,6 +20,7 @@ import numpy as np
 from django.db import IntegrityError, close_old_connections, connection
 from PIL import Image as PILImage
 
+from webapp.inference.detections import stored_detections
 from webapp.inference.services import PREDICT_MAX_SIDE, model_for_version, predict_arrays
 from webapp.stations import services
 from webapp.stations.models import Station
@@ -154,7 +155,10 @@ class StationWorker(threading.Thread):
             services.station_failed_count(station_id=station.id)
             self.source.done(frame, ok=False, reason=f"prediction failed: {error}")
             return
-        regions = services.regions_from_boxes(result.boxes)
+        detections = None
+        if result.boxes and services.rules_name_classes(rules):  # the classes are read back only when rules use them
+            detections = stored_detections(result.prediction)["detections"]
+        regions = services.regions_from_boxes(result.boxes, detections)
         decision = decide(normalised_score=result.prediction.normalised_score, regions=regions, rules=rules)
         try:
             services.inspection_record(

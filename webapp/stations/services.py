@@ -239,9 +239,27 @@ def station_rules_in_force(*, station: Station) -> dict:
     return rules
 
 
-def regions_from_boxes(boxes: list[Box]) -> list[Region]:
-    # Anomaly families find defects without naming their class: every region is of class "defect".
-    return [Region(x0=b.x0, y0=b.y0, x1=b.x1, y1=b.y1, area_px=b.area) for b in boxes]
+def _overlap(box: Box, other: list[int]) -> int:
+    width = min(box.x1, other[2]) - max(box.x0, other[0])
+    height = min(box.y1, other[3]) - max(box.y0, other[1])
+    return max(0, width) * max(0, height)
+
+
+def regions_from_boxes(boxes: list[Box], detections: list[dict] | None = None) -> list[Region]:
+    """A region per mask region, its class that of the detection overlapping it most (families that learn from
+    drawn defects name it, webapp.inference.detections); "defect" when none names one (anomaly families)."""
+    regions = []
+    for b in boxes:
+        label = ""
+        if detections:
+            best = max(detections, key=lambda d: _overlap(b, d["box"]))
+            label = best["label"] if _overlap(b, best["box"]) else ""
+        regions.append(Region(x0=b.x0, y0=b.y0, x1=b.x1, y1=b.y1, area_px=b.area, defect_class=label or "defect"))
+    return regions
+
+
+def rules_name_classes(rules: dict) -> bool:
+    return any(rule["class"] != "*" for rule in rules.get("regions") or [])
 
 
 def _region_json(region: Region, pixels_per_mm: float | None) -> dict:

@@ -358,9 +358,9 @@ class ReplaySource:
         key = f"replay:{stat.st_size}:{stat.st_mtime_ns}:{'' if index is None else index}:{path}"
         return key[:200] + key[-200:] if len(key) > 400 else key
 
-    def _paced(self, pictures: Iterator[tuple[str, str, np.ndarray]], stop: threading.Event) -> Iterator[Frame]:
+    def _paced(self, pictures: Iterator[Frame], stop: threading.Event) -> Iterator[Frame]:
         next_due = time.monotonic()
-        for key, name, image in pictures:
+        for frame in pictures:
             if stop.is_set():
                 return
             if self._fps:
@@ -368,9 +368,10 @@ class ReplaySource:
                     return
                 next_due = max(next_due + 1 / self._fps, time.monotonic() - 1 / self._fps)
             self.replayed += 1
-            yield Frame(image=image, name=name, captured_at=time.time(), key=key)
+            frame.captured_at = time.time()
+            yield frame
 
-    def _video(self) -> Iterator[tuple[str, str, np.ndarray]]:
+    def _video(self) -> Iterator[Frame]:
         capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
         try:
             if not capture.isOpened():
@@ -387,12 +388,13 @@ class ReplaySource:
                     if not ok or bgr is None:
                         return
                     rgb = cv2.cvtColor(_three_channels(bgr), cv2.COLOR_BGR2RGB)
-                    yield self._key(self.path, index), f"{self.path.stem}-{index:06d}", rgb
+                    name = f"{self.path.stem}-{index:06d}"
+                    yield Frame(image=rgb, name=name, captured_at=0.0, key=self._key(self.path, index))
                 index += 1
         finally:
             capture.release()
 
-    def _images(self) -> Iterator[tuple[str, str, np.ndarray]]:
+    def _images(self) -> Iterator[Frame]:
         self._fps = self.fps or 0
         names = sorted(
             (p.name for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")),
@@ -404,8 +406,12 @@ class ReplaySource:
             if index % self.every:
                 continue
             try:
-                image = decode_image(self.path / name)
+                data = (self.path / name).read_bytes()
+                image = decode_image(data)
             except ValueError as error:  # one bad file in a recording is skipped, not the rest of the shift
                 log.warning("station %s: %s skipped: %s", self.station_id, name, error)
                 continue
-            yield self._key(self.path / name), name, image
+            # The file's own bytes go with the frame: the stored input is the recorded image, not a re-encoding.
+            extension = Path(name).suffix.lower()
+            key = self._key(self.path / name)
+            yield Frame(image=image, name=name, captured_at=0.0, key=key, data=data, extension=extension)
