@@ -126,7 +126,9 @@ def test_requests_refusals_training_hook_and_silent_runs(client, trained_version
 
 
 @pytest.mark.integration
-def test_training_on_the_worker_is_followed_by_its_robustness_run(owner, broker, tmp_path, monkeypatch):
+def test_training_on_the_worker_is_followed_by_its_robustness_run(
+    transactional_db, owner, broker, tmp_path, monkeypatch
+):
     # given a worker whose training starts robustness runs for small test splits
     from webapp.samples import sample_project_create
     from webapp.training import services as training
