@@ -270,6 +270,8 @@ def test_an_image_sequence_is_replayed_in_natural_order_skipping_a_broken_file(t
     # then
     assert [f.name for f in frames] == ["frame-1.png", "frame-2.png", "frame-10.png"]
     assert [read_counter(f.image) for f in frames] == [1, 2, 10]
+    # and each frame carries its file's bytes, kept as the stored input instead of a re-encoding
+    assert frames[2].data == (folder / "frame-10.png").read_bytes() and frames[2].extension == ".png"
 
 
 @pytest.mark.parametrize(
