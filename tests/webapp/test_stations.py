@@ -213,3 +213,13 @@ def test_station_pages_owners_manage_members_watch_strangers_get_404(
     assert client.post(pause_url, {"paused": "1"}).status_code == 302
     station.refresh_from_db()
     assert station.paused
+    # editing saves the settings and bumps the revision, so a runner restarts the station with them
+    edit_url = reverse("station_edit", args=[project.public_id, station.public_id])
+    form = {"name": "Cam 1b", "source_kind": "folder", "folder_path": str(tmp_path), "source_settings": "{}"}
+    client.post(edit_url, {**form, "rules": '{"review_band": [0.45, 0.55]}'})
+    station.refresh_from_db()
+    assert (station.name, station.rules, station.revision) == ("Cam 1b", {"review_band": [0.45, 0.55]}, 2)
+    response = client.post(edit_url, {**form, "rules": '{"review_band": [0.9, 0.1]}'}, follow=True)
+    assert "review band" in response.content.decode()
+    station.refresh_from_db()
+    assert station.revision == 2  # refused: nothing saved
