@@ -213,6 +213,7 @@ class Runner:
                 stop.wait(self.heartbeat_seconds)
         finally:
             self.shutdown()
+            connection.close()  # this thread's own; a runner in a thread must not leave it open
 
     def tick(self) -> None:
         close_old_connections()
