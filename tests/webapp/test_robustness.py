@@ -13,7 +13,7 @@ from django.core.files.storage import default_storage
 from django.urls import reverse
 from django.utils import timezone
 
-from tests.conftest import CeleryWorker, purge_queues, wait_for
+from tests.conftest import wait_for
 from tests.webapp.conftest import make_user, trained_version  # noqa: F401  (fixture)
 from webapp.projects.models import Membership, Role
 from webapp.robustness import services
@@ -125,42 +125,41 @@ def test_requests_refusals_training_hook_and_silent_runs(client, trained_version
     assert RobustnessRun.objects.filter(status=RobustnessStatus.QUEUED, requested_by__isnull=False).count() == 1
 
 
+@pytest.fixture
+def robustness_after_training_on(monkeypatch):
+    """Training measures robustness for small test splits, in this process and in workers started after this."""
+    monkeypatch.setenv("KENSA_ROBUSTNESS_AUTO_MAX_TEST_IMAGES", "150")
+
+
 @pytest.mark.integration
-def test_training_on_the_worker_is_followed_by_its_robustness_run(
-    transactional_db, owner, broker, tmp_path, monkeypatch
-):
-    # given a worker whose training starts robustness runs for small test splits
+def test_training_on_the_worker_is_followed_by_its_robustness_run(owner, robustness_after_training_on, celery_worker):
+    # given a worker whose training starts robustness runs for small test splits (the fixture order matters)
     from webapp.samples import sample_project_create
     from webapp.training import services as training
     from webapp.training.models import ModelVersion, RunStatus, TrainingRun
 
-    monkeypatch.setenv("KENSA_ROBUSTNESS_AUTO_MAX_TEST_IMAGES", "150")
-    purge_queues(broker.url)
-    worker = CeleryWorker(broker.url, "default,train", tmp_path / "worker.log")
-    worker.start()
-    try:
-        project = sample_project_create(owner=owner, n_good=30, n_defect=9, size=96)
-        # when a run trains
-        run = training.training_run_request(project=project, requested_by=owner, family="gaussian", image_size=128)
-        done = wait_for(
-            lambda: TrainingRun.objects.get(id=run.id).status not in (RunStatus.QUEUED, RunStatus.RUNNING),
-            timeout=180,
-            message=f"training; worker log:\n{worker.log_text()[-3000:]}",
-        )
-        assert done
-        version = ModelVersion.objects.get(run_id=run.id)
-        # then the worker measures the new version's robustness, reporting progress on the way
-        seen_progress = []
+    project = sample_project_create(owner=owner, n_good=30, n_defect=9, size=96)
+    # when a run trains
+    run = training.training_run_request(project=project, requested_by=owner, family="gaussian", image_size=128)
+    done = wait_for(
+        lambda: TrainingRun.objects.get(id=run.id).status not in (RunStatus.QUEUED, RunStatus.RUNNING),
+        timeout=180,
+        message=f"training; worker log:\n{celery_worker.log_text()[-3000:]}",
+    )
+    assert done
+    version = ModelVersion.objects.get(run_id=run.id)
+    # then the worker measures the new version's robustness, reporting progress on the way
+    seen_progress = []
 
-        def ended():
-            measured = RobustnessRun.objects.filter(model_version=version).first()
-            if measured is not None and measured.status == RobustnessStatus.RUNNING:
-                seen_progress.append(measured.percent)
-            return measured is not None and not measured.is_active and measured
+    def ended():
+        measured = RobustnessRun.objects.filter(model_version=version).first()
+        if measured is not None and measured.status == RobustnessStatus.RUNNING:
+            seen_progress.append(measured.percent)
+        return measured is not None and not measured.is_active and measured
 
-        measured = wait_for(ended, timeout=240, interval=0.5, message=f"robustness; log:\n{worker.log_text()[-3000:]}")
-        assert measured.status == RobustnessStatus.SUCCEEDED, measured.error
-        assert measured.automatic and measured.report["conditions"] and measured.report["advice"]
-        assert any(0 < percent < 100 for percent in seen_progress)
-    finally:
-        worker.stop()
+    measured = wait_for(
+        ended, timeout=240, interval=0.5, message=f"robustness; log:\n{celery_worker.log_text()[-3000:]}"
+    )
+    assert measured.status == RobustnessStatus.SUCCEEDED, measured.error
+    assert measured.automatic and measured.report["conditions"] and measured.report["advice"]
+    assert any(0 < percent < 100 for percent in seen_progress)

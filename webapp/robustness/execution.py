@@ -9,15 +9,17 @@ import time
 
 import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 from django.db import close_old_connections
 from PIL import Image as PILImage
 
+from ml.registry import load_model
 from ml.robustness import RobustnessReport, robustness_run
 from ml.thresholds import Calibration
 from webapp.dashboard.overlays import heatmap_rgba_png, mask_rgba_png
 from webapp.images.services import annotation_mask_png
+from webapp.inference.model_files import artifact_local_dir
 from webapp.inference.predictions import anomaly_map_png
-from webapp.inference.services import model_for_version
 from webapp.robustness import services
 from webapp.robustness.models import RobustnessRun, RobustnessStatus
 from webapp.storage import stored_file_write, stored_folder_delete
@@ -94,7 +96,9 @@ def robustness_run_execute(*, run_id: int) -> None:
     try:
         samples = ProjectSamples(list(services.test_images_of(version)))
         progress("load", 0.0, f"Loading version {version.number}")
-        model = model_for_version(version)
+        # Loaded for this run only, not into the prediction cache: the training worker that runs it must not keep
+        # hundreds of MB of a model it will not use again. Where predictions compute (CPU unless told).
+        model = load_model(artifact_local_dir(version), device=settings.KENSA_PREDICT_DEVICE)
         report = robustness_run(model, samples, threshold=run.threshold, seed=0, progress=progress)
         summary = report.to_dict()
         summary["worst_cases"] = worst_cases_store(report, prefix=prefix, calibration=calibration)
