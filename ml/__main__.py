@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="extra model config, e.g. layers=[1,2,3]"
     )
     bench.add_argument("--device", default=None, help="where the model computes: auto, cpu, cuda or cuda:N")
+    bench.add_argument(
+        "--boxed-defects", type=int, default=None, help="compare: train from N defects given boxes (seeded, all types)"
+    )
+    bench.add_argument("--variant", default="original", help="compare: original, shift, lighting or clutter images")
     bench.add_argument("--quiet", action="store_true", help="no progress on stderr")
     bench.add_argument(
         "--robustness", action="store_true", help="how the model holds up under perturbations (ml/robustness.py)"
@@ -78,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         config=config,
         verbose=not args.quiet,
         draws=draws_for(args.train_limit, args.draws),
+        boxed_defects=args.boxed_defects,
+        variant=args.variant,
     )
     if args.robustness:  # issue 19: the robustness table instead of the accuracy one
         from ml.robustness import format_robustness_table

@@ -45,6 +45,8 @@ class BenchOptions:
     config: dict | None = None  # extra constructor arguments for the family (e.g. from --set key=value)
     verbose: bool = True
     draws: int = 1  # seeded draws of the training subset, summarised by ml.bench_draws when above 1
+    boxed_defects: int | None = None  # --model compare: train from this many boxed defects instead of outlines
+    variant: str = "original"  # --model compare: every image changed as ml.compare_bench.VARIANTS says
 
 
 def cpu_seconds() -> float:

@@ -149,7 +149,10 @@ def compare_candidates(
             skipped = f"skipped: the time budget of {budget_seconds:.0f} s was spent ({elapsed:.0f} s)"
             results.append(CandidateResult(candidate, None, {}, 0.0, error=skipped))
             continue
-        results.append(_try_candidate(candidate, train, validation, position, len(candidates), progress, device))
+        donors = [r.model for r in results if r.ok and r.candidate.family == BASELINE_FAMILY]
+        results.append(
+            _try_candidate(candidate, train, validation, position, len(candidates), progress, device, donors)
+        )
     fitted = [result for result in results if result.ok]
     if not fitted:
         reasons = "; ".join(f"{r.candidate.label}: {r.error}" for r in results)
@@ -166,6 +169,7 @@ def _try_candidate(
     count: int,
     progress: ProgressCallback,
     device: str | None,
+    donors: Sequence[AnomalyModel] = (),
 ) -> CandidateResult:
     def inner(stage: str, fraction: float, message: str) -> None:
         try:
@@ -179,6 +183,10 @@ def _try_candidate(
     fit_started, cpu_started = time.perf_counter(), time.process_time()
     try:
         model = create_model(candidate.family, **config)
+        # A family built on PatchCore (the hybrid) reuses a PatchCore fitted here on the same images.
+        adopt = getattr(model, "adopt_prior", None)
+        if adopt is not None:
+            any(adopt(donor) for donor in donors)
         inner("fit", 0.0, "training")
         model.fit(train, progress=inner)
         fit_seconds, fit_cpu_seconds = time.perf_counter() - fit_started, time.process_time() - cpu_started

@@ -4,22 +4,99 @@ Split: training gets the good training images plus `supervised_fraction` of each
 masks, as a user who outlined half the defects); a validation split is carved out of that training pool (a third
 of each defect type's training defects and VALIDATION_GOOD_SHARE of the good ones, seeded), the comparison picks
 its winner on it, and every candidate is then reported on the untouched test images with `bench`'s usual keys.
+With `boxed_defects` N, training gets N defects given boxes instead (drawn in turn from each defect type, seeded)
+and the test keeps all the others; `variant` changes every image (VARIANTS) to mimic a less tidy line.
 """
 
 from __future__ import annotations
 
 import copy
 import time
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from ml.bench import BenchOptions, _log, cpu_seconds, evaluate_fitted
 from ml.compare import Comparison, candidates_for, compare_candidates, format_leaderboard
 from ml.data import LazySamples, load_mvtec, supervised_split
-from ml.types import DEFECT
+from ml.detections import box_mask, boxes_from_mask
+from ml.perturbations import perturb
+from ml.types import DEFECT, Sample
 
 VALIDATION_DEFECT_SHARE = 1 / 3
 VALIDATION_GOOD_SHARE = 0.1
+# The practitioner's conditions (issue 20, after the model selection study): the part off centre (a random crop
+# resized back), random brightness and contrast, random coloured clutter on the background; (perturbation, strength)
+# pairs of ml.perturbations, applied to every image, each with its own seed.
+VARIANTS: dict[str, tuple[tuple[str, float], ...]] = {
+    "original": (),
+    "shift": (("crop", 0.2),),
+    "lighting": (("brightness", 0.2), ("contrast", 0.2)),
+    "clutter": (("clutter", 0.1),),
+}
+
+
+class PreparedSamples(Sequence[Sample]):
+    """LazySamples seen through a variant (every image perturbed, seeded per image) and, for the images in
+    `boxed`, with their outlines replaced by boxes (Sample.boxes; the mask becomes the filled boxes), as a user
+    who only draws boxes would give them. Keeps LazySamples' records / labels / kinds / subset for bench."""
+
+    def __init__(self, base: LazySamples, *, variant: str = "original", boxed: frozenset[Path] = frozenset()):
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+        self.base, self.variant, self.boxed = base, variant, boxed
+
+    @property
+    def records(self):
+        return self.base.records
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.base.labels
+
+    @property
+    def kinds(self) -> list[str]:
+        return self.base.kinds
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def subset(self, indices) -> PreparedSamples:
+        return PreparedSamples(self.base.subset(indices), variant=self.variant, boxed=self.boxed)
+
+    def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
+        sample = self.base[index]
+        record = self.base.records[index]
+        image, mask = sample.image, sample.mask
+        seed = zlib.crc32(str(record.image_path).encode())
+        for step, (name, strength) in enumerate(VARIANTS[self.variant]):
+            image, mask = perturb(image, mask, name, strength, seed=seed + step)
+        sample = Sample(image, sample.label, mask, sample.name)
+        if record.image_path in self.boxed and mask is not None:
+            boxes = boxes_from_mask(mask, label=record.kind)
+            sample = Sample(image, sample.label, box_mask(boxes, mask.shape), sample.name, boxes=boxes)
+        return sample
+
+
+def boxed_split(dataset, *, n_boxed: int, seed: int) -> tuple[LazySamples, LazySamples, frozenset[Path]]:
+    """(training pool, test, boxed paths): every good training image plus `n_boxed` defect images drawn in turn
+    from each defect type (seeded), for training; the good test images and the other defects for testing."""
+    rng = np.random.default_rng(seed)
+    by_kind: dict[str, list[int]] = {}
+    for index, kind in enumerate(dataset.test.kinds):
+        if kind != "good":
+            by_kind.setdefault(kind, []).append(index)
+    queues = {kind: [indices[i] for i in rng.permutation(len(indices))] for kind, indices in sorted(by_kind.items())}
+    chosen: list[int] = []
+    while len(chosen) < n_boxed and any(queues.values()):
+        for queue in queues.values():
+            if queue and len(chosen) < n_boxed:
+                chosen.append(queue.pop(0))
+    rest = [i for i in range(len(dataset.test)) if i not in set(chosen)]
+    boxed = frozenset(dataset.test.records[i].image_path for i in chosen)
+    return dataset.train + dataset.test.subset(sorted(chosen)), dataset.test.subset(rest), boxed
 
 
 def validation_split(pool: LazySamples, *, seed: int) -> tuple[LazySamples, LazySamples]:
@@ -45,11 +122,21 @@ def run_compare_bench(options: BenchOptions) -> dict:
     """The winner's report (bench's keys at the top level) plus `winner`, `candidates` (one report per candidate,
     each with its `validation` metrics and `label`), `rule`, `why` and `leaderboard`."""
     dataset = load_mvtec(options.data, train_limit=options.train_limit, seed=options.seed)
-    pool, test = supervised_split(dataset, fraction=options.supervised_fraction, seed=options.seed)
+    boxed: frozenset[Path] = frozenset()
+    if options.boxed_defects:
+        pool, test, boxed = boxed_split(dataset, n_boxed=options.boxed_defects, seed=options.seed)
+    else:
+        pool, test = supervised_split(dataset, fraction=options.supervised_fraction, seed=options.seed)
     train, validation = validation_split(pool, seed=options.seed)
+    train, validation, test = (
+        PreparedSamples(part, variant=options.variant, boxed=boxed) for part in (train, validation, test)
+    )
     labels = train.labels
     n_defect = int(np.sum(labels == DEFECT))
-    candidates = candidates_for(n_good=int(np.sum(labels != DEFECT)), n_defect=n_defect, n_annotated=n_defect)
+    n_boxed = sum(1 for record in train.records if record.image_path in boxed)
+    candidates = candidates_for(
+        n_good=int(np.sum(labels != DEFECT)), n_defect=n_defect, n_annotated=n_defect - n_boxed, n_boxed=n_boxed
+    )
     extra = dict(options.config or {})
     extra.pop("seed", None)
     for candidate in candidates:
@@ -93,6 +180,8 @@ def run_compare_bench(options: BenchOptions) -> dict:
         "compare_seconds": compare_seconds,
         "compare_cpu_seconds": compare_cpu_seconds,
         "n_validation": len(validation),
+        "n_boxed_defects": n_boxed,
+        "variant": options.variant,
         "leaderboard": format_leaderboard(comparison),
         "test_leaderboard": format_test_leaderboard(comparison, reports),
     }

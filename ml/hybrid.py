@@ -54,11 +54,11 @@ class HybridConfig:
 
     image_size: int = 320
     patchcore: dict = field(default_factory=dict)
-    hidden_channels: int = 64
-    head_good_images: int = 48
+    hidden_channels: int = 32
+    head_good_images: int = 32
     synthetic_per_defect: float = 1.0
     box_positive_share: float = 0.5
-    epochs: int = 60
+    epochs: int = 30
     batch_size: int = 16
     learning_rate: float = 2e-3
     weight_decay: float = 1e-3
@@ -123,16 +123,29 @@ class HybridSegmenter(nn.Module):
         self.config = HybridConfig(**config)
         self.device = resolved_device or resolve_device(self.config.device)
         inner = {**self.config.patchcore, "image_size": self.config.image_size, "seed": self.config.seed}
-        inner.update(device=str(self.device), tile_working_size=0)
+        inner["device"] = str(self.device)
         pretrained = inner.pop("pretrained", pretrained)
         self.patchcore = PatchCore(pretrained=pretrained, resolved_device=self.device, **inner)
         self.config.patchcore = {k: v for k, v in inner.items() if k not in ("image_size", "seed", "device")}
         self.head: DefectHead | None = None
+        self._prior_adopted = False
         self.summary = TrainingSummary()
 
     @property
     def classes(self) -> tuple[str, ...]:
         return self.config.classes
+
+    def adopt_prior(self, patchcore: PatchCore) -> bool:
+        """Takes an already fitted, untiled PatchCore at this model's working size as the prior instead of fitting
+        another one on the same good images (a comparison that trains PatchCore anyway saves that time). The
+        caller vouches that it was fitted on the samples `fit` will get. Returns whether it was taken."""
+        config = patchcore.config
+        if config.image_size != self.config.image_size or getattr(config, "tile_working_size", 0):
+            return False
+        if len(patchcore.memory_bank) == 0:
+            return False
+        self.patchcore, self._prior_adopted = patchcore, True
+        return True
 
     # ---- training ----
 
@@ -148,7 +161,8 @@ class HybridSegmenter(nn.Module):
         good_indices = np.flatnonzero(labels == GOOD)
         if len(good_indices) < 2:
             raise ValueError("the hybrid model needs at least two good images")
-        self.patchcore.fit(samples, progress=lambda stage, fraction, message: progress(stage, fraction, message))
+        if not self._prior_adopted:
+            self.patchcore.fit(samples, progress=progress)
 
         defects = [s for s in (samples[int(i)] for i in np.flatnonzero(labels == DEFECT)) if _drawn(s)]
         if not defects:
@@ -220,8 +234,9 @@ class HybridSegmenter(nn.Module):
         distances leave out the bank entries copied from its own_images counterpart (a training image)."""
         if own_images is None or own_images is images:
             return patchcore_patch_distances(self.patchcore, images, leave_own_out=own_images is images)
-        feats, _ = patchcore_patch_distances(self.patchcore, images, leave_own_out=False)
-        own_feats, _ = patchcore_patch_distances(self.patchcore, own_images, leave_own_out=False)
+        with torch.no_grad():
+            feats = self.patchcore.embed(self.patchcore._batch(images))
+            own_feats = self.patchcore.embed(self.patchcore._batch(own_images))
         n, c, h, w = feats.shape
         project = self.patchcore.project
         distances = []

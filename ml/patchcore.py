@@ -359,6 +359,13 @@ class PatchCore(GraphOwner):
         model.load_state_dict(state, strict=True)
         return model.eval()
 
+    def calibration_scores(self, samples: Sequence[Sample], *, batch_size: int = 8) -> np.ndarray:
+        """N image scores of `samples` with each image's own patches left out of the bank (ml.calibration): for
+        the training images, what they would score had they been held back, so the threshold costs none of them."""
+        from ml.calibration import calibration_scores
+
+        return calibration_scores(self, samples, batch_size=batch_size)
+
     def to_onnx(self, path: Path) -> None:
         """Exports `forward` (brightness matching, backbone, aggregation, nearest-neighbour search, map) to ONNX."""
         from ml.onnx_export import export_module
