@@ -26,8 +26,9 @@ pytestmark = pytest.mark.skipif(
 class Collector:
     """Runs a source's frames() in a thread, as the station runner does, and keeps what it yields."""
 
-    def __init__(self, source):
+    def __init__(self, source, *, judge_seconds: float = 0.0):
         self.source = source
+        self.judge_seconds = judge_seconds  # how long the station takes per frame
         self.stop = threading.Event()
         self.frames = []
         self.error: BaseException | None = None
@@ -38,6 +39,7 @@ class Collector:
         try:
             for frame in self.source.frames(self.stop):
                 self.frames.append(frame)
+                time.sleep(self.judge_seconds)
                 self.source.done(frame, ok=True)
         except BaseException as error:  # noqa: BLE001 - the test asserts there was none
             self.error = error
@@ -129,6 +131,30 @@ def test_trigger_mode_releases_one_fresh_frame_per_trigger(cameras):
     assert len(collector.frames) == 2
     assert read_counter(second.image) - read_counter(first.image) >= 14
     assert second.captured_at >= pressed
+
+
+def test_triggers_that_waited_past_their_timeout_while_the_station_was_busy_are_dropped(cameras):
+    # given: a station that takes 1.5 s to judge a frame, and triggers valid for 0.5 s
+    camera = cameras("mjpeg", fps=20)
+    source = source_for("mjpeg", {"url": camera.url, "mode": "trigger", "trigger_timeout_s": 0.5}, station_id=1)
+    collector = Collector(source, judge_seconds=1.5)
+    collector.wait_until(lambda: source.health()["state"] == "ok", timeout=15, what="connection")
+
+    # when: two parts pass while the first is judged, and one more arrives once the station is free
+    source.trigger()
+    collector.wait_for(1, timeout=5)
+    source.trigger()
+    source.trigger()
+    time.sleep(2.0)
+    missed_while_busy = len(collector.frames)
+    source.trigger()
+    collector.wait_for(2, timeout=5)
+    collector.close()
+
+    # then: the stale triggers got no (late) frame, the fresh one did, and the page says what was missed
+    assert missed_while_busy == 1
+    assert len(collector.frames) == 2
+    assert "2 trigger(s) got no frame within 0.5 s" in source.health()["detail"]
 
 
 def test_rtsp_stream_dropped_and_restored_reconnects_within_10_s(cameras):

@@ -155,14 +155,16 @@ class StreamSource:
         try:
             next_due = 0.0
             while not stop.is_set():
+                deadline = None
                 if self.mode == "trigger":
-                    if not self._wait_for_trigger(stop):
+                    deadline = self._wait_for_trigger(stop)
+                    if deadline is None:
                         continue
                 elif self.max_fps:
                     if stop.wait(max(0.0, next_due - time.monotonic())):
                         break
                     next_due = time.monotonic() + 1 / self.max_fps
-                frame = self._next_frame(stop)
+                frame = self._next_frame(stop, deadline)
                 if frame is not None:
                     yield frame
         finally:
@@ -173,25 +175,27 @@ class StreamSource:
 
     # -- the consumer's side ----------------------------------------------------------------------------------
 
-    def _wait_for_trigger(self, stop: threading.Event) -> bool:
-        """True once a trigger is pending and still fresh (it is answered by the next frame grabbed)."""
+    def _wait_for_trigger(self, stop: threading.Event) -> float | None:
+        """Once a trigger is pending, the time.time() by which a frame must answer it; None when the station
+        stopped. Triggers that waited longer than that while the station was busy are dropped as missed."""
         with self._lock:
-            while not self._triggers and not stop.is_set():
+            while not stop.is_set():
+                while self._triggers:
+                    deadline = self._triggers.popleft() + self.trigger_timeout_s
+                    if time.time() < deadline:
+                        return deadline
+                    self._missed_triggers += 1
                 self._lock.wait(0.2)
-            if not self._triggers:
-                return False
-            self._triggers.popleft()
-            return True
+            return None
 
-    def _next_frame(self, stop: threading.Event) -> Frame | None:
-        """The first frame grabbed after this call; None when none came within the trigger timeout (trigger mode)
+    def _next_frame(self, stop: threading.Event, deadline: float | None) -> Frame | None:
+        """The first frame grabbed after this call; None when none came by `deadline` (time.time(), a trigger's)
         or the station stopped."""
-        deadline = time.monotonic() + self.trigger_timeout_s if self.mode == "trigger" else None
         with self._lock:
             self._handoff = None
             self._wanted = True
             while self._handoff is None and not stop.is_set():
-                if deadline is not None and time.monotonic() >= deadline:
+                if deadline is not None and time.time() >= deadline:
                     self._wanted = False
                     self._missed_triggers += 1
                     return None
