@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -55,7 +56,13 @@ def main() -> None:
         threshold = default_threshold(scores, test.labels)
         load_before = os.getloadavg()
         started, cpu_started = time.perf_counter(), cpu_seconds()
-        report = robustness_run(model, test, threshold=threshold, seed=args.seed)
+
+        def progress(stage: str, fraction: float, message: str) -> None:
+            # A partial figure survives a run cut short: images done, wall and CPU seconds so far.
+            elapsed, used = time.perf_counter() - started, cpu_seconds() - cpu_started
+            print(f"{message}: {elapsed:.0f} s wall, {used:.0f} s CPU, load {os.getloadavg()[0]:.1f}", file=sys.stderr)
+
+        report = robustness_run(model, test, threshold=threshold, seed=args.seed, progress=progress)
         wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
         load_after = os.getloadavg()
     n_scored = sum(c.n_good + c.n_defect for c in [report.baseline, *report.conditions])
