@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 
 import numpy as np
 from django.db import IntegrityError, close_old_connections, connection
@@ -49,6 +51,45 @@ def _fitted(image: np.ndarray) -> np.ndarray:
     scale = PREDICT_MAX_SIDE / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return np.asarray(PILImage.fromarray(image).resize(size, PILImage.BILINEAR))
+
+
+PREFETCH_DEPTH = 2
+_END = object()
+
+
+def prefetched(frames: Iterator, stop: threading.Event, *, name: str) -> Iterator:
+    """Runs a source's frame iterator in a thread of its own, `PREFETCH_DEPTH` frames ahead, so reading and decoding
+    the next file overlaps with judging this one. Only for sources that say they may be read ahead (`prefetch`):
+    a camera must hand over a frame taken when the station asked, not one that waited in a queue."""
+    handoff: queue.Queue = queue.Queue(maxsize=PREFETCH_DEPTH)
+
+    def produce() -> None:
+        try:
+            for frame in frames:
+                while not stop.is_set():
+                    try:
+                        handoff.put(frame, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, which raises it
+            handoff.put(error)
+            return
+        handoff.put(_END)
+
+    threading.Thread(target=produce, name=name, daemon=True).start()
+    while True:
+        try:
+            item = handoff.get(timeout=0.2)
+        except queue.Empty:
+            if stop.is_set():
+                return
+            continue
+        if item is _END:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
 
 
 class StationWorker(threading.Thread):
@@ -122,7 +163,10 @@ class StationWorker(threading.Thread):
                 loops.append(loop)
             self.source = source
             services.station_report(station_id=station.id, runner=self.runner, error="", version=version)
-            for frame in source.frames(self.stop):
+            frames = source.frames(self.stop)
+            if getattr(source, "prefetch", False):
+                frames = prefetched(frames, self.stop, name=f"station-{station.id}-read")
+            for frame in frames:
                 self._handle(station=station, version=version, rules=rules, frame=frame)
                 for loop in loops:
                     loop.wake.set()

@@ -61,6 +61,8 @@ class FolderSource:
     """Settings: ``path`` (required), ``poll_seconds`` (0.1), ``settle_seconds`` (1.0), ``after`` ("move" to done/
     or "delete")."""
 
+    prefetch = True  # files wait in the folder anyway: the runner may read and decode the next one ahead
+
     def __init__(self, settings: dict, *, station_id: int):
         path = str(settings.get("path") or "").strip()
         if not path:
