@@ -29,6 +29,7 @@ from ml.features import PatchFeatureConfig, patch_features_for
 from ml.filters import blur_maps, gaussian_kernel
 from ml.images import resize_map, to_tensor
 from ml.runtime import GraphOwner, RuntimeGraph, forward_with
+from ml.tiling import TiledBatch, stitch, tile_images
 from ml.types import GOOD, Prediction, ProgressCallback, Sample, no_progress
 
 FAMILY = "patchcore"
@@ -56,6 +57,11 @@ class PatchCoreConfig(PatchFeatureConfig):
     set by hand is kept. chosen: what that rule chose and its sentence for the app (empty for older models).
     score: "max" (the highest patch distance) or "reweighted" (the paper's Eq. 7, which discounts a far patch whose
     nearest bank entry lies in a sparse region).
+    tile_working_size: 0 resizes the whole image to image_size (the default, as before issue 16); above 0, the
+    image's longer side is brought to this many pixels (never enlarged) and covered by image_size tiles that overlap
+    by tile_overlap px (ml.tiling): features and nearest-neighbour search per tile against one bank shared by every
+    tile, tile maps stitched without seams, the image score the highest tile score. For large images with small
+    defects; the inference cost grows with the number of tiles.
     search_precision: "int8" finds the nearest bank entry with an 8-bit integer matrix product in the CPU runtime
     (ml.int8_search; the winner's distance is still float32); "float32" searches in float32 throughout.
     """
@@ -76,6 +82,8 @@ class PatchCoreConfig(PatchFeatureConfig):
     reweight_neighbours: int = 9
     search_chunk: int = 2048
     search_precision: str = "int8"
+    tile_working_size: int = 0
+    tile_overlap: int = 32
     bank_size: int = 0
     feature_shape: tuple[int, int, int] = (0, 0, 0)
     chosen: dict = field(default_factory=dict)
@@ -134,7 +142,8 @@ class PatchCore(GraphOwner):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Normalised images N x 3 x S x S -> patch features N x C x h x w (after brightness matching)."""
-        if self.config.brightness == "match_mean" and self.reference_brightness > 0:
+        # Tiles are matched per whole image before they get here (a tile of background is not a dark part).
+        if self.config.brightness == "match_mean" and self.reference_brightness > 0 and not self.tiled:
             images = self._match_brightness(images)
         return self.features(images)
 
@@ -214,9 +223,37 @@ class PatchCore(GraphOwner):
 
     # ---- numpy API (the AnomalyModel protocol) ----
 
+    @property
+    def tiled(self) -> bool:
+        return self.config.tile_working_size > 0
+
     def _batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """The model input of a batch of images: the images resized to image_size, or (tiled) all their tiles."""
+        if self.tiled:
+            return self._tile_tensor(self._tiles(images))
         size = (self.config.image_size, self.config.image_size)
         return to_tensor(images, self.preprocessing, size).to(self.device, non_blocking=True)
+
+    def _tiles(self, images: Sequence[np.ndarray]) -> TiledBatch:
+        config = self.config
+        return tile_images(
+            images, working_size=config.tile_working_size, tile=config.image_size, overlap=config.tile_overlap
+        )
+
+    def _tile_tensor(self, tiled: TiledBatch, rows: slice = slice(None)) -> torch.Tensor:
+        """Normalised tiles (`rows` of them), each image's brightness matched to the training mean over all the
+        image's tiles."""
+        tiles = tiled.tiles[rows]
+        unit = torch.from_numpy(tiles).permute(0, 3, 1, 2).float().div_(255.0)
+        if self.config.brightness == "match_mean" and self.reference_brightness > 0:
+            reference = float(self.reference_brightness)
+            gains = np.concatenate(
+                [np.full(r.stop - r.start, reference / max(tiled.tiles[r].mean() / 255.0, 1e-3))
+                 for r in tiled.tile_ranges()]
+            )[rows]  # fmt: skip
+            unit *= torch.from_numpy(gains).float().view(-1, 1, 1, 1)
+        unit = unit.sub_(self.input_mean.cpu()).div_(self.input_std.cpu())
+        return unit.contiguous().to(self.device, non_blocking=True)
 
     @torch.no_grad()
     def fit(self, samples: Sequence[Sample], *, progress: ProgressCallback = no_progress) -> None:
@@ -247,7 +284,9 @@ class PatchCore(GraphOwner):
             features = torch.cat([self.embed(part) for part in batch.split(config.batch_size)])
             n, c, h, w = features.shape
             if per_image is None:
-                per_image = min(h * w, max(1, config.max_patches // (len(indices) * copies)))
+                # Per model input: an image, or a tile (the first batch's tiles per image stand for all images').
+                inputs_per_image = n // (len(images) * copies)
+                per_image = min(h * w, max(1, config.max_patches // (len(indices) * copies * inputs_per_image)))
                 config.feature_shape = (c, h, w)
             patches = features.permute(0, 2, 3, 1).reshape(n, h * w, c)
             if per_image < h * w:
@@ -266,7 +305,7 @@ class PatchCore(GraphOwner):
             bank_candidates = self.project(bank_candidates)
         c, h, w = config.feature_shape
         # The ratio is of all patches seen (as in the paper), the floor keeps few-image banks from starving.
-        seen = len(indices) * copies * h * w
+        seen = len(indices) * copies * inputs_per_image * h * w
         wanted = max(config.min_bank_size, math.ceil(config.coreset_ratio * seen))
         size = min(config.max_bank_size, len(bank_candidates), wanted)
         sampler = create_sampler(config.sampler, projection_dim=config.projection_dim, seed=config.seed)
@@ -318,6 +357,8 @@ class PatchCore(GraphOwner):
         """One Prediction per image; anomaly maps are resized to each image's own H x W."""
         if len(self.memory_bank) == 0:
             raise RuntimeError("PatchCore is not fitted: call fit() or load() first")
+        if self.tiled:
+            return self._predict_tiled(images, batch_size=batch_size)
         predictions = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
@@ -325,6 +366,26 @@ class PatchCore(GraphOwner):
             for image, score, anomaly_map in zip(chunk, scores, maps, strict=True):
                 full = resize_map(anomaly_map, tuple(np.asarray(image).shape[:2])).numpy()
                 predictions.append(Prediction(score=float(score), anomaly_map=full))
+        return predictions
+
+    def _predict_tiled(self, images: Sequence[np.ndarray], *, batch_size: int) -> list[Prediction]:
+        """Tiled prediction: a batch of images' tiles goes through the model batch_size tiles at a time; each
+        image's tile maps are stitched at its working scale and resized to its own H x W; its score is its highest
+        tile score."""
+        predictions = []
+        for start in range(0, len(images), batch_size):
+            tiled = self._tiles(images[start : start + batch_size])
+            scores, maps = [], []
+            for first in range(0, len(tiled.tiles), batch_size):
+                rows = slice(first, first + batch_size)
+                part_scores, part_maps = self._scores_and_maps(self._tile_tensor(tiled, rows))
+                scores.append(part_scores.float().cpu())
+                maps.append(part_maps.float().cpu())
+            scores, maps = torch.cat(scores), torch.cat(maps)
+            for rows, grid, shape in zip(tiled.tile_ranges(), tiled.grids, tiled.shapes, strict=True):
+                stitched = stitch(maps[rows], grid)
+                full = resize_map(stitched, shape).numpy()
+                predictions.append(Prediction(score=float(scores[rows].max()), anomaly_map=full))
         return predictions
 
     def _scores_and_maps(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
