@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import numpy as np  # noqa: E402
 from benchlib import load_average, machine_line, sandbox_start  # noqa: E402
 
 REPORTED = ("image_auroc", "image_ap", "f1", "precision", "recall", "precision_at_recall1", "pixel_auroc", "aupro")
@@ -88,6 +89,18 @@ def main() -> int:
             )
             report["note"] = metrics.get("note", "")
             report["leaderboard"] = metrics.get("comparison")
+            report["threshold"] = version.threshold
+            report["self_calibration"] = metrics.get("self_calibration")
+            # Where the test scores sit against the training images' own (leave-own-patches-out) score quantiles.
+            rows = version.predictions.values_list("raw_score", "image__label")
+            good = np.array([score for score, label in rows if label == "good"])
+            bad = np.array([score for score, label in rows if label == "defect"])
+            cuts = {"threshold": version.threshold, **(metrics.get("self_calibration") or {})}
+            report["share_above"] = {
+                name: {"good": float((good >= cut).mean()), "defect": float((bad >= cut).mean())}
+                for name, cut in cuts.items()
+                if name != "n"
+            }
         print(json.dumps(report, indent=2))
         if args.json:
             args.json.write_text(json.dumps(report, indent=2))

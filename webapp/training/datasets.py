@@ -9,9 +9,10 @@ import numpy as np
 from PIL import Image as PILImage
 
 from ml.images import to_rgb
-from ml.types import DEFECT, GOOD, Sample
+from ml.types import DEFECT, GOOD, Box, Sample
 from webapp.images.intake.decoding import open_oriented, to_display_rgb
 from webapp.images.models import Annotation, Image, Label
+from webapp.projects.models import DefectClass
 from webapp.storage import stored_file_read
 
 # With no validation images, this share of the good training images is held out to set the threshold: few, because
@@ -51,15 +52,40 @@ def annotation_union_mask(annotations: Sequence[Annotation], height: int, width:
     return mask if drawn else None
 
 
+def annotation_class_mask(
+    annotations: Sequence[Annotation], height: int, width: int, class_index: dict[int, int]
+) -> np.ndarray | None:
+    """H x W int32: 0 good, k for the defect class class_index[defect_class_id] (1-based), from each class's mask
+    and boxes (a later class wins where two overlap). None when nothing is drawn."""
+    labels = np.zeros((height, width), dtype=np.int32)
+    drawn = False
+    for annotation in sorted(annotations, key=lambda a: class_index.get(a.defect_class_id, 0)):
+        layer = annotation_union_mask([annotation], height, width)
+        if layer is not None and annotation.defect_class_id in class_index:
+            labels[layer] = class_index[annotation.defect_class_id]
+            drawn = True
+    return labels if drawn else None
+
+
 class ProjectSamples(Sequence[Sample]):
-    """A lazy sequence of samples: nothing is read until an item is asked for, so memory stays flat."""
+    """A lazy sequence of samples: nothing is read until an item is asked for, so memory stays flat.
+
+    Each sample carries the union mask, and where the project has several defect classes a class map over the
+    project's classes (ordered by id, so every sample of a run names them alike); boxed-only drawings also come as
+    boxes (ml.types.Sample: families that learn from boxes use them as boxes)."""
 
     def __init__(self, images: Sequence[Image]):
         self.images = list(images)
         ids = [i.id for i in self.images]
         self._annotations: dict[int, list[Annotation]] = {}
-        for annotation in Annotation.objects.filter(image_id__in=ids):
+        for annotation in Annotation.objects.filter(image_id__in=ids).select_related("defect_class"):
             self._annotations.setdefault(annotation.image_id, []).append(annotation)
+        classes: list[tuple[int, str]] = []
+        if self.images:
+            project_classes = DefectClass.objects.filter(project_id=self.images[0].project_id).order_by("id")
+            classes = list(project_classes.values_list("id", "name"))
+        self.classes = tuple(name for _, name in classes)
+        self._class_index = {class_id: k for k, (class_id, _) in enumerate(classes, start=1)}
 
     def __len__(self) -> int:
         return len(self.images)
@@ -69,9 +95,28 @@ class ProjectSamples(Sequence[Sample]):
             return [self[i] for i in range(*index.indices(len(self)))]
         image = self.images[index]
         pixels = image_array(image)
-        mask = annotation_union_mask(self._annotations.get(image.id, []), *pixels.shape[:2])
+        annotations = self._annotations.get(image.id, [])
+        mask = annotation_union_mask(annotations, *pixels.shape[:2])
         label = DEFECT if image.label == Label.DEFECT else GOOD
-        return Sample(image=pixels, label=label, mask=mask, name=image.original_name)
+        class_mask = None
+        if len(self.classes) > 1 and mask is not None:
+            class_mask = annotation_class_mask(annotations, *pixels.shape[:2], self._class_index)
+        boxes = None
+        if annotations and not any(a.mask for a in annotations):
+            boxes = [
+                Box(int(x0), int(y0), int(x1), int(y1), a.defect_class.name)
+                for a in annotations
+                for x0, y0, x1, y1 in a.boxes or []
+            ] or None
+        return Sample(
+            image=pixels,
+            label=label,
+            mask=mask,
+            name=image.original_name,
+            boxes=boxes,
+            class_mask=class_mask,
+            classes=self.classes if class_mask is not None else (),
+        )
 
     def has_mask(self, index: int) -> bool:
         annotations = self._annotations.get(self.images[index].id, [])

@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image as PILImage
 
 from ml import metrics
 from ml.thresholds import Calibration
 from webapp.inference.models import Purpose
-from webapp.inference.predictions import prediction_store
+from webapp.inference.predictions import predicted_mask, prediction_store
+from webapp.training.class_metrics import ClassMetrics
 from webapp.training.datasets import ProjectSamples
 from webapp.training.models import ModelVersion
 
 BATCH = 8
-# Pixel metrics are computed on maps at most this many pixels on a side: bounded memory for large images,
-# and a difference far below the third decimal of AUROC.
-PIXEL_METRIC_SIDE = 256
-
-
-def _shrink(array: np.ndarray, nearest: bool) -> np.ndarray:
-    h, w = array.shape
-    scale = PIXEL_METRIC_SIDE / max(h, w)
-    if scale >= 1:
-        return array
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    if nearest:
-        return np.asarray(PILImage.fromarray(array.astype(np.uint8) * 255).resize(size, PILImage.NEAREST)) > 127
-    return np.asarray(PILImage.fromarray(array.astype(np.float32), "F").resize(size, PILImage.BILINEAR))
 
 
 def evaluate_and_store(
@@ -34,8 +20,10 @@ def evaluate_and_store(
 ) -> dict:
     """Predicts every test image (in batches), stores the predictions, and returns the version's metrics."""
     scores: list[float] = []
-    pixel_masks: list[np.ndarray] = []
-    pixel_maps: list[np.ndarray] = []
+    # Pixel metrics stream every map at the image's own resolution into fixed-size histograms (issue 16): memory
+    # does not grow with the test set, and a defect of a few pixels in a 12 MP image still counts.
+    pixels = metrics.PixelMetricStream()
+    per_class = ClassMetrics(calibration.threshold)
     for start in range(0, len(samples), BATCH):
         batch = samples[start : start + BATCH]
         predictions = model.predict([s.image for s in batch], batch_size=BATCH)
@@ -48,18 +36,20 @@ def evaluate_and_store(
                 purpose=Purpose.TEST,
             )
             scores.append(float(prediction.score))
+            per_class.add(sample, prediction, predicted_mask(prediction, calibration.threshold))
             truth = sample.mask if sample.mask is not None else np.zeros(sample.image.shape[:2], dtype=bool)
             if sample.label == 0 or sample.mask is not None:  # defects without masks say nothing about pixels
-                pixel_masks.append(_shrink(truth, nearest=True))
-                pixel_maps.append(_shrink(np.asarray(prediction.anomaly_map, dtype=np.float32), nearest=False))
+                pixels.add(truth, prediction.anomaly_map)
         progress("evaluation", min(1.0, (start + len(batch)) / len(samples)), f"Tested {start + len(batch)} images")
-    return metrics_from_scores(
+    result = metrics_from_scores(
         labels=samples.labels,
         scores=np.array(scores),
         threshold=calibration.threshold,
-        masks=pixel_masks,
-        maps=pixel_maps,
+        pixels=pixels,
     )
+    if len(samples.classes) > 1:  # per defect class figures where several classes were drawn (issue 20)
+        result["per_class"] = per_class.result()
+    return result
 
 
 def _finite(value: float) -> float | None:
@@ -67,14 +57,14 @@ def _finite(value: float) -> float | None:
 
 
 def metrics_from_scores(
-    *, labels: np.ndarray, scores: np.ndarray, threshold: float, masks: list[np.ndarray], maps: list[np.ndarray]
+    *, labels: np.ndarray, scores: np.ndarray, threshold: float, pixels: metrics.PixelMetricStream
 ) -> dict:
     """Image metrics at the threshold, threshold-free ones, and pixel ones when masks exist. NaN becomes None."""
     confusion = metrics.confusion(labels, scores, threshold)
     both = bool(labels.any() and (~labels.astype(bool)).any())
     best_threshold, best_f1 = metrics.f1_best_threshold(labels, scores) if both else (None, None)
     precision_all, threshold_all = metrics.precision_at_full_recall(labels, scores) if labels.any() else (None, None)
-    has_defect_pixels = any(m.any() for m in masks)
+    has_defect_pixels = pixels.n_regions > 0
     return {
         "image_auroc": _finite(metrics.image_auroc(labels, scores)) if both else None,
         "image_ap": _finite(metrics.image_average_precision(labels, scores)) if both else None,
@@ -88,6 +78,6 @@ def metrics_from_scores(
         "f1_best": _finite(best_f1),
         "precision_at_recall1": _finite(precision_all),
         "threshold_at_recall1": _finite(threshold_all),
-        "pixel_auroc": _finite(metrics.pixel_auroc(masks, maps)) if has_defect_pixels else None,
-        "aupro": _finite(metrics.aupro(masks, maps)) if has_defect_pixels else None,
+        "pixel_auroc": _finite(pixels.pixel_auroc()) if has_defect_pixels else None,
+        "aupro": _finite(pixels.aupro()) if has_defect_pixels else None,
     }
