@@ -2,7 +2,7 @@ from django import forms
 
 from ml.registry import FAMILIES
 from webapp.training.candidates import BUDGET_MINUTES, DEFAULT_BUDGET_MINUTES
-from webapp.training.services import IMAGE_SIZES
+from webapp.training.services import IMAGE_SIZES, TILING_CHOICES
 
 FAMILY_LABELS = {
     "patchcore": "PatchCore — learns good parts only (default)",
@@ -18,6 +18,14 @@ class TrainForm(forms.Form):
     )
     image_size = forms.TypedChoiceField(
         required=False, coerce=int, empty_value=None, choices=[("", "Family default")] + [(s, s) for s in IMAGE_SIZES]
+    )
+    # PatchCore on large images (issue 16): automatic = tiles once images are over three times the image size.
+    tiling = forms.TypedChoiceField(
+        required=False,
+        coerce=int,
+        empty_value=None,
+        choices=[("", "Automatic (tiles for large images)"), (0, "Off: whole image resized")]
+        + [(n, f"Tiles, image brought to {n} px") for n in TILING_CHOICES[1:]],
     )
     backbone = forms.CharField(required=False, max_length=64, help_text="A timm model name with weights on this server")
     # Automatic runs only (issue 20): more families to train beside the candidates the labels allow, and how long

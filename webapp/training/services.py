@@ -17,11 +17,12 @@ from datetime import timedelta
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Exists, Max, OuterRef, Q
 from django.utils import timezone
 
 from ml.choice import MIN_ANNOTATED_FOR_SEGMENTER, FamilyChoice, choose_family
 from ml.registry import FAMILIES
+from ml.tiling import working_size_for_defect
 from webapp.audit.models import AuditEntry
 from webapp.images.bulk import bulk_change_undo, images_split_change
 from webapp.images.models import Annotation, Image, Label, Split
@@ -51,6 +52,10 @@ NOT_READY = "Not enough labelled images to train yet: {missing}."
 UNKNOWN_FAMILY = "Unknown model family {family!r}."
 BAD_BUDGET = "The time budget must be one of {choices} minutes."
 IMAGE_SIZES = (128, 192, 224, 256, 320, 384, 448, 512)
+# PatchCore's tiling (issue 16): 0 resizes whole images; N brings the longer side to N px and covers it with tiles.
+TILING_CHOICES = (0, 1024, 1536, 2048, 4096)
+# Automatic tiling starts where a resize would shrink an image more than this many times (a 2448 px image to 320).
+TILING_FROM_SHRINK = 3
 STALE_HEARTBEAT_MESSAGE = (
     "The worker stopped reporting progress (it was stopped, restarted or ran out of memory). Start the run again."
 )
@@ -219,6 +224,7 @@ def training_run_request(
     family: str = "",
     image_size: int | None = None,
     backbone: str = "",
+    tiling: int | None = None,
     compare_families: tuple[str, ...] | list[str] = (),
     budget_minutes: int = DEFAULT_BUDGET_MINUTES,
 ) -> TrainingRun:
@@ -241,6 +247,8 @@ def training_run_request(
         config["image_size"] = image_size
     if backbone:
         config["backbone"] = backbone
+    if tiling is not None and tiling not in TILING_CHOICES:
+        raise ValidationError(f"Tiling must be one of {', '.join(map(str, TILING_CHOICES))}.")
     reason = plan.choice.reason if family == plan.choice.family else f"You chose {family} in the advanced settings."
     if automatic:
         if budget_minutes not in BUDGET_MINUTES:
@@ -266,6 +274,10 @@ def training_run_request(
         else:  # one model: the family's own defaults (PatchCore chooses its size from the data) and yours
             family = candidates.candidates[0].family
         reason = f"{reason} {candidates.note}".strip()[:400] if candidates.note else reason
+    if family == "patchcore":
+        working_size = tiling if tiling is not None else automatic_tiling(project, config.get("image_size") or 320)
+        if working_size:
+            config["tile_working_size"] = working_size
     key = run_request_key(family, config)
     with transaction.atomic():
         # The project's row lock makes count-then-insert safe between two requests of one project.
@@ -289,6 +301,23 @@ def training_run_request(
             raise ValidationError(DUPLICATE_QUEUED.format(family=family)) from None
     project_queue_advance(project_id=project.id)
     return run
+
+
+def automatic_tiling(project: Project, tile: int) -> int:
+    """PatchCore's working size for the project's images (0: no tiling): tiles once a resize to `tile` would shrink
+    the largest image more than TILING_FROM_SHRINK times, at a scale that keeps the smallest outlined box at least
+    ml.tiling.MIN_DEFECT_PX wide (1024 px without boxes)."""
+    sizes = Image.objects.filter(project=project).aggregate(width=Max("width"), height=Max("height"))
+    long_side = max(sizes["width"] or 0, sizes["height"] or 0)
+    if long_side <= TILING_FROM_SHRINK * tile:
+        return 0
+    smallest = None
+    for boxes in Annotation.objects.filter(image__project=project).exclude(boxes=[]).values_list("boxes", flat=True):
+        for x0, y0, x1, y1 in boxes:
+            side = min(abs(x1 - x0), abs(y1 - y0))
+            smallest = side if smallest is None or 0 < side < smallest else smallest
+    working = working_size_for_defect(long_side, smallest, tile=tile, default=1024)
+    return min(TILING_CHOICES[1:], key=lambda choice: (choice < working, abs(choice - working)))
 
 
 def _enqueue_on_commit(run: TrainingRun) -> None:
