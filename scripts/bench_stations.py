@@ -51,17 +51,25 @@ def mosquitto_start(workdir: Path) -> tuple[subprocess.Popen, int]:
     raise SystemExit("mosquitto did not start")
 
 
+DISTINCT_PARTS = 50  # drawing a 512 px part takes ~0.1 s: 50 distinct ones, each copied under several names
+
+
 def make_parts(folder: Path, *, count: int, size: int) -> list[Path]:
     from PIL import Image
 
     from ml.synthetic import DEFECT_KINDS, make_image
 
     folder.mkdir(parents=True)
+    originals = []
+    for n in range(min(count, DISTINCT_PARTS)):
+        defect = DEFECT_KINDS[n % len(DEFECT_KINDS)] if n % 5 == 4 else None
+        path = folder / f"original-{n:03d}.png"
+        Image.fromarray(make_image(50_000 + n, size=size, defect=defect).image).save(path, format="PNG")
+        originals.append(path)
     paths = []
     for n in range(count):
-        defect = DEFECT_KINDS[n % len(DEFECT_KINDS)] if n % 5 == 4 else None
         path = folder / f"part-{n:05d}.png"
-        Image.fromarray(make_image(50_000 + n, size=size, defect=defect).image).save(path, format="PNG")
+        shutil.copy(originals[n % len(originals)], path)
         paths.append(path)
     return paths
 
