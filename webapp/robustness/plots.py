@@ -10,10 +10,10 @@ from django.utils.safestring import SafeString
 
 from webapp.dashboard.plots import Frame, _axes, _nice_ticks, _svg, _text
 
-# One colour per perturbation (the registry's order), distinguishable and readable on white.
+# One colour per perturbation (the registry's order): the ten "tableau" colours and black, told apart on white.
 LINE_COLOURS = (
-    "#2b6cb0", "#c05621", "#2f855a", "#b7791f", "#6b46c1", "#c53030",
-    "#319795", "#d53f8c", "#4a5568", "#805ad5", "#38a169",
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+    "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#1d2328",
 )  # fmt: skip
 PLOT = Frame(width=520, height=280, left=50, right=150, top=14, bottom=40)
 STEP_NAMES = ("as taken", "mild", "medium", "strong")
