@@ -281,6 +281,13 @@ class CameraServer:
             time.sleep(0.05)
         raise RuntimeError(f"the {self.kind} camera did not listen on {self.port}")
 
+    def freeze(self, frozen: bool = True) -> None:
+        """SIGSTOP (or SIGCONT) the camera and its ffmpeg: the connection stays open but goes silent, as when a
+        cable is pulled (no goodbye, no reset)."""
+        for pidfile in (self.pidfile, Path(f"{self.pidfile}.ffmpeg")):
+            if pidfile.exists():
+                os.kill(int(pidfile.read_text()), signal.SIGSTOP if frozen else signal.SIGCONT)
+
     def stop(self, *, kill: bool = False) -> None:
         """Ends the process (SIGKILL with kill=True: no goodbye on the connection) and its ffmpeg, by pid file."""
         for pidfile in (self.pidfile, Path(f"{self.pidfile}.ffmpeg")):

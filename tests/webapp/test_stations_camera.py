@@ -184,6 +184,29 @@ def test_rtsp_stream_dropped_and_restored_reconnects_within_10_s(cameras):
     print(f"RTSP back {back_after:.1f} s after the camera restarted")
 
 
+def test_an_rtsp_stream_gone_silent_counts_as_dropped_and_frames_resume_when_it_speaks_again(cameras):
+    # given
+    camera = cameras("rtsp", fps=10)
+    source = source_for("rtsp", {"url": camera.url, "max_fps": 0}, station_id=1)
+    collector = Collector(source)
+    collector.wait_for(3, timeout=20)
+
+    # when: the camera goes silent without closing the connection (a pulled cable), then comes back
+    camera.freeze()
+    noticed_after = collector.wait_until(
+        lambda: source.health()["state"] == "reconnecting", timeout=15, what="a silent stream noticed"
+    )
+    count = len(collector.frames)
+    camera.freeze(False)
+    back_after = collector.wait_until(lambda: len(collector.frames) > count, timeout=10, what="frame after thaw")
+    collector.close()
+
+    # then: noticed within about three read timeouts (2 s each), streaming again well within 10 s
+    assert noticed_after < 10
+    assert back_after < 10
+    print(f"RTSP silence noticed after {noticed_after:.1f} s, frames again {back_after:.1f} s after it resumed")
+
+
 def test_mjpeg_camera_killed_mid_stream_and_restarted_reconnects(cameras):
     # given
     camera = cameras("mjpeg", fps=10)

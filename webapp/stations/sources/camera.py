@@ -34,9 +34,12 @@ from webapp.stations.sources.folder import IMAGE_SUFFIXES, decode_image
 log = logging.getLogger(__name__)
 
 # FFmpeg's own defaults are 30 s to open and no limit on a read: a camera unplugged mid-frame would hold the
-# station that long before it even starts reconnecting.
+# station that long before it even starts reconnecting. A stream silent for the read timeout counts as dropped;
+# FFmpeg's RTSP reader gives up only after about three of them (measured: 2 s -> 6 s, 5 s -> 15 s), so RTSP gets a
+# shorter one (a live RTSP camera sends frames many times a second). `read_timeout_s` changes it for slow cameras.
 OPEN_TIMEOUT_MS = 5000
-READ_TIMEOUT_MS = 5000
+READ_TIMEOUT_S = {"rtsp": 2.0, "mjpeg": 5.0}
+READ_TIMEOUT_ROUNDS = 3
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 2.0
 # A trigger that no frame answered within this time (the stream was down) is dropped, not answered late with an
@@ -86,7 +89,8 @@ def _number(settings: dict, name: str, default: float, low: float, high: float, 
 
 class StreamSource:
     """A live camera stream. Settings: ``url``; ``mode`` "rate" (default) with ``max_fps`` (2; 0 = as fast as the
-    station judges, each frame grabbed after the previous one was taken) or "trigger"; ``trigger_timeout_s`` (2)."""
+    station judges, each frame grabbed after the previous one was taken) or "trigger"; ``trigger_timeout_s`` (2);
+    ``read_timeout_s`` (RTSP 2, MJPEG 5: how long a silent stream counts as still there)."""
 
     def __init__(self, settings: dict, *, station_id: int, kind: str):
         self.kind = kind
@@ -108,7 +112,10 @@ class StreamSource:
             settings, "trigger_timeout_s", TRIGGER_TIMEOUT_S, 0.1, 60, "trigger_timeout_s must be from 0.1 to 60"
         )
         self.open_timeout_ms = OPEN_TIMEOUT_MS
-        self.read_timeout_ms = READ_TIMEOUT_MS
+        read_timeout_s = _number(
+            settings, "read_timeout_s", READ_TIMEOUT_S[kind], 0.5, 60, "read_timeout_s must be from 0.5 to 60"
+        )
+        self.read_timeout_ms = round(read_timeout_s * 1000)
         self._lock = threading.Condition()
         self._wanted = False  # the consumer waits for the next grabbed frame
         self._handoff: tuple[np.ndarray, float] | None = None
@@ -171,7 +178,9 @@ class StreamSource:
             grabbing.clear()
             with self._lock:
                 self._lock.notify_all()
-            grabber.join(timeout=self.read_timeout_ms / 1000 + 2)
+            # A grab blocked on a silent stream returns within its timeouts; not waiting for it would end the
+            # process (at exit) with the thread still inside OpenCV.
+            grabber.join(timeout=READ_TIMEOUT_ROUNDS * self.read_timeout_ms / 1000 + self.open_timeout_ms / 1000)
 
     # -- the consumer's side ----------------------------------------------------------------------------------
 
