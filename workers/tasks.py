@@ -61,11 +61,14 @@ def training_run_task(run_id: int) -> None:
 
 @kensa_task("training.reap", soft_time_limit=60, time_limit=90)
 def training_runs_reap_task() -> None:
+    from webapp.robustness.services import robustness_runs_reap
     from webapp.training.services import training_runs_reap
 
     result = training_runs_reap()
     if any(result.values()):
         log.info("reaper: %s", result)
+    if failed := robustness_runs_reap():  # a robustness run whose worker died shows as failed, not running forever
+        log.info("reaper: %d robustness runs failed", failed)
 
 
 # On the training queue: minutes of scoring under every perturbation (issue 19), like training, not the quick jobs

@@ -19,6 +19,7 @@ from webapp.projects.models import Membership, Role
 from webapp.robustness import services
 from webapp.robustness.execution import robustness_run_execute
 from webapp.robustness.models import RobustnessRun, RobustnessStatus
+from workers.tasks import training_runs_reap_task
 
 
 def _measured(version) -> RobustnessRun:
@@ -122,7 +123,13 @@ def test_requests_refusals_training_hook_and_silent_runs(client, trained_version
     assert client.post(start_url).status_code == 302
     automatic.refresh_from_db()
     assert automatic.status == RobustnessStatus.FAILED and "stopped reporting" in automatic.error
-    assert RobustnessRun.objects.filter(status=RobustnessStatus.QUEUED, requested_by__isnull=False).count() == 1
+    waiting = RobustnessRun.objects.get(status=RobustnessStatus.QUEUED, requested_by__isnull=False)
+    # and the periodic reaper fails one whose worker died, without anyone asking
+    assert services.robustness_run_claim(run_id=waiting.id)
+    RobustnessRun.objects.filter(id=waiting.id).update(heartbeat_at=timezone.now() - timedelta(minutes=10))
+    training_runs_reap_task()
+    waiting.refresh_from_db()
+    assert waiting.status == RobustnessStatus.FAILED
 
 
 @pytest.fixture
