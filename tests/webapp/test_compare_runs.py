@@ -111,6 +111,9 @@ def test_a_comparison_keeps_every_candidate_as_a_version_and_activates_the_winne
     for label in ("PatchCore 32 px", "PatchCore 64 px"):
         assert rows[label]["validation"]["image_ap"] is not None and rows[label]["fit_seconds"] > 0
     assert {rows[label]["version"] for label in ("PatchCore 32 px", "PatchCore 64 px")} == {1, 2}
+    # and each version's test figures per defect class (the sample project draws three)
+    assert set(winner.metrics["per_class"]) == {"scratch", "dent", "stain"}
+    assert all(row["n"] >= 1 and 0 <= row["f1"] <= 1 for row in winner.metrics["per_class"].values())
     # and the run, Train and Model pages show it
     client.force_login(owner)
     for url in (
@@ -120,6 +123,7 @@ def test_a_comparison_keeps_every_candidate_as_a_version_and_activates_the_winne
     ):
         page = html.unescape(client.get(url).content.decode())
         assert 'id="leaderboard"' in page and "PatchCore 64 px" in page and board["why"] in page, url
+    assert 'id="per-class"' in html.unescape(client.get(url).content.decode())  # the Model page, last
     # when the run's files are discarded (a run reaped at its very end), every candidate goes with them
     run_files_discard(run)
     assert not ModelVersion.objects.filter(project=project).exists()
