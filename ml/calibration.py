@@ -80,11 +80,11 @@ def calibration_scores(model, samples: Sequence[Sample], *, batch_size: int = 8)
     """N image scores (the family's units) of `samples` with each image's own patches left out of the bank:
     what the training images would score had they been held back. Images that were not trained on (defects, new
     good images) score as in `predict`, up to the int8 search's rounding."""
-    if getattr(model.config, "tile_working_size", 0) or model.config.score != "max":
-        raise ValueError("calibration scores need an untiled PatchCore with the max score")
+    if getattr(model.config, "tile_working_size", 0) or model.config.score == "reweighted":
+        raise ValueError("calibration scores need an untiled PatchCore with the max or top_mean score")
     scores = []
     for start in range(0, len(samples), batch_size):
         images = [samples[i].image for i in range(start, min(start + batch_size, len(samples)))]
         _, distances = patchcore_patch_distances(model, images, leave_own_out=True, batch_size=batch_size)
-        scores.extend(distances.flatten(1).max(dim=1).values.cpu().tolist())
+        scores.extend(model.pooled_scores(distances.flatten(1)).cpu().tolist())  # the model's own image score
     return np.asarray(scores, dtype=np.float64)

@@ -55,8 +55,9 @@ class PatchCoreConfig(PatchFeatureConfig):
     image_size, rotations, coreset_ratio: None (the default) lets fit() choose them from the data (ml.adaptive:
     few good images get a larger working size and, for parts that appear at any angle, rotated copies); a value
     set by hand is kept. chosen: what that rule chose and its sentence for the app (empty for older models).
-    score: "max" (the highest patch distance) or "reweighted" (the paper's Eq. 7, which discounts a far patch whose
-    nearest bank entry lies in a sparse region).
+    score: "max" (the highest patch distance), "top_mean" (the mean of the `top_patches` highest: steadier than one
+    patch when few good images leave the bank thin; ml.adaptive picks it for few images) or "reweighted" (the
+    paper's Eq. 7, which discounts a far patch whose nearest bank entry lies in a sparse region). None: the rule's.
     tile_working_size: 0 resizes the whole image to image_size (the default, as before issue 16); above 0, the
     image's longer side is brought to this many pixels (never enlarged) and covered by image_size tiles that overlap
     by tile_overlap px (ml.tiling): features and nearest-neighbour search per tile against one bank shared by every
@@ -78,7 +79,8 @@ class PatchCoreConfig(PatchFeatureConfig):
     max_bank_size: int = 16_384
     max_patches: int = 200_000
     rotations: int | None = None
-    score: str = "max"
+    score: str | None = None
+    top_patches: int = 10
     reweight_neighbours: int = 9
     search_chunk: int = 2048
     search_precision: str = "int8"
@@ -191,10 +193,10 @@ class PatchCore(GraphOwner):
         return quantize_bank_products(model_bytes, self._bank_operand().cpu().numpy())
 
     def _image_scores(self, patches: torch.Tensor, distances: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        """Per-image score from N x P patch distances: the max, or the paper's re-weighted max."""
+        """Per-image score from N x P patch distances: the max, the mean of the highest, or the re-weighted max."""
+        if self.config.score != "reweighted":
+            return self.pooled_scores(distances)
         top, where = distances.max(dim=1)
-        if self.config.score == "max":
-            return top
         scores = []
         for image, (score, patch_index) in enumerate(zip(top, where, strict=True)):
             anchor = self.memory_bank[indices[image, patch_index]]
@@ -204,6 +206,12 @@ class PatchCore(GraphOwner):
             weight = 1 - torch.softmax(to_neighbours, dim=0)[0]
             scores.append(weight * score)
         return torch.stack(scores)
+
+    def pooled_scores(self, distances: torch.Tensor) -> torch.Tensor:
+        """N x P patch distances -> N image scores by the max or top_mean rule (not the re-weighted one)."""
+        if self.config.score == "top_mean":
+            return distances.topk(min(self.config.top_patches, distances.shape[1]), dim=1).values.mean(dim=1)
+        return distances.max(dim=1).values
 
     def anomaly_maps(self, patch_scores: torch.Tensor) -> torch.Tensor:
         """Patch scores N x h x w -> maps N x S x S: bilinear upsampling, then separable Gaussian blur."""
@@ -321,7 +329,8 @@ class PatchCore(GraphOwner):
         config = self.config
         for name in config.chosen.get("chosen", []):  # fitting again chooses again what the rule chose last time
             setattr(config, name, None)
-        asked = {"image_size": config.image_size, "rotations": config.rotations, "coreset_ratio": config.coreset_ratio}
+        asked = {"image_size": config.image_size, "rotations": config.rotations, "coreset_ratio": config.coreset_ratio,
+                 "score": config.score}  # fmt: skip
         if all(value is not None for value in asked.values()):
             return
         if getattr(config, "tile_working_size", 0) and config.image_size is None:  # tiles keep their measured size
@@ -338,8 +347,8 @@ class PatchCore(GraphOwner):
         choice = adaptive.choose_settings(
             n_good=len(indices), short_side=short_side, rotation_invariant=invariant, requested=asked
         )
-        config.image_size, config.rotations, config.coreset_ratio = (
-            choice.image_size, choice.rotations, choice.coreset_ratio
+        config.image_size, config.rotations, config.coreset_ratio, config.score = (
+            choice.image_size, choice.rotations, choice.coreset_ratio, choice.score
         )  # fmt: skip
         config.chosen = {**choice.to_dict(), "facts": {**choice.facts, **facts}}
 
@@ -393,7 +402,7 @@ class PatchCore(GraphOwner):
         piece (patches x bank entries floats), so it is fed few enough images to keep that under GRAPH_SEARCH_BYTES.
         """
         # The re-weighted score loops over images in Python, which an exported graph would freeze.
-        engine = self.features.engine if self.config.score == "max" else "torch"
+        engine = self.features.engine if self.config.score != "reweighted" else "torch"
         if batch.device.type != "cpu":  # torch on a GPU: `nearest` sizes its own chunks from free memory
             return self(batch)
         _, h, w = self.config.feature_shape

@@ -26,7 +26,8 @@ def test_few_images_get_more_pixels_and_rotations_within_the_work_budget():
     for choice in (twenty, ten):
         work = choice.facts["n_good"] * choice.rotations * (choice.image_size / adaptive.DEFAULT_SIZE) ** 2
         assert work <= adaptive.WORK_BUDGET
-    assert twenty.chosen == ("image_size", "rotations", "coreset_ratio")
+    assert twenty.chosen == ("image_size", "rotations", "coreset_ratio", "score")
+    assert (twenty.score, many.score) == ("top_mean", "max")
     assert twenty.sentence.startswith("20 good images: Kensa works at 512 px")
     assert "adds 7 rotated copies of each, because the parts appear at any angle" in twenty.sentence
 
@@ -58,7 +59,7 @@ def test_settings_set_by_hand_win_and_are_not_reported_as_chosen():
     )
 
     assert (choice.image_size, choice.rotations) == (320, 1)
-    assert choice.chosen == ("coreset_ratio",)
+    assert choice.chosen == ("coreset_ratio", "score")
     assert "320 px (your setting)" in choice.sentence
     assert "no rotated copies (your setting)" in choice.sentence
 
@@ -135,6 +136,6 @@ def test_patchcore_keeps_settings_set_by_hand(parts):
     model.fit(parts)
 
     assert (model.config.image_size, model.config.rotations) == (96, 2)
-    assert model.config.chosen["chosen"] == ["coreset_ratio"]
+    assert model.config.chosen["chosen"] == ["coreset_ratio", "score"]
     assert "96 px (your setting)" in model.config.chosen["sentence"]
     assert "adds 1 rotated copy of each (your setting)" in model.config.chosen["sentence"]
