@@ -24,7 +24,7 @@ import torch
 
 from ml.data import load_mvtec
 from ml.registry import create_model
-from ml.robustness import robustness_run
+from ml.robustness import format_robustness_table, robustness_run
 from ml.threads import torch_threads
 from ml.thresholds import default_threshold
 
@@ -65,6 +65,7 @@ def main() -> None:
         report = robustness_run(model, test, threshold=threshold, seed=args.seed, progress=progress)
         wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
         load_after = os.getloadavg()
+    print(format_robustness_table(report), file=sys.stderr)  # AUROC columns are threshold-free; calls are not
     n_scored = sum(c.n_good + c.n_defect for c in [report.baseline, *report.conditions])
     print(json.dumps({
         "model": args.model, "data": str(args.data), "images": len(test), "conditions": 1 + len(report.conditions),
