@@ -19,6 +19,7 @@ FAMILIES: dict[str, str] = {
     "unet": "ml.unet:UNetSegmenter",
     "gaussian": "ml.gaussian:GaussianBaseline",
     "hybrid": "ml.hybrid:HybridSegmenter",
+    "context": "ml.context:ContextModel",
 }
 
 

@@ -18,6 +18,7 @@ FIT_STAGES: dict[str, dict[str, float]] = {
     "gaussian": {"features": 0.95, "statistics": 0.05},
     "autoencoder": {"prepare": 0.05, "epoch": 0.95},
     "unet": {"prepare": 0.1, "epoch": 0.9},
+    "context": {"teacher": 0.05, "train": 0.9, "statistics": 0.05},
 }
 # Those shares were measured on a CPU; a GPU changes them (the backbone's features, the coreset search and the
 # epochs speed up by different factors), and none are measured on one yet: scripts/gpu_check.sh prints a GPU fit's

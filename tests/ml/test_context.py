@@ -1,0 +1,266 @@
+"""The "context" family (ml.context, ml.context_parts): the loss and score formulas on hand-made tensors, the
+position classifier on an arranged image and on a texture, the ablation switch, cancelling, and ONNX parity.
+(Save/load, devices and progress shape are covered for every family through tests/ml/tiny_families.py.)"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from ml.__main__ import _parse_value
+from ml.context import ContextConfig, ContextModel
+from ml.context_parts import (
+    DIRECTIONS,
+    PositionClassifier,
+    neighbour_validity,
+    position_error,
+    reconstruction_error,
+    sample_pairs,
+    shifted,
+    standardised_sum,
+    weighted_loss,
+)
+from ml.onnx_export import export_onnx
+from ml.registry import create_model
+from ml.types import Sample
+from tests.ml.tiny_families import TINY_CONFIGS, probe_images, tiny_samples
+
+TINY = TINY_CONFIGS["context"]
+
+
+# ---- the joint loss with learned weights ----
+
+
+def test_weighted_loss_matches_the_formula_by_hand():
+    # given: L_rec 4, L_pos 2, lambda_rec 2, lambda_pos 1
+    rec, pos = torch.tensor(4.0), torch.tensor(2.0)
+    log_rec, log_pos = torch.tensor(math.log(2.0)), torch.tensor(0.0)
+
+    # when / then: 4 / (2 * 4) + 2 / (2 * 1) + log 2 + log 1
+    assert float(weighted_loss(rec, pos, log_rec, log_pos)) == pytest.approx(0.5 + 1.0 + math.log(2.0))
+
+
+def test_a_term_that_stays_large_weighs_itself_down():
+    # given: a position loss stuck at chance (log 8, a texture) and a reconstruction loss of 0.1
+    log_rec = torch.zeros((), requires_grad=True)
+    log_pos = torch.zeros((), requires_grad=True)
+    optimiser = torch.optim.Adam([log_rec, log_pos], lr=0.05)
+
+    # when: only the weights learn
+    for _ in range(600):
+        optimiser.zero_grad()
+        weighted_loss(torch.tensor(0.1), torch.tensor(math.log(8)), log_rec, log_pos).backward()
+        optimiser.step()
+
+    # then: each lambda^2 settles at its loss, so the stuck term's weight 1 / (2 lambda^2) is far below the other's
+    assert float(log_rec.detach().exp() ** 2) == pytest.approx(0.1, rel=0.05)
+    assert float(log_pos.detach().exp() ** 2) == pytest.approx(math.log(8), rel=0.05)
+    assert float(torch.exp(-2 * log_pos.detach())) < float(torch.exp(-2 * log_rec.detach())) / 10
+
+
+# ---- the score ----
+
+
+def test_reconstruction_error_sums_squared_distances_over_stages_on_the_finest_grid():
+    # given: a 2 x 2 stage and a 1 x 1 stage, student minus teacher known per cell
+    student = [torch.tensor([[[[1.0, 0.0], [0.0, 2.0]]], [[[0.0, 0.0], [0.0, 0.0]]]]).transpose(0, 1),
+               torch.full((1, 3, 1, 1), 1.0)]  # fmt: skip
+    teacher = [torch.zeros(1, 2, 2, 2), torch.zeros(1, 3, 1, 1)]
+
+    # when
+    error = reconstruction_error(student, teacher)
+
+    # then: squares per cell (1, 0, 0, 4) plus the coarse stage's 3 spread over every cell
+    assert error.shape == (1, 2, 2)
+    np.testing.assert_allclose(error[0].numpy(), [[4.0, 3.0], [3.0, 7.0]])
+
+
+def test_neighbours_outside_the_image_are_skipped():
+    validity = neighbour_validity(3, 3, 1)
+    assert validity.sum(dim=0).tolist() == [[3, 5, 3], [5, 8, 5], [3, 5, 3]]
+    # the top-left cell keeps exactly right (0, 1), below (1, 0) and below-right (1, 1)
+    kept = {DIRECTIONS[k] for k in range(8) if validity[k, 0, 0]}
+    assert kept == {(0, 1), (1, 0), (1, 1)}
+    assert neighbour_validity(1, 1, 1).sum() == 0
+
+
+def test_shifted_reads_the_neighbour_and_zero_outside():
+    maps = torch.arange(9.0).view(1, 1, 3, 3)
+    np.testing.assert_array_equal(shifted(maps, 0, 1)[0, 0].numpy(), [[1, 2, 0], [4, 5, 0], [7, 8, 0]])
+    np.testing.assert_array_equal(shifted(maps, -1, 0)[0, 0].numpy(), [[0, 0, 0], [0, 1, 2], [3, 4, 5]])
+
+
+def _constant_classifier(probabilities: list[float]) -> PositionClassifier:
+    """A classifier whose output is `probabilities` whatever its input."""
+    classifier = PositionClassifier(channels=2, hidden=4)
+    with torch.no_grad():
+        classifier.out.weight.zero_()
+        classifier.out.bias.copy_(torch.tensor(probabilities).log())
+    return classifier
+
+
+def test_position_error_is_the_mean_over_neighbours_inside_the_image_of_one_minus_p_correct():
+    # given: a classifier that always answers the same 8 probabilities, on a 3 x 3 grid with neighbours 1 cell away
+    p = torch.tensor([0.3, 0.05, 0.05, 0.1, 0.2, 0.05, 0.15, 0.1])
+    classifier = _constant_classifier(p.tolist())
+    hidden = torch.randn(1, 2, 3, 3)
+
+    # when
+    error = position_error(hidden, classifier, neighbour_validity(3, 3, 1), offset=1)[0]
+
+    # then: the corner averages only its 3 neighbours inside (right 4, below 6, below-right 7), the centre all 8
+    right, below, below_right = 4, 6, 7
+    corner = ((1 - p[right]) + (1 - p[below]) + (1 - p[below_right])) / 3
+    assert float(error[0, 0]) == pytest.approx(float(corner), rel=1e-5)
+    assert float(error[1, 1]) == pytest.approx(1 - 1 / 8, rel=1e-5)
+    # the top edge's middle keeps left 3, right 4, below-left 5, below 6, below-right 7
+    edge = sum(1 - p[k] for k in (3, 4, 5, 6, 7)) / 5
+    assert float(error[0, 1]) == pytest.approx(float(edge), rel=1e-5)
+
+
+def test_standardised_sum_adds_both_z_scores_and_the_ablation_keeps_one():
+    e_rec = torch.tensor([[1.0, 3.0]])
+    e_pos = torch.tensor([[0.5, 1.0]])
+    statistics = torch.tensor([2.0, 0.5, 0.5, 0.25])  # mu_rec, sigma_rec, mu_pos, sigma_pos
+
+    np.testing.assert_allclose(standardised_sum(e_rec, e_pos, statistics).numpy(), [[-2.0, 4.0]])
+    np.testing.assert_allclose(standardised_sum(e_rec, None, statistics).numpy(), [[-2.0, 2.0]])
+
+
+def test_pairs_are_neighbours_in_the_labelled_direction():
+    generator = torch.Generator().manual_seed(0)
+    for height, width, offset in ((12, 10, 2), (4, 4, 2)):  # room for every neighbour, and a grid too small for it
+        centres, neighbours, labels = sample_pairs(height, width, offset, 500, generator)
+        steps = torch.tensor(DIRECTIONS)[labels] * offset
+        rows, cols = centres // width, centres % width
+        assert torch.equal(neighbours // width, rows + steps[:, 0])
+        assert torch.equal(neighbours % width, cols + steps[:, 1])
+        assert bool(((neighbours >= 0) & (neighbours < height * width)).all())
+        assert set(labels.tolist()) == set(range(8))
+
+
+# ---- the fitted model ----
+
+
+def test_the_scores_are_standardised_over_the_training_pixels():
+    # given
+    model = create_model("context", **TINY, device="cpu")
+    samples = tiny_samples()
+    model.fit(samples)
+    good = [s.image for s in samples if s.label == 0]
+
+    # when: the error maps of the training images themselves
+    e_rec, e_pos = model.error_maps(model._batch(good))
+
+    # then: their standardised values have mean 0 and standard deviation 1 over all cells
+    mu_rec, sigma_rec, mu_pos, sigma_pos = model.statistics.tolist()
+    for values, mu, sigma in ((e_rec, mu_rec, sigma_rec), (e_pos, mu_pos, sigma_pos)):
+        z = (values - mu) / sigma
+        assert float(z.mean()) == pytest.approx(0.0, abs=1e-3)
+        assert float(z.std(unbiased=False)) == pytest.approx(1.0, rel=1e-3)
+
+
+def _mosaic(rng: np.random.Generator) -> np.ndarray:
+    """A 48 x 48 image of 4 x 4 tiles, each always the same colour at the same place (shifted a pixel or two)."""
+    palette = np.random.default_rng(123).integers(0, 256, (4, 4, 3))
+    image = np.kron(palette, np.ones((12, 12, 1))).astype(np.uint8)
+    return np.roll(image, tuple(rng.integers(-2, 3, 2)), axis=(0, 1))
+
+
+def _texture(rng: np.random.Generator) -> np.ndarray:
+    """A 48 x 48 image of independent grey noise: no place looks unlike another."""
+    return np.repeat(rng.integers(60, 200, (48, 48, 1)), 3, axis=2).astype(np.uint8)
+
+
+_CLASSIFIER_CONFIG = {**TINY, "image_size": 48, "neighbour_offset": 3, "student_channels": (16, 16, 32),
+                      "classifier_hidden": 32, "pairs_per_image": 32, "steps": 150, "batch_size": 8,
+                      "learning_rate": 3e-3}  # fmt: skip
+
+
+def _held_out_accuracy(model: ContextModel, images: list[np.ndarray]) -> float:
+    """The classifier's accuracy on random pairs of images it did not train on."""
+    with torch.no_grad():
+        hidden, _ = model.student(model._batch(images))
+        generator = torch.Generator().manual_seed(99)
+        return float(np.mean([float(model._position_loss(hidden, generator)[1]) for _ in range(5)]))
+
+
+@pytest.mark.parametrize(
+    ("scene", "low", "high"), [(_mosaic, 0.85, 1.0), (_texture, 0.0, 0.3)], ids=["arranged", "texture"]
+)
+def test_the_classifier_learns_an_arrangement_and_stays_near_chance_on_a_texture(scene, low, high):
+    # given
+    rng = np.random.default_rng(0)
+    model = create_model("context", **_CLASSIFIER_CONFIG, device="cpu")
+
+    # when
+    model.fit([Sample(scene(rng)) for _ in range(24)])
+
+    # then: on new images, high accuracy where positions can be told apart, about 1/8 where they cannot
+    assert low <= _held_out_accuracy(model, [scene(rng) for _ in range(8)]) <= high
+
+
+def test_position_term_off_trains_and_scores_without_the_classifier():
+    # given: the ablation, as `--set position_term=false` passes it
+    model = create_model("context", **{**TINY, "position_term": _parse_value("false")}, device="cpu")
+    untouched = [p.clone() for p in model.classifier.parameters()]
+
+    # when
+    model.fit(tiny_samples())
+
+    # then
+    assert model.config.position_term is False
+    assert model.error_maps(model._batch(probe_images()))[1] is None
+    assert all(torch.equal(a, b) for a, b in zip(untouched, model.classifier.parameters(), strict=True))
+    assert all(entry["pos"] == 0 for entry in model.summary.history)
+    assert ContextConfig(position_term="off").position_term is False
+
+
+def test_progress_is_reported_per_stage_and_can_cancel():
+    # given
+    stages = []
+
+    def progress(stage, fraction, message):
+        stages.append(stage)
+        if stage == "train" and fraction >= 0.5:
+            raise KeyboardInterrupt("cancelled by user")
+
+    model = create_model("context", **TINY, device="cpu")
+
+    # when / then
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(tiny_samples(), progress=progress)
+    assert stages[0] == "teacher" and "train" in stages and "statistics" not in stages
+    assert not bool(model.fitted)
+    with pytest.raises(RuntimeError):
+        model.predict(probe_images())
+
+
+def test_the_neighbour_offset_must_fit_the_grid():
+    with pytest.raises(ValueError, match="neighbour_offset"):
+        create_model("context", **{**TINY, "neighbour_offset": 8}, device="cpu")
+
+
+def test_onnx_gives_the_same_scores_and_maps(tmp_path):
+    # given: what predict() computes (the onnxruntime graph of forward)
+    model = create_model("context", **TINY, device="cpu")
+    model.fit(tiny_samples())
+    batch = model._batch(probe_images())
+    with torch.no_grad():
+        scores, maps = model.runtime.run(model, batch)
+
+    # when
+    path = export_onnx(model, tmp_path / "model.onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    onnx_scores, onnx_maps = session.run(["scores", "maps"], {"images": batch.numpy()})
+
+    # then
+    assert onnx_scores.shape == (3,)
+    np.testing.assert_allclose(onnx_scores, scores.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(onnx_maps, maps.numpy(), rtol=1e-4, atol=1e-4)
+    eager = [p.score for p in model.predict(probe_images())]
+    np.testing.assert_allclose(eager, scores.numpy(), rtol=1e-4, atol=1e-4)
