@@ -9,6 +9,7 @@ FAMILY_LABELS = {
     "autoencoder": "Autoencoder — learns to redraw good parts",
     "unet": "U-Net — learns from outlined defects",
     "gaussian": "Gaussian baseline — trains in seconds",
+    "context": "Context — your defects include wrong placement, order or missing parts",
 }
 
 
