@@ -9,6 +9,7 @@ import pytest
 
 from ml.detections import box_iou, box_mask, boxes_from_mask, detections_from_map
 from ml.metrics import box_average_precision
+from ml.segmentation_scores import per_class_scores
 from ml.types import Box, Detection
 
 
@@ -68,3 +69,20 @@ def test_detections_from_a_map_carry_box_class_and_confidence():
     assert found[0].to_dict() == {"box": [2, 2, 8, 6], "label": "dent", "confidence": pytest.approx(0.95)}
     squashed = detections_from_map(values * 10, 5.0, confidence=lambda peak: peak / 10)
     assert [d.confidence for d in squashed] == pytest.approx([0.95, 0.6])
+
+
+def test_per_class_scores_of_hand_made_class_masks():
+    truth_a = np.zeros((4, 4), int)
+    truth_a[0, :2] = 1  # class 1 ("scratch"), two pixels
+    truth_b = np.zeros((4, 4), int)
+    truth_b[3, 3] = 2  # class 2 ("dent")
+    predicted_a = np.zeros((4, 4), int)
+    predicted_a[0, 0] = 1  # half the scratch
+    predicted_b = np.zeros((4, 4), int)
+    predicted_b[3, 3] = 1  # the dent called a scratch
+
+    scores = per_class_scores([truth_a, truth_b, None], [predicted_a, predicted_b, None], ("scratch", "dent"))
+
+    assert scores["scratch"] == {"f1": pytest.approx(2 / 3), "precision": 0.5, "recall": 1.0, "mean_iou": 0.5,
+                                 "n_images": 1}  # fmt: skip
+    assert scores["dent"]["recall"] == 0.0 and scores["dent"]["mean_iou"] == 0.0 and scores["dent"]["n_images"] == 1
