@@ -23,7 +23,8 @@ from django.db import IntegrityError, close_old_connections, connection
 from PIL import Image as PILImage
 
 from webapp.inference.detections import stored_detections
-from webapp.inference.services import PREDICT_MAX_SIDE, model_for_version, predict_arrays
+from webapp.inference.predictions import predicted_mask, prediction_store
+from webapp.inference.services import PREDICT_MAX_SIDE, mask_boxes, model_for_version, version_calibration
 from webapp.stations import services
 from webapp.stations.models import Station
 from webapp.stations.outbox import DeliveryLoop
@@ -54,6 +55,7 @@ def _fitted(image: np.ndarray) -> np.ndarray:
 
 
 PREFETCH_DEPTH = 2
+PIPELINE_DEPTH = 2  # frames judged by the model and waiting to be stored
 _END = object()
 
 
@@ -166,10 +168,17 @@ class StationWorker(threading.Thread):
             frames = source.frames(self.stop)
             if getattr(source, "prefetch", False):
                 frames = prefetched(frames, self.stop, name=f"station-{station.id}-read")
-            for frame in frames:
-                self._handle(station=station, version=version, rules=rules, frame=frame)
-                for loop in loops:
-                    loop.wake.set()
+            recorder = Recorder(worker=self, station=station, version=version, rules=rules, loops=loops)
+            recorder.start()
+            try:
+                for frame in frames:
+                    judged = self._judge(station=station, version=version, frame=frame)
+                    if judged is not None:
+                        recorder.put(judged)
+            finally:
+                recorder.finish()
+            if recorder.error is not None:
+                raise recorder.error
         finally:
             sinks_stop.set()
             if mqtt_triggers is not None:
@@ -186,24 +195,35 @@ class StationWorker(threading.Thread):
             if close is not None:
                 close()
 
-    def _handle(self, *, station: Station, version, rules: dict, frame) -> None:
+    def _judge(self, *, station: Station, version, frame):
+        """The model's output for a frame, or None when the frame needs no verdict (judged before) or failed."""
         if frame.key and services.inspection_key_seen(station_id=station.id, key=frame.key):
             # judged before a crash, not yet moved to done/: move it now, do not judge it again
             self.source.done(frame, ok=True)
-            return
+            return None
         image = _fitted(frame.image)
         try:
-            result = predict_arrays(version=version, arrays=[image], purpose=services.STATION_PURPOSE)[0]
+            (prediction,) = model_for_version(version).predict([image])
         except Exception as error:  # noqa: BLE001 - one bad frame must not stop the line
             log.exception("station %s: prediction failed for %s", station.id, frame.name)
             services.station_failed_count(station_id=station.id)
             self.source.done(frame, ok=False, reason=f"prediction failed: {error}")
-            return
+            return None
+        return frame, image, prediction
+
+    def record(self, *, station: Station, version, rules: dict, calibration, frame, image, prediction) -> None:
+        """Stores the prediction (map, mask) and the verdict with its outbox messages, then lets the source move
+        the file. Raises LeaseLost."""
+        purpose = services.STATION_PURPOSE
+        row = prediction_store(
+            version=version, image=None, prediction=prediction, calibration=calibration, purpose=purpose
+        )
+        boxes = mask_boxes(predicted_mask(prediction, calibration.threshold))
         detections = None
-        if result.boxes and services.rules_name_classes(rules):  # the classes are read back only when rules use them
-            detections = stored_detections(result.prediction)["detections"]
-        regions = services.regions_from_boxes(result.boxes, detections)
-        decision = decide(normalised_score=result.prediction.normalised_score, regions=regions, rules=rules)
+        if boxes and services.rules_name_classes(rules):  # the classes are read back only when rules use them
+            detections = stored_detections(row)["detections"]
+        regions = services.regions_from_boxes(boxes, detections)
+        decision = decide(normalised_score=row.normalised_score, regions=regions, rules=rules)
         try:
             services.inspection_record(
                 station=station,
@@ -212,7 +232,7 @@ class StationWorker(threading.Thread):
                 key=frame.key,
                 captured_at=frame.captured_at,
                 image=image,
-                prediction=result.prediction,
+                prediction=row,
                 regions=decision.counted if rules.get("regions") else regions,
                 decision=decision,
                 version=version,
@@ -224,6 +244,63 @@ class StationWorker(threading.Thread):
             log.info("station %s: %s was judged already", station.id, frame.name)
         self.processed += 1
         self.source.done(frame, ok=True)
+
+
+class Recorder(threading.Thread):
+    """Stores predictions and verdicts, in arrival order, while the model judges the next frame: on two cores the
+    model (ONNX Runtime) and the storing (PNG encoding of map and mask, the database) then run side by side. A
+    failure (a lost lease) stops the recording; frames not yet recorded stay in their source for the next run."""
+
+    def __init__(self, *, worker: StationWorker, station: Station, version, rules: dict, loops: list):
+        super().__init__(name=f"station-{station.id}-record", daemon=True)
+        self.worker, self.station, self.version, self.rules, self.loops = worker, station, version, rules, loops
+        self.calibration = version_calibration(version)
+        self.pending: queue.Queue = queue.Queue(maxsize=PIPELINE_DEPTH)
+        self.error: BaseException | None = None
+
+    def put(self, judged: tuple) -> None:
+        """Hands over a judged frame (blocks while the recorder is behind); raises what stopped the recorder."""
+        while self.error is None:
+            try:
+                self.pending.put(judged, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+        raise self.error
+
+    def finish(self) -> None:
+        """Records what is queued, then ends the thread."""
+        while self.is_alive():
+            try:
+                self.pending.put(_END, timeout=0.2)
+                break
+            except queue.Full:
+                continue
+        self.join()
+
+    def run(self) -> None:
+        try:
+            while (item := self.pending.get()) is not _END:
+                if self.error is not None:
+                    continue
+                frame, image, prediction = item
+                try:
+                    self.worker.record(
+                        station=self.station,
+                        version=self.version,
+                        rules=self.rules,
+                        calibration=self.calibration,
+                        frame=frame,
+                        image=image,
+                        prediction=prediction,
+                    )
+                except BaseException as error:  # noqa: BLE001 - handed to the station thread, which raises it
+                    self.error = error
+                    continue
+                for loop in self.loops:
+                    loop.wake.set()
+        finally:
+            connection.close()
 
 
 class Runner:
