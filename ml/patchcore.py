@@ -279,8 +279,10 @@ class PatchCore(GraphOwner):
         kept: list[torch.Tensor] = []
         per_image = None
         copies = max(1, config.rotations)
-        for start in range(0, len(indices), config.batch_size):
-            images = [samples[i].image for i in indices[start : start + config.batch_size]]
+        # Tiled, one image's tiles (times its rotated copies) are already a batch: the memory stays that of one image.
+        step = 1 if self.tiled else config.batch_size
+        for start in range(0, len(indices), step):
+            images = [samples[i].image for i in indices[start : start + step]]
             batch = self._batch(images)
             if config.rotations > 1:
                 batch = rotated_copies(batch, config.rotations)
@@ -303,7 +305,7 @@ class PatchCore(GraphOwner):
                 choice = choice.to(patches.device)
                 patches = torch.gather(patches, 1, choice[..., None].expand(-1, -1, c))
             kept.append(patches.reshape(-1, c).contiguous())
-            done = min(start + config.batch_size, len(indices))
+            done = min(start + step, len(indices))
             # No time left in the message: the caller estimates it over all stages (the web app shows its own).
             progress("features", done / len(indices), f"read {done} of {len(indices)} images")
         bank_candidates = torch.cat(kept)
