@@ -323,6 +323,48 @@ def test_an_image_sequence_is_replayed_in_natural_order_skipping_a_broken_file(t
     assert frames[2].data == (folder / "frame-10.png").read_bytes() and frames[2].extension == ".png"
 
 
+def _run_station_until(condition, *, what: str, timeout: float = 90) -> None:
+    """A station runner in a thread (as `manage.py run_stations` runs it) until `condition()` holds."""
+    from tests.conftest import wait_for
+    from webapp.stations.runner import Runner
+
+    stop = threading.Event()
+    runner = threading.Thread(target=Runner(lease_seconds=2).run, args=(stop,), daemon=True)
+    runner.start()
+    try:
+        wait_for(condition, timeout=timeout, message=what)
+    finally:
+        stop.set()
+        runner.join(30)
+
+
+def test_a_recorded_shift_replayed_by_a_station_is_judged_once_even_when_replayed_again(
+    trained_version, owner, tmp_path
+):
+    from webapp.stations import services
+    from webapp.stations.models import Inspection, Station
+
+    # given: a station replaying a recorded shift of 12 frames
+    video = _record(tmp_path / "shift.mp4", 12)
+    station = services.station_create(
+        project=trained_version.project, user=owner, name="Replay", source_kind="video",
+        source_settings={"path": str(video), "fps": 0},
+    )  # fmt: skip
+
+    def finished() -> bool:
+        return "finished" in Station.objects.get(id=station.id).source_health.get("detail", "")
+
+    # when: a runner replays it to the end, then a restarted runner replays the same file again
+    _run_station_until(lambda: Inspection.objects.filter(station=station).count() == 12, what="12 verdicts")
+    Station.objects.filter(id=station.id).update(source_health={})
+    _run_station_until(finished, what="the second replay to finish")
+
+    # then: each frame judged once, in order, with a verdict
+    inspections = list(Inspection.objects.filter(station=station).order_by("id"))
+    assert [i.name for i in inspections] == [f"shift-{n:06d}" for n in range(12)]
+    assert all(i.verdict in ("ok", "ng", "review") for i in inspections)
+
+
 @pytest.mark.parametrize(
     "kind, given, message",
     [
