@@ -29,8 +29,8 @@ RECALL_DROP = 0.10  # defects caught down by 10 points
 AUROC_DROP = 0.05  # image AUROC down by 0.05: no threshold separates good from defect as before
 
 REMEDIES = {
-    "position": "add training images with the part at varied positions and angles, or fix the part's place "
-    "(a jig, an end stop, a trigger)",
+    "position": "add training images with the part (and the camera's view) at varied positions and angles, or fix "
+    "the part's place and the camera's mount (a jig, an end stop, a trigger)",
     "lighting": "add training images under varied light, or fix the lighting (an enclosure, a diffuse light, "
     "fixed camera exposure)",
     "background": "keep the background clear (a plain backdrop, a shield around the part), or add training "
