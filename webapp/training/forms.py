@@ -2,7 +2,7 @@ from django import forms
 
 from ml.registry import FAMILIES
 from webapp.training.candidates import BUDGET_MINUTES, DEFAULT_BUDGET_MINUTES
-from webapp.training.services import IMAGE_SIZES, TILING_CHOICES
+from webapp.training.services import IMAGE_SIZES, ROTATION_CHOICES, TILING_CHOICES
 
 FAMILY_LABELS = {
     "patchcore": "PatchCore — learns good parts only (default)",
@@ -18,7 +18,14 @@ class TrainForm(forms.Form):
         required=False, choices=[("", "Automatic (recommended)")] + [(f, FAMILY_LABELS.get(f, f)) for f in FAMILIES]
     )
     image_size = forms.TypedChoiceField(
-        required=False, coerce=int, empty_value=None, choices=[("", "Family default")] + [(s, s) for s in IMAGE_SIZES]
+        required=False, coerce=int, empty_value=None, choices=[("", "Automatic")] + [(s, s) for s in IMAGE_SIZES]
+    )
+    # PatchCore: rotated copies of each good image (issue 21); automatic = chosen from the data (ml.adaptive).
+    rotations = forms.TypedChoiceField(
+        required=False,
+        coerce=int,
+        empty_value=None,
+        choices=[("", "Automatic"), (1, "None")] + [(r, f"{r - 1} (every {360 // r}°)") for r in ROTATION_CHOICES[1:]],
     )
     # PatchCore on large images (issue 16): automatic = tiles once images are over three times the image size.
     tiling = forms.TypedChoiceField(

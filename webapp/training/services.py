@@ -52,6 +52,7 @@ NOT_READY = "Not enough labelled images to train yet: {missing}."
 UNKNOWN_FAMILY = "Unknown model family {family!r}."
 BAD_BUDGET = "The time budget must be one of {choices} minutes."
 IMAGE_SIZES = (128, 192, 224, 256, 320, 384, 448, 512)
+ROTATION_CHOICES = (1, 4, 8, 16)  # PatchCore's rotations a person may set (None: chosen from the data, issue 21)
 # PatchCore's tiling (issue 16): 0 resizes whole images; N brings the longer side to N px and covers it with tiles.
 TILING_CHOICES = (0, 1024, 1536, 2048, 4096)
 # Automatic tiling starts where a resize would shrink an image more than this many times (a 2448 px image to 320).
@@ -224,6 +225,7 @@ def training_run_request(
     family: str = "",
     image_size: int | None = None,
     backbone: str = "",
+    rotations: int | None = None,
     tiling: int | None = None,
     compare_families: tuple[str, ...] | list[str] = (),
     budget_minutes: int = DEFAULT_BUDGET_MINUTES,
@@ -247,6 +249,10 @@ def training_run_request(
         config["image_size"] = image_size
     if backbone:
         config["backbone"] = backbone
+    if rotations is not None:
+        if rotations not in ROTATION_CHOICES:
+            raise ValidationError(f"Rotated copies must be one of {', '.join(map(str, ROTATION_CHOICES))}.")
+        config["rotations"] = rotations
     if tiling is not None and tiling not in TILING_CHOICES:
         raise ValidationError(f"Tiling must be one of {', '.join(map(str, TILING_CHOICES))}.")
     reason = plan.choice.reason if family == plan.choice.family else f"You chose {family} in the advanced settings."

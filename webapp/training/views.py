@@ -12,6 +12,7 @@ from webapp.projects.access import Action, project_for, role_allows
 from webapp.training import selectors, services
 from webapp.training.forms import TrainForm
 from webapp.training.models import ModelVersion, TrainingRun
+from webapp.training.settings_plan import planned_settings_sentence
 
 
 def train_page(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
@@ -28,10 +29,15 @@ def train_page(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
                 messages.error(request, " ".join(exc.messages))
             else:
                 return redirect("run_detail", project_id=project.public_id, run_id=run.public_id)
+    plan = services.training_plan(project=project)
     context = {
         "project": project,
-        "plan": services.training_plan(project=project),
+        "plan": plan,
         "form": form,
+        # issue 21: what PatchCore will choose from the data (a comparison trains its candidates' own sizes)
+        "settings_sentence": ""
+        if plan.candidates and plan.candidates.compares
+        else planned_settings_sentence(project=project, family=plan.choice.family),
         "queue": selectors.project_queue(project=project, user=request.user),
         "max_queued": services.MAX_QUEUED_PER_PROJECT,
         "last_split_change": selectors.last_split_change(project=project, user=request.user),
