@@ -223,3 +223,39 @@ def test_station_pages_owners_manage_members_watch_strangers_get_404(
     assert "review band" in response.content.decode()
     station.refresh_from_db()
     assert station.revision == 2  # refused: nothing saved
+
+
+@pytest.mark.slow
+def test_a_webhook_down_for_a_minute_gets_every_verdict_in_order_after_it_recovers(
+    trained_version, owner, tmp_path, runner_thread
+):
+    # given a station delivering to a webhook receiver that is down
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    receiver = WebhookReceiver(secret="k")
+    station = services.station_create(
+        project=trained_version.project,
+        user=owner,
+        name="Outage",
+        source_kind="folder",
+        source_settings={"path": str(inbox), "poll_seconds": 0.05},
+    )
+    services.sink_add(station=station, user=owner, kind="webhook", settings={"url": receiver.url, "secret": "k"})
+    runner_thread()
+    # when parts keep arriving for the 60 s it stays down
+    started = time.monotonic()
+    names = []
+    while time.monotonic() - started < 60:
+        names.append(drop_image(inbox, f"part-{len(names):03d}.png", seed=len(names), size=64).name)
+        time.sleep(3)
+    receiver.start()
+    # then every verdict arrives once it is back, in order, none dead-lettered
+    wait_for(
+        lambda: not OutboxMessage.objects.filter(inspection__station=station).exclude(status=OutboxStatus.DELIVERED),
+        timeout=120,
+        message="the outbox delivered",
+    )
+    ids = list(Inspection.objects.filter(station=station).order_by("id").values_list("id", flat=True))
+    assert len(ids) == len(names) == len({p["inspection"] for p in receiver.received})
+    assert [p["inspection"] for p in receiver.received] == ids
+    receiver.stop()
