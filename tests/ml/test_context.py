@@ -264,3 +264,10 @@ def test_onnx_gives_the_same_scores_and_maps(tmp_path):
     np.testing.assert_allclose(onnx_maps, maps.numpy(), rtol=1e-4, atol=1e-4)
     eager = [p.score for p in model.predict(probe_images())]
     np.testing.assert_allclose(eager, scores.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_the_context_family_can_be_named_as_a_candidate():
+    from ml.compare import candidates_for
+
+    candidates = candidates_for(n_good=20, n_defect=4, n_annotated=0, extra=["context"])
+    assert [c.family for c in candidates][-1] == "context"
