@@ -204,6 +204,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("KENSA_VISIBILITY_TIMEOUT", 6 * 3600)}
 CELERY_TASK_ALWAYS_EAGER = False
 
+
 # Where models compute (ml.devices: auto, cpu, cuda, cuda:N). KENSA_DEVICE is the training worker's (auto: its GPU
 # when torch sees one); KENSA_PREDICT_DEVICE is for predictions in the web server and default workers, CPU unless
 # told: they run beside training and each web process keeps its own models (docs/deploy.md, "GPU workers").
@@ -230,6 +231,7 @@ LOGGING = {
 # Every 30 s, so the bounds promised in docs/deploy.md hold: a check's threshold plus its period (see each reaper).
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-training-runs": {"task": "training.reap", "schedule": 30.0},
+    "reap-stale-robustness-runs": {"task": "robustness.reap", "schedule": 30.0},
     "reap-stale-batch-jobs": {"task": "api.batch_reap", "schedule": 30.0},
     "requeue-stale-thumbnails": {"task": "images.thumbnails_requeue", "schedule": 30.0},
 }

@@ -15,8 +15,9 @@ from celery.signals import worker_init, worker_ready, worker_shutdown
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# Each app's tasks sit next to its services (webapp/<app>/tasks.py); workers.tasks holds the ones not yet moved.
-app = Celery("kensa", include=["workers.tasks", "webapp.inference.tasks"])
+# Each app's tasks sit next to its services (webapp/<app>/tasks.py).
+TASK_APPS = ("images", "training", "robustness", "inference", "api")
+app = Celery("kensa", include=[f"webapp.{name}.tasks" for name in TASK_APPS])
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_routes = ("workers.decorators.route_task",)
 

@@ -67,7 +67,7 @@ def batches(bad: list[Upload], good: list[Upload]) -> list[list[Upload]]:
 @pytest.fixture
 def thumbnail_calls(monkeypatch) -> list[list[int]]:
     """The image ids each thumbnail task would get (no worker runs here)."""
-    from workers.tasks import thumbnails_make_task
+    from webapp.images.tasks import thumbnails_make_task
 
     calls: list[list[int]] = []
     monkeypatch.setattr(thumbnails_make_task, "delay", lambda ids: calls.append(list(ids)))

@@ -19,7 +19,7 @@ from webapp.projects.models import Membership, Role
 from webapp.robustness import services
 from webapp.robustness.execution import robustness_run_execute
 from webapp.robustness.models import RobustnessRun, RobustnessStatus
-from workers.tasks import training_runs_reap_task
+from webapp.robustness.tasks import robustness_runs_reap_task
 
 
 def _measured(version) -> RobustnessRun:
@@ -127,7 +127,7 @@ def test_requests_refusals_training_hook_and_silent_runs(client, trained_version
     # and the periodic reaper fails one whose worker died, without anyone asking
     assert services.robustness_run_claim(run_id=waiting.id)
     RobustnessRun.objects.filter(id=waiting.id).update(heartbeat_at=timezone.now() - timedelta(minutes=10))
-    training_runs_reap_task()
+    robustness_runs_reap_task()
     waiting.refresh_from_db()
     assert waiting.status == RobustnessStatus.FAILED
 

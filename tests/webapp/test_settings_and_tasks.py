@@ -5,7 +5,6 @@ import sys
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-import workers.tasks  # noqa: F401  (registers the tasks and their queues)
 from webapp.env import env_bool, env_int, env_str
 from workers.decorators import TASK_QUEUES, route_task
 
@@ -40,7 +39,20 @@ def test_production_settings_refuse_to_start_without_a_secret_key():
     assert "KENSA_SECRET_KEY" in result.stderr
 
 
+def test_every_scheduled_task_is_registered_from_its_apps_tasks_module(settings):
+    from workers.celery import app
+
+    app.loader.import_default_modules()  # what a worker does at start: every webapp/<app>/tasks.py it includes
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        assert entry["task"] in app.tasks
+    assert {"training.run", "robustness.run", "robustness.reap", "api.batch_run"} <= set(app.tasks)
+    assert app.tasks["robustness.reap"].__module__ == "webapp.robustness.tasks"
+
+
 def test_tasks_are_routed_to_their_queues():
+    from workers.celery import app
+
+    app.loader.import_default_modules()
     assert TASK_QUEUES["training.run"] == "train"
     assert TASK_QUEUES["images.thumbnails_make"] == "default"
     assert route_task("training.run", (), {}, {}) == {"queue": "train"}

@@ -96,8 +96,9 @@ def test_the_periodic_check_sends_quiet_work_again_and_gives_up_after_the_cap(tr
 def test_the_check_runs_on_the_beat_schedule_often_enough():
     entry = next(e for e in settings.CELERY_BEAT_SCHEDULE.values() if e["task"] == "images.thumbnails_requeue")
     assert entry["schedule"] == services.THUMBNAIL_CHECK_SECONDS
-    import workers.tasks  # noqa: F401  (registers the tasks)
     from workers.celery import app
+
+    app.loader.import_default_modules()  # the include list: every app's tasks module
 
     assert "images.thumbnails_requeue" in app.tasks
 

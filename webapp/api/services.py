@@ -181,7 +181,7 @@ def batch_job_submit(*, project: Project, token: ApiToken | None, uploads: list[
 
 
 def _enqueue(job_id: int) -> None:
-    from workers.tasks import batch_job_run_task
+    from webapp.api.tasks import batch_job_run_task
 
     BatchJob.objects.filter(id=job_id).update(enqueued_at=timezone.now())
     batch_job_run_task.delay(job_id)

@@ -58,7 +58,7 @@ def images_delete(*, project: Project, image_ids: list[int]) -> int:
 def thumbnails_queue(*, image_ids: list[int]) -> None:
     """Sends the images' thumbnail work to the default queue once the current transaction commits (at once
     outside one), one task per THUMBNAIL_CHUNK ids, and records when each was sent."""
-    from workers.tasks import thumbnails_make_task
+    from webapp.images.tasks import thumbnails_make_task
 
     ids = list(image_ids)
 

@@ -55,7 +55,7 @@ def robustness_run_request(
 
 
 def _enqueue_on_commit(run: RobustnessRun) -> None:
-    from workers.tasks import robustness_run_task
+    from webapp.robustness.tasks import robustness_run_task
 
     transaction.on_commit(lambda: robustness_run_task.delay(run.id))
 
@@ -119,7 +119,8 @@ def robustness_run_finish(
 
 def robustness_runs_reap(*, version: ModelVersion | None = None, now=None) -> int:
     """Fails running runs whose worker went silent, and queued ones no worker took, so a new one can start.
-    Runs when a new run is requested (the training reaper's thresholds; no periodic task of its own)."""
+    Runs when a new run is requested and every 30 s on the beat (robustness.reap), with the training reaper's
+    thresholds."""
     now = now or timezone.now()
     runs = RobustnessRun.objects.filter(status__in=ACTIVE)
     if version is not None:

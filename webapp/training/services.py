@@ -327,7 +327,7 @@ def automatic_tiling(project: Project, tile: int) -> int:
 
 
 def _enqueue_on_commit(run: TrainingRun) -> None:
-    from workers.tasks import training_run_task
+    from webapp.training.tasks import training_run_task
 
     def send() -> None:
         TrainingRun.objects.filter(id=run.id).update(enqueued_at=timezone.now())
@@ -340,7 +340,7 @@ def project_queue_advance(*, project_id: int) -> None:
     """Sends the project's next waiting run to the workers, once nothing of the project runs and it was not sent
     yet (after the current transaction commits). Only that one is sent: the workers' queue then holds one run
     per project, so a project's runs go in order and never occupy two workers."""
-    from workers.tasks import training_run_task
+    from webapp.training.tasks import training_run_task
 
     def send() -> None:
         if TrainingRun.objects.filter(project_id=project_id, status=RunStatus.RUNNING).exists():
