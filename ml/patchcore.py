@@ -315,7 +315,9 @@ class PatchCore(GraphOwner):
             bank_candidates = self.project(bank_candidates)
         c, h, w = config.feature_shape
         # The ratio is of all patches seen (as in the paper), the floor keeps few-image banks from starving.
-        seen = len(indices) * copies * inputs_per_image * h * w
+        # Counted per image, tiled or not: a bank that grew with the tiles would slow every tile's search (40 images
+        # of 16 tiles would keep 10,240 entries, 5x the search, and a coreset of over 20 min at load 25; issue 16).
+        seen = len(indices) * copies * h * w
         wanted = max(config.min_bank_size, math.ceil(config.coreset_ratio * seen))
         size = min(config.max_bank_size, len(bank_candidates), wanted)
         sampler = create_sampler(config.sampler, projection_dim=config.projection_dim, seed=config.seed)
