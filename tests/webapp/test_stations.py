@@ -95,12 +95,20 @@ def test_a_folder_station_judges_each_file_once_and_tells_every_sink(trained_ver
     assert (registers[2] << 16 | registers[3], registers[4] << 16 | registers[5]) == (3, 1)
     station.refresh_from_db()
     assert (station.ok_count, station.ng_count, station.review_count) == (3, 1, 0)
+    # and a sink added later gets the next verdict: its outbox row is written with the verdict, and its delivery
+    # loop runs once the runner restarted the station for the new revision
+    late = WebhookReceiver()
+    late.start()
+    services.sink_add(station=station, user=owner, kind="webhook", settings={"url": late.url})
+    drop_image(inbox, "good-9.png", seed=1009)
+    wait_for(lambda: [p["image"] for p in late.received] == ["good-9.png"], timeout=60, message="the new sink")
+    late.stop()
     # and trimming keeps the newest images only, with every verdict
     kept = Inspection.objects.filter(station=station).order_by("-id").first()
     stored = kept.prediction.input_file.path
     old = Inspection.objects.filter(station=station).order_by("id").first().prediction
-    assert services.station_images_trim(station_id=station.id, keep=1) == 3
-    assert Inspection.objects.filter(station=station, prediction__isnull=True).count() == 3
+    assert services.station_images_trim(station_id=station.id, keep=1) == 4
+    assert Inspection.objects.filter(station=station, prediction__isnull=True).count() == 4
     assert os.path.exists(stored) and not os.path.exists(old.input_file.path)
 
 
