@@ -5,6 +5,7 @@ the winner ml.compare's rule picks, and the Train, run and Model pages show the 
 import html
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.conf import settings
 from django.core.files.storage import default_storage
@@ -18,7 +19,12 @@ from webapp.images.models import Image, Label, Split
 from webapp.samples import sample_project_create
 from webapp.training import services
 from webapp.training.candidates import COMPARE_FAMILY, NO_VALIDATION_DEFECTS
-from webapp.training.execution import SELF_CALIBRATED, run_files_discard, training_run_execute
+from webapp.training.execution import (
+    SELF_CALIBRATED,
+    run_files_discard,
+    self_calibration_scores,
+    training_run_execute,
+)
 from webapp.training.models import ModelVersion, RunStatus, TrainingRun
 
 SMALL = {"n_good": 24, "n_defect": 9, "size": 48}
@@ -169,3 +175,10 @@ def test_an_empty_validation_split_costs_patchcore_no_training_image(transaction
     good_test = version.predictions.filter(image__label=Label.GOOD)
     assert version.calibration["threshold"] > 0
     assert good_test.filter(is_anomalous=False).count() >= good_test.count() / 2
+
+
+def test_self_calibration_leaves_out_the_rarest_training_images():
+    # the threshold rule was made for ~20 validation images, whose highest sits near the 95th percentile
+    kept = self_calibration_scores(np.arange(100.0)[::-1])
+    assert len(kept) == 95 and kept.max() == 94.0
+    assert list(self_calibration_scores(np.array([3.0]))) == [3.0]

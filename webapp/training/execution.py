@@ -241,7 +241,8 @@ def _train_and_evaluate(run: TrainingRun, workdir: Path) -> ModelVersion:
     else:  # SELF_CALIBRATING: every good training image scored against the bank without its own patches
         evaluation_progress("validation", 0.0, f"Scoring the {len(fit)} training images without their own patches")
         scores = calibration_scores(model, fit)
-        calibration = calibrate(self_calibration_scores(scores), np.zeros(len(scores), dtype=int))
+        kept = self_calibration_scores(scores)
+        calibration = calibrate(kept, np.zeros(len(kept), dtype=int))
         p50, p95, p99 = np.percentile(scores, [50, 95, 99])
         extra["self_calibration"] = {
             "n": len(scores), "p50": p50, "p95": p95, "p99": p99, "max": float(scores.max())
