@@ -15,6 +15,7 @@ from webapp.inference.models import Prediction, Purpose
 from webapp.projects.access import Action, role_allows
 from webapp.projects.models import DefectClass, Membership, Role
 from webapp.review.models import ReviewItem
+from webapp.robustness.models import RobustnessRun
 from webapp.training.models import ModelVersion, TrainingRun
 
 # (url name, which objects the URL names, method, the action it needs)
@@ -73,6 +74,9 @@ ROUTES = [
     ("review_decide", {"review_item": True}, "post", Action.REVIEW),
     ("audit_log", {}, "get", Action.AUDIT),
     ("audit_export", {}, "get", Action.AUDIT),
+    ("robustness_report", {"version": True}, "get", Action.VIEW),
+    ("robustness_start", {"version": True}, "post", Action.TRAIN),
+    ("robustness_example", {"robustness_run": True, "worst": (0, "before")}, "get", Action.VIEW),
 ]
 
 
@@ -132,6 +136,7 @@ def route_target(project, owner) -> dict:
         "run": TrainingRun.objects.create(project=project, family="gaussian"),
         "split_change": AuditEntry.objects.create(project=project, user=owner, action=AuditAction.SPLIT, target="1"),
         "job": BatchJob.objects.create(project=project, model_version=version, token=token, total=0),
+        "robustness_run": RobustnessRun.objects.create(model_version=version),
     }
 
 
@@ -158,6 +163,7 @@ URL_KWARGS = {  # key in `needs` -> (URL keyword, how to get its value from the 
     "run": ("run_id", lambda t: t["run"].public_id),
     "split_change": ("entry_id", lambda t: t["split_change"].id),
     "job": ("job_id", lambda t: t["job"].public_id),
+    "robustness_run": ("run_id", lambda t: t["robustness_run"].public_id),
 }
 
 
@@ -168,6 +174,8 @@ def _url(name, needs, project, target):
     for key, value in needs.items():
         if key == "fmt":
             kwargs["fmt"] = value
+        elif key == "worst":  # a worst case's picture: its index and kind
+            kwargs["index"], kwargs["kind"] = value
         else:
             keyword, get = URL_KWARGS[key]
             kwargs[keyword] = get(target)
