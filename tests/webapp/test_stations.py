@@ -267,3 +267,31 @@ def test_a_webhook_down_for_a_minute_gets_every_verdict_in_order_after_it_recove
     assert len(ids) == len(names) == len({p["inspection"] for p in receiver.received})
     assert [p["inspection"] for p in receiver.received] == ids
     receiver.stop()
+
+
+def test_a_dead_letter_shows_on_the_station_page_and_can_be_sent_again(client, project, owner, tmp_path):
+    from django.utils import timezone
+
+    from webapp.stations.outbox import outbox_failed
+
+    # given a webhook message that failed its last allowed try
+    station = services.station_create(
+        project=project, user=owner, name="Line", source_kind="folder", source_settings={"path": str(tmp_path)}
+    )
+    sink = services.sink_add(station=station, user=owner, kind="webhook", settings={"url": "http://127.0.0.1:9/x"})
+    now = timezone.now()
+    inspection = Inspection.objects.create(
+        station=station, name="p.png", verdict="ng", raw_score=1, normalised_score=0.9,
+        captured_at=now, decided_at=now, latency_ms=1,
+    )  # fmt: skip
+    message = OutboxMessage.objects.create(sink=sink, inspection=inspection, payload={"verdict": "ng"}, attempts=11)
+    assert outbox_failed(message=message, error="receiver answered 503", max_attempts=12) == OutboxStatus.DEAD
+    # then the live view shows it with its error
+    client.force_login(owner)
+    detail = reverse("station_detail", args=[project.public_id, station.public_id])
+    live = client.get(detail, headers={"HX-Request": "true"}).content.decode()
+    assert '<td class="sink-dead">1 <span class="muted">(receiver answered 503)</span>' in live
+    # and "Send again" queues it for delivery once more
+    client.post(reverse("sink_retry", args=[project.public_id, station.public_id, sink.id]))
+    message.refresh_from_db()
+    assert (message.status, message.attempts) == (OutboxStatus.PENDING, 0)
