@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Kensa needs that are missing, and nothing else.
 #   scripts/install_system_packages.sh          redis-server (for `make run`)
-#   scripts/install_system_packages.sh --test   redis-server, chromium and ffmpeg (for `make test`)
+#   scripts/install_system_packages.sh --test   redis-server, chromium, ffmpeg and mosquitto (for `make test`)
 # ffmpeg only serves the cameras of the station tests: at run time OpenCV's wheel brings its own FFmpeg.
+# mosquitto is the MQTT broker the station tests start (a station's MQTT sink talks to the plant's own broker).
 # Fast when everything is present: it only looks with `command -v`, and runs `apt-get update` only when an
 # install fails without it (a fresh image has empty package lists).
 set -euo pipefail
@@ -23,6 +24,9 @@ if [[ $want_browser == 1 ]] && ! command -v chromium >/dev/null 2>&1 && ! comman
 fi
 if [[ $want_browser == 1 ]] && ! command -v ffmpeg >/dev/null 2>&1; then
     missing+=(ffmpeg)
+fi
+if [[ $want_browser == 1 ]] && ! command -v mosquitto >/dev/null 2>&1 && [[ ! -x /usr/sbin/mosquitto ]]; then
+    missing+=(mosquitto)
 fi
 
 if [[ ${#missing[@]} == 0 ]]; then
@@ -62,5 +66,6 @@ for pkg in "${missing[@]}"; do
         redis-server) command -v redis-server >/dev/null 2>&1 ;;
         chromium) command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 ;;
         ffmpeg) command -v ffmpeg >/dev/null 2>&1 ;;
+        mosquitto) command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]] ;;
     esac || { echo "error: $pkg was installed but its command is not on PATH" >&2; exit 1; }
 done
