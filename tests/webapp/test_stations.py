@@ -21,6 +21,8 @@ from webapp.review.models import ReviewItem
 from webapp.stations import services
 from webapp.stations.models import Inspection, OutboxMessage, OutboxStatus, Station
 from webapp.stations.runner import Runner
+from webapp.training.models import ModelVersion
+from webapp.training.services import model_version_activate
 
 
 @pytest.fixture
@@ -150,6 +152,24 @@ def test_a_review_band_sends_uncertain_images_to_review_and_triggers_take_one_ca
     assert inspection.verdict == "review"
     item = ReviewItem.objects.get(prediction=inspection.prediction)
     assert item.prediction.input_file and item.prediction.input_name == "part.png"
+    # and activating another version makes the runner restart the station with it
+    second = ModelVersion.objects.create(
+        project=trained_version.project,
+        number=trained_version.number + 1,
+        family=trained_version.family,
+        artifact_prefix=trained_version.artifact_prefix,
+        artifact_files=trained_version.artifact_files,
+        calibration=trained_version.calibration,
+        metrics=trained_version.metrics,
+    )
+    model_version_activate(version=second, user=owner)
+    wait_for(lambda: Station.objects.get(id=station.id).running_version_id == second.id, message="v2 running")
+    drop_image(inbox, "part-2.png", seed=6)
+    wait_for(
+        lambda: Inspection.objects.filter(station=station, name="part-2.png", model_version=second).exists(),
+        timeout=60,
+        message="judged by v2",
+    )
     try:
         # when the line's controller triggers the camera: once over HTTP, then once over MQTT
         wait_for(lambda: Station.objects.get(id=camera_station.id).claimed_by, message="camera station claimed")
