@@ -39,7 +39,7 @@ from webapp.serving import STORED_FILE_CSP
 from webapp.storage import stored_file_write
 from webapp.training.artifacts import artifact_upload
 
-OUR_APPS = {"accounts", "projects", "images", "training", "dashboard", "api", "annotations", "review"}
+OUR_APPS = {"accounts", "projects", "images", "training", "dashboard", "api", "annotations", "review", "robustness"}
 IMAGE_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/bmp": "BMP", "image/tiff": "TIFF"}
 REPO = Path(__file__).resolve().parents[2]
 
@@ -98,6 +98,7 @@ WRITES = {
         "split": "train",
     },
     "review_decide": lambda w: {"decision": "good"},
+    "robustness_start": lambda w: {},
     # outside projects: any signed-in user may create a project; users are created by staff
     "project_list": lambda w: {"name": "New line"},
     "sample_create": lambda w: {},
@@ -110,6 +111,7 @@ NO_EFFECT_HERE = {
     "trial": "no active model version: the page says to train one first",
     "splits_rebalance": "one image: nothing to move",
     "validation_fill": "one test image: a stratified share of one is none",
+    "robustness_start": "the one test image is unlabelled: the page says there is nothing to measure",
 }
 STAFF_WRITES = {"user_list"}
 PROJECT_POSTS = sorted({name for name, _, method, _ in ROUTES if method == "post"})
