@@ -112,6 +112,10 @@ def test_a_folder_station_judges_each_file_once_and_tells_every_sink(trained_ver
     assert services.station_images_trim(station_id=station.id, keep=1) == 4
     assert Inspection.objects.filter(station=station, prediction__isnull=True).count() == 4
     assert os.path.exists(stored) and not os.path.exists(old.input_file.path)
+    assert f"projects/{project.public_id}/stations/" in kept.prediction.input_file.name  # removed with the project
+    # and deleting the station deletes its images too
+    services.station_delete(station=Station.objects.get(id=station.id), user=owner)
+    assert not os.path.exists(stored) and not Inspection.objects.filter(station_id=station.id).exists()
 
 
 def test_a_review_band_sends_uncertain_images_to_review_and_triggers_take_one_camera_frame_each(

@@ -145,7 +145,10 @@ def station_pause(*, station: Station, user: AbstractBaseUser, paused: bool) -> 
 
 
 def station_delete(*, station: Station, user: AbstractBaseUser) -> None:
+    """The station, its verdicts and their images (those in review stay with their review items)."""
     project_for(user, station.project.public_id, Action.MANAGE)
+    while station_images_trim(station_id=station.id, keep=0):
+        pass
     station.delete()
 
 
@@ -313,7 +316,9 @@ def inspection_record(
     extension = KEPT_EXTENSIONS.get(extension.lower(), "")
     if not data or not extension:
         data, extension = input_encoded(image, lossless=decision.verdict == Verdict.REVIEW)
-    input_name = stored_file_write(f"stations/{station.public_id}/inputs/{uuid.uuid4().hex}{extension}", data)
+    # Under the project's folder, which deleting the project removes whole.
+    folder = f"projects/{station.project.public_id}/stations/{station.public_id}/inputs"
+    input_name = stored_file_write(f"{folder}/{uuid.uuid4().hex}{extension}", data)
     counter = {Verdict.OK: "ok_count", Verdict.NG: "ng_count", Verdict.REVIEW: "review_count"}[decision.verdict]
     with transaction.atomic():
         if not Station.objects.filter(id=station.id, claimed_by=runner).update(**{counter: F(counter) + 1}):
