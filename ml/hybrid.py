@@ -32,15 +32,19 @@ from torch import nn
 
 from ml.calibration import leave_own_out_distances, patchcore_patch_distances
 from ml.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
-from ml.detections import detections_from_map
+from ml.detections import box_iou, detections_from_map
 from ml.devices import check_device_spec, resolve_device, resolve_saved_device
 from ml.images import resize_image
 from ml.patchcore import PatchCore
+from ml.segmentation_scores import mask_iou
 from ml.training import TrainingSummary
-from ml.types import DEFECT, GOOD, Prediction, ProgressCallback, Sample, no_progress
+from ml.types import DEFECT, GOOD, Box, Prediction, ProgressCallback, Sample, no_progress
 
 FAMILY = "hybrid"
 PRIOR_PREFIX, HEAD_PREFIX = "prior.", "head."  # tensor name prefixes in the one checkpoint
+# Outline cut points tried on the training defects: probabilities from even odds up to 1 - 1e-6 (a defect's core
+# saturates, so the tight cuts that separate its edge from its core sit close to 1).
+MASK_THRESHOLDS = (0.5, 0.7, 0.9, 0.97, 0.99, 0.997, 0.999, 0.9997, 0.9999, 0.99997, 0.99999, 0.999997, 0.999999)
 
 
 @dataclass
@@ -227,6 +231,10 @@ class HybridSegmenter(nn.Module):
             device=str(self.device),
         )
         self._train_head(x, prior, target, weight, progress)
+        first = len(goods)  # the drawn defects' rows follow the good images' in x
+        config.mask_threshold = self._choose_mask_threshold(
+            x[first : first + len(drawn)], prior[first : first + len(drawn)], drawn
+        )
         self.summary.seconds = time.perf_counter() - started
 
     def _patch_view(self, images, *, own_images=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -274,6 +282,32 @@ class HybridSegmenter(nn.Module):
             self.summary.history.append({"epoch": epoch + 1, "loss": total / len(x)})
             progress("epoch", (epoch + 1) / config.epochs, f"epoch {epoch + 1} of {config.epochs}")
         self.head.eval()
+
+    @torch.no_grad()
+    def _choose_mask_threshold(self, x: torch.Tensor, prior: torch.Tensor, drawn) -> float:
+        """The probability at which the outline (and its boxes) best matches the drawn defects: mean mask IoU for
+        outlines, mean best-box IoU for boxes, over MASK_THRESHOLDS. The drawn defects were trained on, so this
+        flatters the fit; it only sets where the outline is cut, not the image score."""
+        size = self.config.image_size
+        logits = self.head(x, prior)
+        grids = defect_log_probability(logits).exp()[:, None]
+        maps = F.interpolate(grids, size=(size, size), mode="bilinear", align_corners=False)[:, 0].numpy()
+        best, best_overlap = self.config.mask_threshold, -1.0
+        for threshold in MASK_THRESHOLDS:
+            overlaps = []
+            for values, (_, mask, _, boxes) in zip(maps, drawn, strict=True):
+                if boxes:
+                    found = [d.box for d in detections_from_map(values, threshold)]
+                    for x0, y0, x1, y1, _ in boxes:
+                        drawn_box = Box(x0, y0, x1, y1)
+                        overlaps.append(max((box_iou(drawn_box, f) for f in found), default=0.0))
+                else:
+                    overlaps.append(mask_iou(mask, values >= threshold))
+            overlap = float(np.mean(overlaps)) if overlaps else 0.0
+            if overlap > best_overlap + 1e-6:
+                best, best_overlap = threshold, overlap
+        self.summary.history.append({"mask_threshold": best, "training_overlap": best_overlap})
+        return float(best)
 
     # ---- prediction ----
 
@@ -399,8 +433,11 @@ def _patch_targets(mask, class_mask, boxes, distances, grid, box_positive_share)
             r0, r1 = int(y0 * h / size[0]), max(int(np.ceil(y1 * h / size[0])), int(y0 * h / size[0]) + 1)
             c0, c1 = int(x0 * w / size[1]), max(int(np.ceil(x1 * w / size[1])), int(x0 * w / size[1]) + 1)
             inside = distances[r0:r1, c0:c1]
-            cut = torch.quantile(inside.flatten().float(), 1 - box_positive_share)
-            positive = inside >= cut
+            # The top share by rank (not by a quantile cut, which ties on flat boxes would make the whole box).
+            count = max(1, int(np.ceil(box_positive_share * inside.numel())))
+            positive = torch.zeros(inside.numel(), dtype=torch.bool)
+            positive[inside.flatten().float().topk(count).indices] = True
+            positive = positive.view(inside.shape)
             weight[r0:r1, c0:c1] = positive.float()
             target[r0:r1, c0:c1] = torch.where(positive, label, 0)
         return target, weight

@@ -1,0 +1,110 @@
+"""The hybrid family: box supervision, per-class output and detections, on synthetic parts."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ml.detections import box_mask, boxes_from_mask
+from ml.hybrid import _patch_targets
+from ml.metrics import box_average_precision, image_auroc
+from ml.registry import create_model
+from ml.types import DEFECT, Box, Sample
+
+SIZE = 48
+CLASSES = ("spot", "scratch")
+CONFIG = {
+    "pretrained": False,
+    "image_size": SIZE,
+    "epochs": 30,
+    "head_good_images": 12,
+    "hidden_channels": 16,
+    "patchcore": {
+        "backbone": "test_efficientnet",
+        "layers": (1, 2),
+        "rotations": 1,
+        "min_bank_size": 64,
+        "max_bank_size": 256,
+    },
+}
+
+
+def _good(rng: np.random.Generator) -> np.ndarray:
+    base = 120 + rng.normal(0, 6, (SIZE, SIZE, 1))
+    return np.clip(np.repeat(base, 3, axis=2), 0, 255).astype(np.uint8)
+
+
+def _defect(rng: np.random.Generator, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """A bright 8 x 8 spot or a dark horizontal scratch (3 x 20), somewhere on the part."""
+    image, mask = _good(rng), np.zeros((SIZE, SIZE), bool)
+    height, width = (8, 8) if kind == "spot" else (3, 20)
+    y, x = rng.integers(4, SIZE - height - 4), rng.integers(4, SIZE - width - 4)
+    mask[y : y + height, x : x + width] = True
+    image[mask] = 245 if kind == "spot" else 15
+    return image, mask
+
+
+def _classed(rng: np.random.Generator, kind: str) -> Sample:
+    image, mask = _defect(rng, kind)
+    class_mask = mask.astype(np.int32) * (CLASSES.index(kind) + 1)
+    return Sample(image, DEFECT, mask, class_mask=class_mask, classes=CLASSES)
+
+
+def test_boxes_teach_the_head_only_the_most_unusual_patches_inside_them():
+    distances = torch.zeros((6, 6))
+    distances[1, 1], distances[1, 2] = 5.0, 4.0
+    target, weight = _patch_targets(np.zeros((12, 12), bool), None, [(0, 0, 6, 6, 1)], distances, (6, 6), 0.5)
+    # The box covers patches [0:3, 0:3]; the two far ones are defect, the other box patches are left out.
+    inside = torch.zeros((6, 6), dtype=torch.bool)
+    inside[:3, :3] = True
+    assert target[1, 1] == 1 and target[1, 2] == 1
+    assert weight[inside].sum() >= 2 and (weight[inside] == 0).any()
+    assert (target[~inside] == 0).all() and (weight[~inside] == 1).all()
+
+
+def test_a_model_trained_from_boxes_only_finds_and_boxes_the_defects():
+    rng = np.random.default_rng(3)
+    train = [Sample(_good(rng)) for _ in range(14)]
+    for _ in range(10):
+        image, mask = _defect(rng, "spot")
+        drawn = [Box(b.x0 - 2, b.y0 - 2, b.x1 + 2, b.y1 + 2) for b in boxes_from_mask(mask)]  # drawn loosely
+        train.append(Sample(image, DEFECT, box_mask(drawn, mask.shape), boxes=drawn))
+    test_goods = [_good(rng) for _ in range(6)]
+    test_defects = [_defect(rng, "spot") for _ in range(6)]
+
+    model = create_model("hybrid", **CONFIG, device="cpu")
+    model.fit(train)
+    predictions = model.predict(test_goods + [image for image, _ in test_defects])
+
+    labels = np.r_[np.zeros(6), np.ones(6)]
+    assert image_auroc(labels, np.array([p.score for p in predictions])) >= 0.95
+    assert not any(p.detections for p in predictions[:6])  # nothing boxed on good parts
+    for (_, mask), prediction in zip(test_defects, predictions[6:], strict=True):
+        # At 48 px the patch grid is 4 px, so the box comes out larger than the 8 px spot: its centre must be on it.
+        truth, found = boxes_from_mask(mask)[0], prediction.detections[0].box
+        assert truth.x0 - 4 <= (found.x0 + found.x1) / 2 <= truth.x1 + 4
+        assert truth.y0 - 4 <= (found.y0 + found.y1) / 2 <= truth.y1 + 4
+    truths = [[] for _ in test_goods] + [boxes_from_mask(mask) for _, mask in test_defects]
+    assert box_average_precision(truths, [p.detections for p in predictions], iou_threshold=0.1) == 1.0
+    assert model.summary.n_defect == 10
+
+
+def test_several_drawn_classes_give_a_class_per_region_and_per_detection(tmp_path):
+    rng = np.random.default_rng(4)
+    train = [Sample(_good(rng)) for _ in range(14)]
+    train += [_classed(rng, kind) for kind in CLASSES for _ in range(8)]
+    tests = [_classed(rng, kind) for kind in CLASSES for _ in range(4)]
+
+    model = create_model("hybrid", **CONFIG, device="cpu")
+    model.fit(train)
+    model.save(tmp_path)
+    predictions = create_model("hybrid", **CONFIG).load(tmp_path).predict([s.image for s in tests])
+
+    right_regions = right_detections = 0
+    for sample, prediction in zip(tests, predictions, strict=True):
+        assert prediction.classes == CLASSES
+        truth = CLASSES[int(sample.class_mask.max()) - 1]
+        votes = np.bincount(prediction.class_mask[sample.mask], minlength=3)[1:]
+        right_regions += votes.any() and CLASSES[int(votes.argmax())] == truth
+        right_detections += bool(prediction.detections) and prediction.detections[0].box.label == truth
+    assert right_regions >= 7 and right_detections >= 7  # of 8
