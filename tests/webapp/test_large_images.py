@@ -1,5 +1,6 @@
-"""A 12 MP camera frame through upload, training (PatchCore, tiled automatically), evaluation, trial detection and
-the API, within the memory target (issue 16). Tiny training set and small tiles keep it quick."""
+"""A 12 MP camera frame through upload, training (PatchCore, tiled automatically), evaluation, the dashboard
+gallery, trial detection and the API, within the memory target (issue 16). A tiny training set and small tiles keep
+it quick."""
 
 import io
 import resource
@@ -68,6 +69,12 @@ def test_a_12_mp_frame_goes_through_upload_training_evaluation_trial_and_the_api
     assert version.metrics["image_auroc"] is not None
     evaluated = Prediction.objects.get(model_version=version, image=test_frame, purpose=Purpose.TEST)
     assert _map_shape(evaluated) == (HEIGHT, WIDTH)
+    # the dashboard gallery colours that 12 MP map
+    client.force_login(owner)
+    kwargs = {"project_id": project.public_id, "prediction_id": evaluated.id}
+    overlay = client.get(reverse("prediction_heatmap", kwargs=kwargs))
+    assert overlay.status_code == 200 and overlay["Content-Type"] == "image/png"
+    assert PILImage.open(io.BytesIO(overlay.content)).size == (WIDTH, HEIGHT)
 
     # trial detection on a 12 MP upload (predictions shrink inputs to 2048 px before decoding to RGB)
     [trial] = trial_run(version=version, uploads=[SimpleUploadedFile("trial.png", frame_png(3))])
