@@ -16,6 +16,7 @@ from webapp.projects.access import Action, role_allows
 from webapp.projects.models import DefectClass, Membership, Role
 from webapp.review.models import ReviewItem
 from webapp.robustness.models import RobustnessRun
+from webapp.stations.models import Sink, Station
 from webapp.training.models import ModelVersion, TrainingRun
 
 # (url name, which objects the URL names, method, the action it needs)
@@ -77,6 +78,15 @@ ROUTES = [
     ("robustness_report", {"version": True}, "get", Action.VIEW),
     ("robustness_start", {"version": True}, "post", Action.TRAIN),
     ("robustness_example", {"robustness_run": True, "worst": (0, "before")}, "get", Action.VIEW),
+    ("station_list", {}, "get", Action.VIEW),
+    ("station_list", {}, "post", Action.MANAGE),
+    ("station_detail", {"station": True}, "get", Action.VIEW),
+    ("station_edit", {"station": True}, "post", Action.MANAGE),
+    ("station_pause", {"station": True}, "post", Action.MANAGE),
+    ("station_delete", {"station": True}, "post", Action.MANAGE),
+    ("sink_add", {"station": True}, "post", Action.MANAGE),
+    ("sink_remove", {"station": True, "sink": True}, "post", Action.MANAGE),
+    ("sink_retry", {"station": True, "sink": True}, "post", Action.MANAGE),
 ]
 
 
@@ -104,6 +114,7 @@ API_ROUTES = [
     ("api_batch_detail", {"job": True}, "get", Scope.PREDICT),
     ("api_prediction_map", {"prediction": True}, "get", None),
     ("api_prediction_mask", {"prediction": True}, "get", None),
+    ("station_trigger", {"station": True}, "post", Scope.PREDICT),
 ]
 
 
@@ -137,6 +148,8 @@ def route_target(project, owner) -> dict:
         "split_change": AuditEntry.objects.create(project=project, user=owner, action=AuditAction.SPLIT, target="1"),
         "job": BatchJob.objects.create(project=project, model_version=version, token=token, total=0),
         "robustness_run": RobustnessRun.objects.create(model_version=version),
+        "station": (station := Station.objects.create(project=project, name="Line", source_settings={"path": "/x"})),
+        "sink": Sink.objects.create(station=station, kind="webhook", settings={"url": "http://127.0.0.1:9/"}),
     }
 
 
@@ -164,6 +177,8 @@ URL_KWARGS = {  # key in `needs` -> (URL keyword, how to get its value from the 
     "split_change": ("entry_id", lambda t: t["split_change"].id),
     "job": ("job_id", lambda t: t["job"].public_id),
     "robustness_run": ("run_id", lambda t: t["robustness_run"].public_id),
+    "station": ("station_id", lambda t: t["station"].public_id),
+    "sink": ("sink_id", lambda t: t["sink"].id),
 }
 
 

@@ -19,13 +19,16 @@ from webapp.urls import urlpatterns as app_urlpatterns
 TABS_BY_ROLE = {
     Role.OWNER: {
         "Overview", "Images", "Upload", "Import / export", "Train", "Model", "Try it", "API", "Review", "Audit log",
-        "Settings",
+        "Stations", "Settings",
     },
     Role.ANNOTATOR: {
-        "Overview", "Images", "Upload", "Import / export", "Train", "Model", "Try it", "API", "Audit log", "Settings",
+        "Overview", "Images", "Upload", "Import / export", "Train", "Model", "Try it", "API", "Audit log", "Stations",
+        "Settings",
     },
-    Role.REVIEWER: {"Overview", "Images", "Import / export", "Model", "API", "Review", "Audit log", "Settings"},
-    Role.VIEWER: {"Overview", "Images", "Import / export", "Model", "API", "Settings"},
+    Role.REVIEWER: {
+        "Overview", "Images", "Import / export", "Model", "API", "Review", "Audit log", "Stations", "Settings",
+    },
+    Role.VIEWER: {"Overview", "Images", "Import / export", "Model", "API", "Stations", "Settings"},
 }  # fmt: skip
 
 
