@@ -33,7 +33,7 @@ def test_viewer_sees_only_usable_tabs_and_a_styled_403(page, live_server, projec
     log_in(page, live_server, "vera")
     page.goto(f"{live_server.url}/projects/{project.public_id}/")
     tabs = page.locator("nav.tabs a").all_inner_texts()
-    assert tabs == ["Overview", "Images", "Import / export", "Model", "API", "Settings"]
+    assert tabs == ["Overview", "Images", "Import / export", "Model", "API", "Stations", "Settings"]
     page.goto(f"{live_server.url}/projects/{project.public_id}/images/upload/")
     assert page.inner_text("#error-reason") == "A viewer cannot edit data in this project."
     # the app's layout: the dark top bar with its navigation, not a bare unstyled page

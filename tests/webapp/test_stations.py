@@ -58,7 +58,7 @@ def test_a_folder_station_judges_each_file_once_and_tells_every_sink(trained_ver
     services.sink_add(station=station, user=owner, kind="webhook", settings={"url": receiver.url, "secret": "s3cret"})
     services.sink_add(station=station, user=owner, kind="folder", settings={"path": str(tmp_path / "sorted")})
     services.sink_add(station=station, user=owner, kind="modbus", settings={"port": modbus_port, "host": "127.0.0.1"})
-    runner_thread()
+    runner_thread(alive_file=str(tmp_path / "alive"))
     # when parts arrive: good ones and a clearly defective one, plus a file that is not an image
     names = []
     for seed in range(3):
@@ -69,6 +69,7 @@ def test_a_folder_station_judges_each_file_once_and_tells_every_sink(trained_ver
     wait_for(lambda: Inspection.objects.filter(station=station).count() == 4, timeout=60, message="4 verdicts")
     wait_for(lambda: sorted(p.name for p in (inbox / "done").iterdir()) == sorted(names), message="files in done/")
     wait_for(lambda: (inbox / "failed" / "broken.png.txt").exists(), message="broken.png in failed/")
+    assert (tmp_path / "alive").exists()  # touched on every heartbeat, for the container health check
     assert (inbox / "failed" / "broken.png").exists() and not (inbox / "broken.png").exists()
     assert "not an image" in (inbox / "failed" / "broken.png.txt").read_text()
     verdicts = dict(Inspection.objects.filter(station=station).values_list("name", "verdict"))

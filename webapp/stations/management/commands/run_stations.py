@@ -26,18 +26,29 @@ class Command(BaseCommand):
         )
         parser.add_argument("--max-stations", type=int, default=None, help="take at most this many stations")
         parser.add_argument(
+            "--alive-file", default="", help="a file touched on every heartbeat, for a container health check"
+        )
+        parser.add_argument(
             "--keep-images",
             type=int,
             default=env_int("KENSA_STATION_KEEP_IMAGES", 1000),
             help="images (input, heatmap, mask) kept per station; older ones are deleted, their verdicts kept",
         )
 
-    def handle(self, *args, name: str, lease: float, max_stations: int | None, keep_images: int, **options) -> None:
+    def handle(
+        self, *args, name: str, lease: float, max_stations: int | None, keep_images: int, alive_file: str, **options
+    ) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         stop = threading.Event()
         for number in (signal.SIGTERM, signal.SIGINT):
             signal.signal(number, lambda *_: stop.set())
-        runner = Runner(name=name or None, lease_seconds=lease, max_stations=max_stations, keep_images=keep_images)
+        runner = Runner(
+            name=name or None,
+            lease_seconds=lease,
+            max_stations=max_stations,
+            keep_images=keep_images,
+            alive_file=alive_file,
+        )
         self.stdout.write(f"station runner {runner.name} ready", ending="\n")
         self.stdout.flush()
         runner.run(stop)
