@@ -97,8 +97,9 @@ def robustness_run_execute(*, run_id: int) -> None:
         samples = ProjectSamples(list(services.test_images_of(version)))
         progress("load", 0.0, f"Loading version {version.number}")
         # Loaded for this run only, not into the prediction cache: the training worker that runs it must not keep
-        # hundreds of MB of a model it will not use again. Where predictions compute (CPU unless told).
-        model = load_model(artifact_local_dir(version), device=settings.KENSA_PREDICT_DEVICE)
+        # hundreds of MB of a model it will not use again. On the training device (the task is on a training
+        # queue, so a GPU worker's GPU scores the perturbed images).
+        model = load_model(artifact_local_dir(version), device=settings.KENSA_DEVICE)
         report = robustness_run(model, samples, threshold=run.threshold, seed=0, progress=progress)
         summary = report.to_dict()
         summary["worst_cases"] = worst_cases_store(report, prefix=prefix, calibration=calibration)
