@@ -16,6 +16,7 @@ class Purpose(models.TextChoices):
     TRIAL = "trial", "Trial"
     API = "api", "API"
     BATCH = "batch", "Batch"
+    STATION = "station", "Station"  # kept per station by the runner (KENSA_STATION_KEEP_IMAGES), not by retention
 
 
 class Prediction(models.Model):

@@ -15,6 +15,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from PIL import Image as PILImage
 
+from webapp.inference.models import Purpose
 from webapp.inference.services import Box
 from webapp.projects.access import Action, project_for
 from webapp.projects.models import Project
@@ -35,7 +36,7 @@ VERSION_NOT_IN_PROJECT = "That model version is not one of this project's."
 UNKNOWN_SINK = "Unknown sink kind {kind!r}."
 # The Prediction purpose of station frames: not routed by the review policy (a station's rules decide REVIEW) and
 # not expired by the API/trial/batch retention (stations trim their own images, see station_images_trim).
-STATION_PURPOSE = "station"
+STATION_PURPOSE = Purpose.STATION
 TRIM_CHUNK, TRIM_CHUNKS_PER_CALL = 500, 10
 # A source's original bytes are kept as they came in these formats (the extensions the app serves images as).
 KEPT_EXTENSIONS = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpg", ".bmp": ".bmp", ".tif": ".tif", ".tiff": ".tif"}
