@@ -110,7 +110,8 @@ def test_position_error_is_the_mean_over_neighbours_inside_the_image_of_one_minu
     hidden = torch.randn(1, 2, 3, 3)
 
     # when
-    error = position_error(hidden, classifier, neighbour_validity(3, 3, 1), offset=1)[0]
+    with torch.no_grad():
+        error = position_error(hidden, classifier, neighbour_validity(3, 3, 1), offset=1)[0]
 
     # then: the corner averages only its 3 neighbours inside (right 4, below 6, below-right 7), the centre all 8
     right, below, below_right = 4, 6, 7
