@@ -56,7 +56,7 @@ class PatchCoreConfig(PatchFeatureConfig):
     few good images get a larger working size and, for parts that appear at any angle, rotated copies); a value
     set by hand is kept. chosen: what that rule chose and its sentence for the app (empty for older models).
     score: "max" (the highest patch distance), "top_mean" (the mean of the `top_patches` highest: steadier than one
-    patch when few good images leave the bank thin; ml.adaptive picks it for few images) or "reweighted" (the
+    patch, the rule's choice (ml.adaptive) unless set) or "reweighted" (the
     paper's Eq. 7, which discounts a far patch whose nearest bank entry lies in a sparse region). None: the rule's.
     tile_working_size: 0 resizes the whole image to image_size (the default, as before issue 16); above 0, the
     image's longer side is brought to this many pixels (never enlarged) and covered by image_size tiles that overlap
