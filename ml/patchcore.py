@@ -411,8 +411,10 @@ class PatchCore(GraphOwner):
             return self(batch)
         _, h, w = self.config.feature_shape
         per_image = max(1, h * w * len(self.memory_bank) * 4)
-        pieces = [forward_with(self.runtime, self, part, engine=engine)
-                  for part in batch.split(max(1, GRAPH_SEARCH_BYTES // per_image))]  # fmt: skip
+        # The int8 search quantises its query patches per graph call: fed one image at a time, an image's score
+        # does not depend on the batch it came in (the model bundle scores images one by one and must agree).
+        images_per_run = 1 if self.config.search_precision == "int8" else max(1, GRAPH_SEARCH_BYTES // per_image)
+        pieces = [forward_with(self.runtime, self, part, engine=engine) for part in batch.split(images_per_run)]
         return torch.cat([scores for scores, _ in pieces]), torch.cat([maps for _, maps in pieces])
 
     def save(self, directory: Path) -> None:

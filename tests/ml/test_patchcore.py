@@ -44,6 +44,16 @@ def test_defects_score_above_good_parts(fitted, parts):
     assert anomaly_map[defect.mask].mean() > anomaly_map[~defect.mask].mean()
 
 
+def test_an_images_score_does_not_depend_on_the_batch_it_comes_in(fitted, parts):
+    # The int8 search quantises per graph call; the model bundle scores one image at a time and must agree.
+    _, test = parts
+    images = [p.image for p in test]
+    batched = [p.score for p in fitted.predict(images, batch_size=len(images))]
+    alone = [fitted.predict([image], batch_size=1)[0].score for image in images]
+    assert fitted.config.search_precision == "int8" and fitted.config.score == "top_mean"
+    assert batched == alone
+
+
 def test_save_and_load_give_the_same_scores(fitted, parts, tmp_path):
     # given
     images = [p.image for p in parts[1]]
