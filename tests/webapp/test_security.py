@@ -39,7 +39,10 @@ from webapp.serving import STORED_FILE_CSP
 from webapp.storage import stored_file_write
 from webapp.training.artifacts import artifact_upload
 
-OUR_APPS = {"accounts", "projects", "images", "training", "dashboard", "api", "annotations", "review", "robustness"}
+OUR_APPS = {
+    "accounts", "projects", "images", "training", "inference", "dashboard", "api", "annotations", "review",
+    "robustness", "stations",
+}  # fmt: skip
 IMAGE_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/bmp": "BMP", "image/tiff": "TIFF"}
 REPO = Path(__file__).resolve().parents[2]
 
@@ -99,6 +102,13 @@ WRITES = {
     },
     "review_decide": lambda w: {"decision": "good"},
     "robustness_start": lambda w: {},
+    "station_list": lambda w: {"name": "Line 2", "source_kind": "folder", "folder_path": str(w["inbox"])},
+    "station_edit": lambda w: {"name": "Line 1b", "source_kind": "folder", "folder_path": str(w["inbox"])},
+    "station_pause": lambda w: {"paused": "1"},
+    "station_delete": lambda w: {},
+    "sink_add": lambda w: {"kind": "webhook", "settings": '{"url": "http://127.0.0.1:9/hook"}'},
+    "sink_remove": lambda w: {},
+    "sink_retry": lambda w: {},
     # outside projects: any signed-in user may create a project; users are created by staff
     "project_list": lambda w: {"name": "New line"},
     "sample_create": lambda w: {},
@@ -112,6 +122,7 @@ NO_EFFECT_HERE = {
     "splits_rebalance": "one image: nothing to move",
     "validation_fill": "one test image: a stratified share of one is none",
     "robustness_start": "the one test image is unlabelled: the page says there is nothing to measure",
+    "sink_retry": "no message of the sink is dead-lettered: nothing to send again (tested in test_stations)",
 }
 STAFF_WRITES = {"user_list"}
 PROJECT_POSTS = sorted({name for name, _, method, _ in ROUTES if method == "post"})
@@ -135,7 +146,16 @@ def world(project, owner) -> dict:
     prediction.save(update_fields=["input_file", "input_name"])
     # the owner's last bulk change, which an undo can take back
     moved = images_split_change(project=project, images=[target["image"].id], split="test", user=owner)
-    return {**target, "project": project, "owner": owner, "bulk_change": moved.entry, "split_change": moved.entry}
+    inbox = Path(settings.MEDIA_ROOT).parent / "inbox"  # a station's watched folder, outside the stored files
+    inbox.mkdir(parents=True, exist_ok=True)
+    return {
+        **target,
+        "project": project,
+        "owner": owner,
+        "bulk_change": moved.entry,
+        "split_change": moved.entry,
+        "inbox": inbox,
+    }
 
 
 def _needs(name: str) -> dict:
@@ -291,6 +311,7 @@ def test_every_rendered_form_carries_the_csrf_token(client, owner, trained_versi
     the token, and every template that holds a POST form was among those rendered."""
     from webapp.inference.models import Prediction, Purpose
     from webapp.review.models import ReviewItem
+    from webapp.stations.models import Sink, Station
     from webapp.training.models import TrainingRun
 
     project = trained_version.project
@@ -307,7 +328,9 @@ def test_every_rendered_form_carries_the_csrf_token(client, owner, trained_versi
         "prediction": trained_version.predictions.exclude(purpose=Purpose.TRIAL).first(),
         "review_item": ReviewItem.objects.create(project=project, prediction=trial, reason="band"),
         "run": TrainingRun.objects.create(project=project, family="gaussian"),  # active: its cancel form shows
+        "station": Station.objects.create(project=project, name="Line", source_settings={"path": "/x"}),
     }
+    Sink.objects.create(station=target["station"], kind="webhook", settings={"url": "http://127.0.0.1:9/"})
     gets = [(name, needs) for name, needs, method, _ in ROUTES if method == "get" and name not in FILE_ROUTES]
     pages = [(name, _url(name, needs, project, target), {}) for name, needs in gets]
     pages += [(name, reverse(name), {}) for name, method, who in SITE_ROUTES if method == "get" and who != "public"]
@@ -370,6 +393,10 @@ def stored(world, tmp_path) -> dict:
     prediction.predicted_mask = stored_file_write(f"{prefix}/predictions/p_mask.png", _grey_png())
     prediction.save(update_fields=["anomaly_map", "predicted_mask"])
     _version_model_store(prediction.model_version, tmp_path)
+    robustness = world["robustness_run"]  # a worst case's picture, as a finished run stores it
+    picture = stored_file_write(f"{prefix}/robustness/{robustness.public_id}/0_before.png", _grey_png())
+    robustness.report = {"worst_cases": [{"files": {"before": picture}}]}
+    robustness.save(update_fields=["report"])
     _, secret = api_token_create(project=project, name="all", scopes=Scope.values, created_by=world["owner"])
     return {**world, "secret": secret}
 
@@ -396,6 +423,7 @@ FILE_ROUTES = {
     "api_version_bundle",
     "api_prediction_map",
     "api_prediction_mask",
+    "robustness_example",
 }
 
 
