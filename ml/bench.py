@@ -28,7 +28,7 @@ from ml.registry import create_model
 from ml.segmentation_scores import mean_defect_iou
 from ml.threads import torch_threads
 from ml.thresholds import default_threshold
-from ml.types import AnomalyModel, Sample
+from ml.types import AnomalyModel, ProgressCallback, Sample
 
 TIMING_BATCH = 8
 TIMING_REPEATS = 10
@@ -147,9 +147,34 @@ def _run_bench(options: BenchOptions) -> dict:
         from ml.compare_bench import run_compare_bench
 
         return run_compare_bench(options)
+    fitted = fit_for_bench(options)
+    return evaluate_fitted(
+        fitted.model,
+        fitted.train,
+        fitted.test,
+        options,
+        fit_seconds=fitted.fit_seconds,
+        fit_cpu_seconds=fitted.fit_cpu_seconds,
+    )
+
+
+@dataclass
+class FittedBench:
+    """A family fitted on a folder's training images as the bench does it, with the test images left for it."""
+
+    model: AnomalyModel
+    train: LazySamples
+    test: LazySamples
+    fit_seconds: float
+    fit_cpu_seconds: float
+
+
+def fit_for_bench(options: BenchOptions) -> FittedBench:
+    """Loads the folder, splits it (families that learn from drawn defects train on a share of them), creates the
+    family from the options and fits it, timed in wall and CPU seconds. Shared by every bench mode."""
     dataset = load_mvtec(options.data, train_limit=options.train_limit, seed=options.seed)
     train, test = dataset.train, dataset.test
-    if options.model in ("unet", "hybrid"):  # families that learn from drawn defects train on a share of them
+    if options.model in ("unet", "hybrid"):
         train, test = supervised_split(dataset, fraction=options.supervised_fraction, seed=options.seed)
 
     config = dict(options.config or {})
@@ -158,15 +183,19 @@ def _run_bench(options: BenchOptions) -> dict:
         config["image_size"] = options.image_size
     model = create_model(options.model, **config)
 
+    _log(options, f"fitting {options.model} on {len(train)} images")
+    started, cpu_started = time.perf_counter(), cpu_seconds()
+    model.fit(train, progress=bench_progress(options))
+    return FittedBench(model, train, test, time.perf_counter() - started, cpu_seconds() - cpu_started)
+
+
+def bench_progress(options: BenchOptions) -> ProgressCallback:
+    """A progress callback that logs each step to stderr (when verbose)."""
+
     def progress(stage: str, fraction: float, message: str) -> None:
         _log(options, f"  [{stage} {fraction:5.1%}] {message}")
 
-    _log(options, f"fitting {options.model} on {len(train)} images")
-    started, cpu_started = time.perf_counter(), cpu_seconds()
-    model.fit(train, progress=progress)
-    fit_seconds = time.perf_counter() - started
-    fit_cpu_seconds = cpu_seconds() - cpu_started
-    return evaluate_fitted(model, train, test, options, fit_seconds=fit_seconds, fit_cpu_seconds=fit_cpu_seconds)
+    return progress
 
 
 def evaluate_fitted(

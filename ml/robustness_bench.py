@@ -12,14 +12,12 @@ from __future__ import annotations
 import os
 import platform
 import sys
-import time
 
 import numpy as np
 import torch
 
-from ml.bench import BenchOptions, cpu_seconds, peak_rss_mb
-from ml.data import load_mvtec, stratified_halves, supervised_split
-from ml.registry import create_model
+from ml.bench import BenchOptions, bench_progress, fit_for_bench, peak_rss_mb
+from ml.data import stratified_halves
 from ml.robustness import RobustnessReport, resolve_perturbations, robustness_run
 from ml.threads import torch_threads
 from ml.thresholds import default_threshold
@@ -42,23 +40,9 @@ def run_robustness_bench(
     chosen = resolve_perturbations(perturbations)
     with torch_threads(os.cpu_count() or 1):
         torch.manual_seed(options.seed)
-        dataset = load_mvtec(options.data, train_limit=options.train_limit, seed=options.seed)
-        train, test = dataset.train, dataset.test
-        if options.model == "unet":
-            train, test = supervised_split(dataset, fraction=options.supervised_fraction, seed=options.seed)
-        config = dict(options.config or {})
-        config["seed"] = options.seed
-        if options.image_size is not None:
-            config["image_size"] = options.image_size
-        model = create_model(options.model, **config)
-
-        def progress(stage: str, fraction: float, message: str) -> None:
-            _log(options, f"  [{stage} {fraction:5.1%}] {message}")
-
-        _log(options, f"fitting {options.model} on {len(train)} images")
-        started, cpu_started = time.perf_counter(), cpu_seconds()
-        model.fit(train, progress=progress)
-        fit_seconds, fit_cpu_seconds = time.perf_counter() - started, cpu_seconds() - cpu_started
+        fitted = fit_for_bench(options)
+        model, train, test = fitted.model, fitted.train, fitted.test
+        progress = bench_progress(options)
 
         validation, scored = stratified_halves(test, seed=options.seed)
         _log(options, f"threshold from {len(validation)} validation images")
@@ -77,8 +61,8 @@ def run_robustness_bench(
             "n_validation": len(validation),
             "n_scored": len(scored),
             "n_train": len(train),
-            "fit_seconds": fit_seconds,
-            "fit_cpu_seconds": fit_cpu_seconds,
+            "fit_seconds": fitted.fit_seconds,
+            "fit_cpu_seconds": fitted.fit_cpu_seconds,
             "load_average_1min": os.getloadavg()[0],
             "peak_rss_mb": peak_rss_mb(),
             "model": options.model,
