@@ -34,7 +34,10 @@ def test_a_legacy_checkpoint_loads_and_predicts_its_recorded_scores(name, tmp_pa
     model = load_model(directory, device="cpu")
     assert model.family == FAMILIES[name]
     predictions = model.predict(probe)
-    np.testing.assert_allclose([p.score for p in predictions], expected["scores"], rtol=1e-4, atol=1e-6)
+    # PatchCore's int8 search quantises its queries per graph call: the scores were recorded with the three probes
+    # in one call, it now runs one image per call, so a near-tie may pick another bank entry a hair farther away.
+    rtol = 1e-3 if name == "patchcore" else 1e-4
+    np.testing.assert_allclose([p.score for p in predictions], expected["scores"], rtol=rtol, atol=1e-6)
     np.testing.assert_allclose(
-        [float(p.anomaly_map.mean()) for p in predictions], expected["map_means"], rtol=1e-4, atol=1e-6
+        [float(p.anomaly_map.mean()) for p in predictions], expected["map_means"], rtol=rtol, atol=1e-6
     )
