@@ -22,11 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ml.data import load_mvtec
-from ml.registry import create_model
-from ml.robustness import format_robustness_table, robustness_run
-from ml.threads import torch_threads
-from ml.thresholds import default_threshold
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere: the repo's ml/
+
+from ml.data import load_mvtec  # noqa: E402
+from ml.registry import create_model  # noqa: E402
+from ml.robustness import format_robustness_table, robustness_run  # noqa: E402
+from ml.threads import torch_threads  # noqa: E402
+from ml.thresholds import default_threshold  # noqa: E402
 
 
 def cpu_seconds() -> float:
