@@ -23,12 +23,27 @@ TINY_CONFIGS: dict[str, dict] = {
         "batch_size": 4,
     },  # fmt: skip
     "unet": _UNET,
-    "hybrid": {"pretrained": False, "image_size": 32, "epochs": 2, "head_good_images": 6, "hidden_channels": 8,
-               "patchcore": {k: v for k, v in _FEATURES.items() if k not in ("image_size", "pretrained")}
-               | {"min_bank_size": 16, "max_bank_size": 32}},  # fmt: skip
-    "context": {"backbone": "test_efficientnet", "pretrained": False, "teacher_layers": (1, 2), "image_size": 32,
-                "student_channels": (8, 8, 16), "classifier_hidden": 16, "neighbour_offset": 2, "pairs_per_image": 8,
-                "steps": 20, "batch_size": 4},  # fmt: skip
+    "hybrid": {
+        "pretrained": False,
+        "image_size": 32,
+        "epochs": 2,
+        "head_good_images": 6,
+        "hidden_channels": 8,
+        "patchcore": {k: v for k, v in _FEATURES.items() if k not in ("image_size", "pretrained")}
+        | {"min_bank_size": 16, "max_bank_size": 32},
+    },
+    "context": {
+        "backbone": "test_efficientnet",
+        "pretrained": False,
+        "teacher_layers": (1, 2),
+        "image_size": 32,
+        "student_channels": (8, 8, 16),
+        "classifier_hidden": 16,
+        "neighbour_offset": 2,
+        "pairs_per_image": 8,
+        "steps": 20,
+        "batch_size": 4,
+    },
 }
 
 

@@ -49,9 +49,7 @@ def project_delete(*, project: Project) -> None:
     transaction.on_commit(lambda: stored_folder_delete(folder))
 
 
-def membership_set(
-    *, project: Project, username: str, role: str, actor: AbstractBaseUser | None = None
-) -> Membership:
+def membership_set(*, project: Project, username: str, role: str, actor: AbstractBaseUser | None = None) -> Membership:
     """Adds a user to the project or changes their role; `actor` (who did it) goes into the audit log."""
     if role not in Role.values:
         raise ValidationError(f"Unknown role {role!r}.")
