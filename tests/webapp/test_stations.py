@@ -252,10 +252,19 @@ def test_station_pages_owners_manage_members_watch_strangers_get_404(
     client.post(edit_url, {**form, "rules": '{"review_band": [0.45, 0.55]}'})
     station.refresh_from_db()
     assert (station.name, station.rules, station.revision) == ("Cam 1b", {"review_band": [0.45, 0.55]}, 2)
-    response = client.post(edit_url, {**form, "rules": '{"review_band": [0.9, 0.1]}'}, follow=True)
-    assert "review band" in response.content.decode()
+    response = client.post(edit_url, {**form, "rules": '{"review_band": [0.9, 0.1]}'})
+    assert response.status_code == 400 and "review band" in response.content.decode()
     station.refresh_from_db()
     assert station.revision == 2  # refused: nothing saved
+    # a refused edit or sink shows the form again as it was typed, so nothing typed is lost
+    typed = {**form, "name": "Cam 1c", "rules": '{"review_band": [0.4, oops'}
+    page = client.post(edit_url, typed)
+    assert page.status_code == 400 and "Not valid JSON" in page.content.decode()
+    assert page.context["form"].data["name"] == "Cam 1c" and "oops" in page.content.decode()
+    sink_url = reverse("sink_add", args=[project.public_id, station.public_id])
+    page = client.post(sink_url, {"kind": "webhook", "settings": '{"url": "http://127.0.0.1:9/hook",'})
+    assert page.status_code == 400 and "http://127.0.0.1:9/hook" in page.content.decode()
+    assert not station.sinks.exists()
 
 
 @pytest.mark.slow

@@ -38,11 +38,15 @@ def _pinned(project, public_id: str) -> ModelVersion | None:
     return ModelVersion.objects.filter(project=project, public_id=public_id).first()
 
 
-def _form_errors(request: HttpRequest, form) -> None:
-    for field, errors in form.errors.items():
-        label = form.fields[field].label if field in form.fields else ""
-        for error in errors:
-            messages.error(request, f"{label or field}: {error}" if field != "__all__" else error)
+def _station_fields(form: StationForm, project) -> dict:
+    """What creating and editing a station take from a valid form."""
+    return {
+        "name": form.cleaned_data["name"],
+        "source_kind": form.cleaned_data["source_kind"],
+        "source_settings": form.settings_for_source(),
+        "rules": form.cleaned_data["rules"],
+        "pinned_version": _pinned(project, form.cleaned_data.get("version", "")),
+    }
 
 
 def station_list(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
@@ -54,15 +58,7 @@ def station_list(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
         form = StationForm(request.POST, versions=_versions(project))
         if form.is_valid():
             try:
-                station = services.station_create(
-                    project=project,
-                    user=request.user,
-                    name=form.cleaned_data["name"],
-                    source_kind=form.cleaned_data["source_kind"],
-                    source_settings=form.settings_for_source(),
-                    rules=form.cleaned_data["rules"],
-                    pinned_version=_pinned(project, form.cleaned_data.get("version", "")),
-                )
+                station = services.station_create(project=project, user=request.user, **_station_fields(form, project))
             except ValidationError as error:
                 form.add_error(None, error.messages[0])
             else:
@@ -78,16 +74,25 @@ def station_list(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
 def station_detail(request: HttpRequest, project_id: uuid.UUID, station_id: uuid.UUID) -> HttpResponse:
     project, role = project_for(request.user, project_id, Action.VIEW)
     station = _station(project, station_id)
-    context = {
+    if request.htmx:
+        return render(request, "stations/_live.html", _detail_context(project, role, station))
+    return _detail_page(request, project, role, station)
+
+
+def _detail_context(project, role, station: Station) -> dict:
+    return {
         "project": project,
         "role": role,
         "station": station,
         "live": selectors.station_live(station=station),
         "can_manage": role_allows(role, Action.MANAGE),
     }
-    if request.htmx:
-        return render(request, "stations/_live.html", context)
-    context["form"] = StationForm(
+
+
+def _detail_page(request, project, role, station: Station, *, form=None, sink_form=None) -> HttpResponse:
+    """The station page; a form that failed is shown again as it was typed, with its errors (status 400)."""
+    context = _detail_context(project, role, station)
+    context["form"] = form or StationForm(
         versions=_versions(project),
         initial={
             "name": station.name,
@@ -98,32 +103,25 @@ def station_detail(request: HttpRequest, project_id: uuid.UUID, station_id: uuid
             "rules": json.dumps(station.rules) if station.rules else "",
         },
     )
-    context["sink_form"] = SinkForm()
-    return render(request, "stations/detail.html", context)
+    context["sink_form"] = sink_form or SinkForm()
+    failed = (form is not None and form.errors) or (sink_form is not None and sink_form.errors)
+    return render(request, "stations/detail.html", context, status=400 if failed else 200)
 
 
 @require_POST
 def station_edit(request: HttpRequest, project_id: uuid.UUID, station_id: uuid.UUID) -> HttpResponse:
-    project, _ = project_for(request.user, project_id, Action.MANAGE)
+    project, role = project_for(request.user, project_id, Action.MANAGE)
     station = _station(project, station_id)
     form = StationForm(request.POST, versions=_versions(project))
-    if not form.is_valid():
-        _form_errors(request, form)
-    else:
+    if form.is_valid():
         try:
-            services.station_update(
-                station=station,
-                user=request.user,
-                name=form.cleaned_data["name"],
-                source_kind=form.cleaned_data["source_kind"],
-                source_settings=form.settings_for_source(),
-                rules=form.cleaned_data["rules"],
-                pinned_version=_pinned(project, form.cleaned_data.get("version", "")),
-            )
-            messages.success(request, "Saved; the runner restarts the station with the new settings.")
+            services.station_update(station=station, user=request.user, **_station_fields(form, project))
         except ValidationError as error:
-            messages.error(request, error.messages[0])
-    return redirect("station_detail", project.public_id, station.public_id)
+            form.add_error(None, error.messages[0])
+        else:
+            messages.success(request, "Saved; the runner restarts the station with the new settings.")
+            return redirect("station_detail", project.public_id, station.public_id)
+    return _detail_page(request, project, role, station, form=form)
 
 
 @require_POST
@@ -147,12 +145,10 @@ def station_delete(request: HttpRequest, project_id: uuid.UUID, station_id: uuid
 
 @require_POST
 def sink_add(request: HttpRequest, project_id: uuid.UUID, station_id: uuid.UUID) -> HttpResponse:
-    project, _ = project_for(request.user, project_id, Action.MANAGE)
+    project, role = project_for(request.user, project_id, Action.MANAGE)
     station = _station(project, station_id)
     form = SinkForm(request.POST)
-    if not form.is_valid():
-        _form_errors(request, form)
-    else:
+    if form.is_valid():
         try:
             services.sink_add(
                 station=station,
@@ -160,10 +156,12 @@ def sink_add(request: HttpRequest, project_id: uuid.UUID, station_id: uuid.UUID)
                 kind=form.cleaned_data["kind"],
                 settings=form.cleaned_data["settings"],
             )
-            messages.success(request, "Sink added.")
         except ValidationError as error:
-            messages.error(request, error.messages[0])
-    return redirect("station_detail", project.public_id, station.public_id)
+            form.add_error(None, error.messages[0])
+        else:
+            messages.success(request, "Sink added.")
+            return redirect("station_detail", project.public_id, station.public_id)
+    return _detail_page(request, project, role, station, sink_form=form)
 
 
 def _sink(station: Station, sink_id: int) -> Sink:
