@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 from django.conf import settings
 from django.core.files.storage import default_storage
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -266,3 +267,11 @@ def test_a_prediction_whose_reused_input_was_just_deleted_writes_it_again(traine
     monkeypatch.setattr(services, "_results_store", deleted_before_the_insert)
     again = predicted(trained_version, 1)
     assert again.input_file.name == name and default_storage.exists(name)
+
+
+@pytest.mark.django_db
+def test_the_database_indexes_predictions_by_purpose_and_age_for_the_cleanup_sweep():
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, Prediction._meta.db_table)
+    indexed = [c["columns"] for c in constraints.values() if c["index"]]
+    assert ["purpose", "created_at"] in indexed

@@ -41,7 +41,9 @@ class Prediction(models.Model):
     class Meta:
         db_table = "training_prediction"
         indexes = [
-            models.Index(fields=["model_version", "purpose", "raw_score"], name="training_pr_model_v_c816f6_idx")
+            models.Index(fields=["model_version", "purpose", "raw_score"], name="training_pr_model_v_c816f6_idx"),
+            # Retention's sweep (every routine purpose, older than a cutoff) and the newest-first pages.
+            models.Index(fields=["purpose", "created_at"], name="prediction_purpose_created"),
         ]
 
     def __str__(self) -> str:
