@@ -91,11 +91,8 @@ def main() -> int:
     parser.add_argument("--review-share", type=float, default=0.001, help="share of predictions routed to review")
     args = parser.parse_args()
 
-    sandbox = benchlib.sandbox_start("kensa-bench-retention-")
-    try:
+    with benchlib.sandbox_start("kensa-bench-retention-"):
         return simulate(args)
-    finally:
-        sandbox.close()
 
 
 def simulate(args: argparse.Namespace) -> int:

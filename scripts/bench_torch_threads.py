@@ -31,11 +31,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    sandbox = benchlib.sandbox_start("kensa-bench-threads-")
-    try:
+    with benchlib.sandbox_start("kensa-bench-threads-") as sandbox:
         return bench(args, sandbox)
-    finally:
-        sandbox.close()
 
 
 def bench(args: argparse.Namespace, sandbox: benchlib.Sandbox) -> int:

@@ -283,11 +283,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    sandbox = benchlib.sandbox_start("kensa-bench-upload-")
-    try:
+    with benchlib.sandbox_start("kensa-bench-upload-") as sandbox:
         return bench(args, sandbox)
-    finally:
-        sandbox.close()
 
 
 def bench(args: argparse.Namespace, sandbox: benchlib.Sandbox) -> int:

@@ -91,10 +91,16 @@ class Sandbox:
         process_stop(self.redis)
         shutil.rmtree(self.scratch, ignore_errors=True)
 
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
 
 def sandbox_start(prefix: str) -> Sandbox:
     """Makes the temporary Kensa, starts its redis-server (so queued tasks never reach a shared broker), points
-    this process at both, sets Django up and migrates."""
+    this process at both, sets Django up and migrates. Use it in a `with` block, which closes it."""
     # A plain `kill` ends the bench through its `finally` blocks, so gunicorn, workers and redis go with it.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     scratch = Path(tempfile.mkdtemp(prefix=prefix))
