@@ -328,8 +328,9 @@ class PatchCore(GraphOwner):
 
     def _choose_settings(self, samples: Sequence[Sample], indices: list[int]) -> None:
         """Fills the settings left at None from the data (ml.adaptive), and records the choice in the config.
-        Reads up to PROBE_IMAGES good images for their sizes and, when rotations are the rule's to choose for few
-        images, checks whether the parts appear at any angle (ml.rotation_check)."""
+        Reads up to SIZE_PROBE_IMAGES good images for their sizes (when the working size is the rule's) and, when
+        rotations are the rule's to choose for few images, checks on PROBE_IMAGES of them whether the parts appear at
+        any angle (ml.rotation_check)."""
         config = self.config
         for name in config.chosen.get("chosen", []):  # fitting again chooses again what the rule chose last time
             setattr(config, name, None)
@@ -339,10 +340,13 @@ class PatchCore(GraphOwner):
             return
         if getattr(config, "tile_working_size", 0) and config.image_size is None:  # tiles keep their measured size
             asked["image_size"] = config.image_size = adaptive.DEFAULT_SIZE
-        probe = [samples[i].image for i in indices[: rotation_check.PROBE_IMAGES]]
-        short_side = adaptive.typical_short_side((image.shape[1], image.shape[0]) for image in probe)
+        short_side = None
+        if config.image_size is None:
+            sized = (samples[i].image.shape[:2] for i in adaptive.size_probe(indices))
+            short_side = adaptive.typical_short_side((width, height) for height, width in sized)
         invariant, facts = None, {}
         if config.rotations is None and len(indices) <= adaptive.FEW_IMAGES:
+            probe = [samples[i].image for i in indices[: rotation_check.PROBE_IMAGES]]
             size = (rotation_check.PROBE_SIZE, rotation_check.PROBE_SIZE)
             batch = to_tensor(probe, self.preprocessing, size).to(self.device)
             check = rotation_check.check_rotation(self.features, batch)

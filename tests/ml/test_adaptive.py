@@ -64,9 +64,27 @@ def test_settings_set_by_hand_win_and_are_not_reported_as_chosen():
     assert "no rotated copies (your setting)" in choice.sentence
 
 
-def test_median_short_side():
-    assert adaptive.typical_short_side([(512, 512), (100, 300), (300, 250)]) == 250
+def test_the_size_cap_is_the_short_side_three_quarters_of_the_images_reach():
+    # given: eight images of 512 px, and the same with two of them small crops
+    same = [(512, 512)] * 8
+    mixed = [(120, 300), (512, 512), (200, 150)] + [(512, 600)] * 5
+
+    # then: one small image in four does not pull the cap down; a quarter of them at 150 px or less does
+    assert adaptive.typical_short_side(same) == 512
+    assert adaptive.typical_short_side(same[:6] + [(100, 100)]) == 512
+    assert adaptive.typical_short_side(mixed) == 512
+    assert adaptive.typical_short_side(mixed[:3] + [(512, 600)] * 3) == 150
     assert adaptive.typical_short_side([]) is None
+
+
+def test_the_sizes_are_read_from_images_spread_over_the_whole_set():
+    few = list(range(10))
+    many = list(range(1000))
+
+    assert adaptive.size_probe(few) == few
+    probe = adaptive.size_probe(many)
+    assert len(probe) == adaptive.SIZE_PROBE_IMAGES
+    assert probe[0] == 0 and probe[-1] > 900 and probe == sorted(set(probe))
 
 
 def _stripes(angle_degrees: float, seed: int, size: int = 224) -> np.ndarray:
@@ -139,3 +157,18 @@ def test_patchcore_keeps_settings_set_by_hand(parts):
     assert model.config.chosen["chosen"] == ["coreset_ratio", "score"]
     assert "96 px (your setting)" in model.config.chosen["sentence"]
     assert "adds 1 rotated copy of each (your setting)" in model.config.chosen["sentence"]
+
+
+def test_patchcore_caps_its_working_size_by_the_smaller_good_images():
+    # given: four good images of 256 px and two of 160 px (the median would allow 256 px)
+    large = make_dataset(n_good=4, n_defect=0, size=256, seed=4)
+    small = make_dataset(n_good=2, n_defect=0, size=160, seed=5)
+    samples = [Sample(image=p.image) for p in large + small]
+    model = PatchCore(pretrained=True, rotations=1, max_patches=4000)
+
+    # when
+    model.fit(samples)
+
+    # then: a third of the images are small, so the working size does not enlarge them
+    assert model.config.image_size == 160
+    assert model.config.chosen["facts"]["short_side"] == 160
