@@ -93,8 +93,12 @@ def size_probe(indices: Sequence[int]) -> list[int]:
     return [indices[int(k * step)] for k in range(SIZE_PROBE_IMAGES)]
 
 
+def _wanted_size(n_good: int) -> int:
+    return FEW_SHOT_SIZE if n_good <= FEW_IMAGES else DEFAULT_SIZE
+
+
 def _size_for(n_good: int, short_side: int | None) -> int:
-    wanted = FEW_SHOT_SIZE if n_good <= FEW_IMAGES else DEFAULT_SIZE
+    wanted = _wanted_size(n_good)
     if short_side:
         # Enlarging adds no detail: each patch would only see less of the part.
         wanted = min(wanted, max(MIN_SIZE, short_side // SIZE_STEP * SIZE_STEP))
@@ -166,8 +170,12 @@ def _sentence(
         turned = "adds no rotated copies, because the parts keep one orientation"
     else:
         turned = "" if n_good > FEW_IMAGES else "adds no rotated copies"
-    few = "few enough to afford more detail" if n_good <= FEW_IMAGES and "image_size" in chosen else ""
-    parts = [size + (f" ({few})" if few else "")] + ([turned] if turned else [])
+    why = ""
+    if "image_size" in chosen and image_size < _wanted_size(n_good):
+        why = "sized to the images' own resolution"
+    elif "image_size" in chosen and n_good <= FEW_IMAGES:
+        why = "few enough to afford more detail"
+    parts = [size + (f" ({why})" if why else "")] + ([turned] if turned else [])
     return f"{images}: Kensa " + " and ".join(parts) + "."
 
 

@@ -28,7 +28,7 @@ def test_few_images_get_more_pixels_and_rotations_within_the_work_budget():
         assert work <= adaptive.WORK_BUDGET
     assert twenty.chosen == ("image_size", "rotations", "coreset_ratio", "score")
     assert (twenty.score, many.score) == ("top_mean", "top_mean")
-    assert twenty.sentence.startswith("20 good images: Kensa works at 512 px")
+    assert twenty.sentence.startswith("20 good images: Kensa works at 512 px (few enough to afford more detail)")
     assert "adds 7 rotated copies of each, because the parts appear at any angle" in twenty.sentence
 
 
@@ -47,7 +47,9 @@ def test_before_the_images_are_read_the_sentence_says_rotations_depend_on_the_ch
 
 
 def test_the_working_size_never_enlarges_small_images_beyond_their_own_resolution():
-    assert adaptive.choose_settings(n_good=20, short_side=263).image_size == 256
+    small = adaptive.choose_settings(n_good=20, short_side=263)
+    assert small.image_size == 256
+    assert small.sentence.startswith("20 good images: Kensa works at 256 px (sized to the images' own resolution)")
     assert adaptive.choose_settings(n_good=500, short_side=200).image_size == 192
     assert adaptive.choose_settings(n_good=20, short_side=40).image_size == adaptive.MIN_SIZE
     assert adaptive.choose_settings(n_good=20, short_side=None).image_size == adaptive.FEW_SHOT_SIZE
