@@ -29,7 +29,15 @@ from ml.features import PatchFeatureConfig, patch_features_for
 from ml.filters import blur_maps, gaussian_kernel
 from ml.images import resize_map, to_tensor
 from ml.runtime import GraphOwner, RuntimeGraph, forward_with
-from ml.tiling import TiledBatch, stitch, tile_images
+from ml.tiling import (
+    POSITION_IMAGES,
+    PositionStatistics,
+    TiledBatch,
+    standardise,
+    standardised_score,
+    stitch,
+    tile_images,
+)
 from ml.types import GOOD, Prediction, ProgressCallback, Sample, no_progress
 
 FAMILY = "patchcore"
@@ -63,6 +71,10 @@ class PatchCoreConfig(PatchFeatureConfig):
     by tile_overlap px (ml.tiling): features and nearest-neighbour search per tile against one bank shared by every
     tile, tile maps stitched without seams, the image score the highest tile score. For large images with small
     defects; the inference cost grows with the number of tiles.
+    tile_standardise: tiled, and every training image of one working shape (aligned parts), each position of the
+    stitched map is standardised by the good images' own mean and spread there (ml.tiling.PositionStatistics, from
+    up to POSITION_IMAGES training images scored without their own patches: fit reads those twice), and the image
+    score is taken over the standardised map.
     search_precision: "int8" finds the nearest bank entry with an 8-bit integer matrix product in the CPU runtime
     (ml.int8_search; the winner's distance is still float32); "float32" searches in float32 throughout.
     """
@@ -86,6 +98,7 @@ class PatchCoreConfig(PatchFeatureConfig):
     search_precision: str = "int8"
     tile_working_size: int = 0
     tile_overlap: int = 32
+    tile_standardise: bool = True
     bank_size: int = 0
     feature_shape: tuple[int, int, int] = (0, 0, 0)
     chosen: dict = field(default_factory=dict)
@@ -123,6 +136,9 @@ class PatchCore(GraphOwner):
         self.register_buffer("blur_kernel", gaussian_kernel(self.config.blur_sigma))
         # Mean intensity of the training images in [0, 1] (for brightness matching); 0 until fitted.
         self.register_buffer("reference_brightness", torch.zeros(()))
+        # Tiled: the good images' mean and spread per position of the stitched map (empty: not standardised).
+        self.register_buffer("position_mean", torch.zeros(0, 0))
+        self.register_buffer("position_spread", torch.zeros(0, 0))
         mean = torch.tensor(self.preprocessing.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.preprocessing.std).view(1, 3, 1, 1)
         self.register_buffer("input_mean", mean, persistent=False)
@@ -325,6 +341,30 @@ class PatchCore(GraphOwner):
         self.memory_bank = bank_candidates[chosen].contiguous()
         config.bank_size = len(self.memory_bank)
         self.runtime.reset()
+        self.position_mean, self.position_spread = torch.zeros(0, 0), torch.zeros(0, 0)
+        if self.tiled and config.tile_standardise:
+            spaced = indices[:: math.ceil(len(indices) / POSITION_IMAGES)]
+            self._fit_position_statistics([samples[i].image for i in spaced], progress)
+
+    def _fit_position_statistics(self, images: Sequence[np.ndarray], progress: ProgressCallback) -> None:
+        """The good images' mean and spread per position of the stitched map, each image scored without its own
+        bank entries (ml.calibration); left empty when the images differ in working shape (parts not aligned)."""
+        from ml.calibration import leave_own_out_distances
+
+        statistics = PositionStatistics(self.features.stride)
+        for done, image in enumerate(images, start=1):
+            tiled = self._tiles([image])
+            batch = self._tile_tensor(tiled)
+            features = torch.cat([self.embed(part) for part in batch.split(self.config.batch_size)])
+            n, c, h, w = features.shape
+            patches = self.project(features.permute(0, 2, 3, 1).reshape(n * h * w, c))
+            distances = leave_own_out_distances(self.memory_bank, patches).view(n, h, w)
+            try:
+                statistics.add(stitch(self.anomaly_maps(distances).cpu(), tiled.grids[0]))
+            except ValueError:
+                return
+            progress("statistics", done / len(images), f"scored {done} of {len(images)} images")
+        self.position_mean, self.position_spread = (t.to(self.device) for t in statistics.finish())
 
     def _choose_settings(self, samples: Sequence[Sample], indices: list[int]) -> None:
         """Fills the settings left at None from the data (ml.adaptive), and records the choice in the config.
@@ -401,9 +441,17 @@ class PatchCore(GraphOwner):
             scores, maps = torch.cat(scores), torch.cat(maps)
             for rows, grid, shape in zip(tiled.tile_ranges(), tiled.grids, tiled.shapes, strict=True):
                 stitched = stitch(maps[rows], grid)
+                score = float(scores[rows].max())
+                if len(self.position_mean):
+                    stitched = standardise(stitched, self.position_mean.cpu(), self.position_spread.cpu())
+                    score = standardised_score(stitched, self.features.stride, self._top_cells())
                 full = resize_map(stitched, shape).numpy()
-                predictions.append(Prediction(score=float(scores[rows].max()), anomaly_map=full))
+                predictions.append(Prediction(score=score, anomaly_map=full))
         return predictions
+
+    def _top_cells(self) -> int:
+        """How many cells of a standardised map make the image score: top_patches for top_mean, else one."""
+        return self.config.top_patches if self.config.score == "top_mean" else 1
 
     def _scores_and_maps(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """forward(batch), through the onnxruntime graph where it applies. The graph searches the bank in one
@@ -435,7 +483,10 @@ class PatchCore(GraphOwner):
         resolved = resolve_saved_device(config.device, device)
         model = cls(pretrained=False, resolved_device=resolved, **asdict(config))
         state = checkpoint.tensors
-        model.memory_bank = torch.empty_like(state["memory_bank"], device=resolved)
+        # Models saved before the tiled statistics existed have none (their tiles are not standardised).
+        state = {"position_mean": torch.zeros(0, 0), "position_spread": torch.zeros(0, 0), **state}
+        for name in ("memory_bank", "position_mean", "position_spread"):
+            setattr(model, name, torch.empty_like(state[name], device=resolved))
         model.load_state_dict(state, strict=True)
         return model.eval()
 

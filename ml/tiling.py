@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from ml.images import to_rgb
@@ -157,3 +158,68 @@ def tile_images(images: Sequence[np.ndarray], *, working_size: int, tile: int, o
         grids.append(grid)
         all_tiles.append(cut_tiles(working, grid))
     return TiledBatch(tiles=np.concatenate(all_tiles), grids=grids, shapes=shapes)
+
+
+class PositionStatistics:
+    """Per-position mean and spread of good images' stitched anomaly maps, for parts that sit in the same place in
+    every frame (issue 16). Over a large frame the turning marks, edges and background of each region give good
+    patches their own typical distance to the bank: the highest raw distance of a good 2048 px frame is wherever
+    the bank is thinnest, not where a defect is. Standardising each position by its own good statistics,
+    (map - mean) / spread, lets a small defect stand out against what that position normally scores.
+
+    Maps are accumulated at `stride` px per cell (PatchCore's patch stride at the working scale), one running
+    sum per cell, so memory is one small map whatever the number of images."""
+
+    def __init__(self, stride: int):
+        self.stride = stride
+        self.count = 0
+        self.total: torch.Tensor | None = None
+        self.squares: torch.Tensor | None = None
+
+    def add(self, stitched_map: torch.Tensor) -> None:
+        """One good image's stitched map at the working scale (every image must share the working shape)."""
+        cells = pool_cells(stitched_map, self.stride).double()
+        if self.total is None:
+            self.total, self.squares = torch.zeros_like(cells), torch.zeros_like(cells)
+        if cells.shape != self.total.shape:
+            raise ValueError(f"position statistics need one working shape, got {tuple(cells.shape)} and "
+                             f"{tuple(self.total.shape)}")  # fmt: skip
+        self.total += cells
+        self.squares += cells * cells
+        self.count += 1
+
+    def finish(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, spread) cell maps, float32. The spread is the standard deviation, floored at SPREAD_FLOOR of its
+        median so that a flat region (plain background) does not turn float noise into large scores."""
+        if not self.count:
+            raise ValueError("no maps were added")
+        mean = self.total / self.count
+        spread = (self.squares / self.count - mean * mean).clamp_min(0).sqrt()
+        spread = spread.clamp_min(SPREAD_FLOOR * float(spread.median()) + 1e-12)
+        return mean.float(), spread.float()
+
+
+# Position statistics come from at most this many training images, evenly spread (each is read a second time).
+POSITION_IMAGES = 48
+# A position's spread is counted as at least this share of the median spread over all positions.
+SPREAD_FLOOR = 0.25
+
+
+def pool_cells(full_map: torch.Tensor, stride: int) -> torch.Tensor:
+    """H x W map -> ceil(H / stride) x ceil(W / stride) cell means (a partial last cell averages what it holds)."""
+    return F.avg_pool2d(full_map[None, None].float(), stride, ceil_mode=True)[0, 0]
+
+
+def standardise(full_map: torch.Tensor, mean: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+    """(map - mean) / spread, the cell maps stretched bilinearly over `full_map`'s shape (an image of another size
+    than the training images' is compared with the statistics at its own scale)."""
+    size = tuple(full_map.shape)
+    stretch = lambda cells: F.interpolate(cells[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]  # noqa: E731
+    return (full_map - stretch(mean)) / stretch(spread)
+
+
+def standardised_score(standardised_map: torch.Tensor, stride: int, top: int) -> float:
+    """An image's score from its standardised map: the mean of its `top` highest cells (`stride` px each, one
+    patch), so a defect of a few patches counts whatever the frame's size."""
+    cells = pool_cells(standardised_map, stride).flatten()
+    return float(cells.topk(min(top, len(cells))).values.mean())

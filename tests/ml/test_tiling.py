@@ -5,9 +5,12 @@ import torch
 from ml.patchcore import PatchCore
 from ml.synthetic import make_image
 from ml.tiling import (
+    PositionStatistics,
     blend_weights,
     cut_tiles,
     downscale,
+    standardise,
+    standardised_score,
     stitch,
     tile_grid,
     tile_images,
@@ -94,6 +97,40 @@ def test_tile_images_knows_which_tiles_belong_to_which_image():
     assert tiled.tiles.shape[1:] == (128, 128, 3)
 
 
+def test_standardising_by_position_lets_a_quiet_region_s_defect_outscore_a_noisy_region_s_normal_peaks():
+    # given: good maps whose left half is normally high and noisy (turning marks), the right half low and steady
+    rng = np.random.default_rng(0)
+
+    def good_map():
+        noisy = 5.0 + rng.normal(0, 1.0, (64, 32))
+        quiet = 1.0 + rng.normal(0, 0.05, (64, 32))
+        return torch.from_numpy(np.concatenate([noisy, quiet], axis=1)).float()
+
+    statistics = PositionStatistics(stride=8)
+    for _ in range(30):
+        statistics.add(good_map())
+    mean, spread = statistics.finish()
+    good = good_map()
+    defect = good_map()
+    defect[24:40, 40:56] += 1.0  # small against the left half's normal peaks, large against its own region
+    # raw, the good map's noisy peaks outscore the defect
+    assert standardised_score(good, 8, 1) > standardised_score(defect[:, 32:], 8, 1)
+    # when
+    good_z, defect_z = standardise(good, mean, spread), standardise(defect, mean, spread)
+    # then: statistics at one cell per 8 px; standardised, the defect is the highest score and the map's peak
+    assert mean.shape == (8, 8) and spread.min() > 0
+    assert standardised_score(defect_z, 8, 2) > 3 * standardised_score(good_z, 8, 2)
+    peak = np.unravel_index(int(defect_z.argmax()), defect_z.shape)
+    assert 24 <= peak[0] < 40 and 40 <= peak[1] < 56
+
+
+def test_position_statistics_refuse_maps_of_another_shape():
+    statistics = PositionStatistics(stride=4)
+    statistics.add(torch.zeros(32, 32))
+    with pytest.raises(ValueError):
+        statistics.add(torch.zeros(32, 40))
+
+
 def _tiny_patchcore(**config):
     settings = dict(
         pretrained=False,
@@ -148,4 +185,5 @@ def test_tiled_patchcore_finds_a_small_defect_that_a_resize_loses(tmp_path):
     loaded.features.engine = "torch"
     again = loaded.predict([defect])[0]
     assert loaded.config.tile_working_size == 192
+    assert tiled.position_mean.numel() > 0 and torch.equal(loaded.position_spread, tiled.position_spread)
     assert again.score == pytest.approx(defect_prediction.score, rel=1e-3)
