@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ml import metrics
+from ml import adaptive, metrics
 from ml.choice import MIN_ANNOTATED_FOR_SEGMENTER, choose_family
 from ml.registry import FAMILIES, create_model
 from ml.segmentation_scores import mean_defect_iou
@@ -25,9 +25,14 @@ from ml.types import DEFECT, AnomalyModel, Prediction, ProgressCallback, Sample,
 
 BASELINE_FAMILY = "patchcore"
 SUPERVISED_FAMILY = "hybrid"
-# PatchCore's working size moves its accuracy more than any other setting (magnetic tile: 0.860 image AUROC at
-# 320 px, 0.945 at 160 px; screw wants 320 px), so both are tried on validation instead of hiding one as a default.
-PATCHCORE_SIZES = (320, 160)
+# PatchCore's working size moves its accuracy more than any other setting (magnetic tile, all images, top-10 score:
+# 0.936 at 256 px, 0.950 at 192, 0.959 at 160, 0.947 at 128; screw wants 320 px), so beside the size ml.adaptive
+# chooses from the good images, a coarser one is tried on validation: this share of it, on the rule's size grid
+# (defects large against the part are then seen whole).
+ALTERNATIVE_SIZE_SHARE = 2 / 3
+# The smallest alternative: below ml.adaptive's own floor (128 px), since images that small are better seen near
+# their own resolution than enlarged, and the backbone's stride-8 grid still has 8 x 8 patches.
+ALTERNATIVE_MIN_SIZE = 64
 # Outlined or boxed defects the supervised family needs before it is worth its training time.
 MIN_LABELLED_FOR_SUPERVISED = MIN_ANNOTATED_FOR_SEGMENTER
 # Validation image AP differences below this are ties, won by the candidate listed first (PatchCore's default
@@ -95,17 +100,55 @@ class Comparison:
         return format_leaderboard(self)
 
 
-def candidates_for(
-    *, n_good: int, n_defect: int, n_annotated: int, n_boxed: int = 0, extra: Sequence[str] = ()
+def alternative_size(chosen: int) -> int | None:
+    """The coarser PatchCore working size tried beside `chosen` (ALTERNATIVE_SIZE_SHARE of it, on ml.adaptive's
+    size grid, at least ALTERNATIVE_MIN_SIZE); None where that is `chosen` itself."""
+    size = int(chosen * ALTERNATIVE_SIZE_SHARE) // adaptive.SIZE_STEP * adaptive.SIZE_STEP
+    size = max(ALTERNATIVE_MIN_SIZE, size)
+    return size if size < chosen else None
+
+
+def patchcore_candidates(
+    *, n_good: int, short_side: int | None = None, settings: Mapping[str, object] | None = None
 ) -> list[Candidate]:
-    """The candidates the labels allow, PatchCore's default first (the fallback).
+    """PatchCore's candidates: first the settings ml.adaptive chooses from the good images (config left to the
+    rule, so the fit applies it with what only the pixels tell, such as whether parts appear at any angle), then
+    the same at a coarser working size. `settings`: what the person set (image_size, rotations, ...), kept in
+    every candidate; a working size set by hand leaves one candidate. short_side: the good images' typical shorter
+    side in px (ml.adaptive.typical_short_side), which the rule's size depends on; None when not known."""
+    asked = {key: value for key, value in (settings or {}).items() if value is not None}
+    choice = adaptive.choose_settings(n_good=n_good, short_side=short_side, requested=asked)
+    if "image_size" in asked:
+        return [Candidate(BASELINE_FAMILY, asked, f"PatchCore {choice.image_size} px")]
+    if short_side is None:  # the fit chooses from the images themselves; the size is not known before
+        label = "PatchCore (settings chosen from the data)"
+    else:
+        label = f"PatchCore {choice.image_size} px (chosen from the data)"
+    candidates = [Candidate(BASELINE_FAMILY, asked, label)]
+    if (size := alternative_size(choice.image_size)) is not None:
+        candidates.append(Candidate(BASELINE_FAMILY, {**asked, "image_size": size}, f"PatchCore {size} px"))
+    return candidates
+
+
+def candidates_for(
+    *,
+    n_good: int,
+    n_defect: int,
+    n_annotated: int,
+    n_boxed: int = 0,
+    extra: Sequence[str] = (),
+    short_side: int | None = None,
+    patchcore_settings: Mapping[str, object] | None = None,
+) -> list[Candidate]:
+    """The candidates the labels allow, the data-chosen PatchCore first (the fallback; patchcore_candidates).
 
     n_annotated: defect images outlined with a mask; n_boxed: defect images with boxes only. `extra`: family names
-    the user ticked (each at its defaults; unknown names raise ValueError).
+    the user ticked (each at its defaults; unknown names raise ValueError). short_side, patchcore_settings: see
+    patchcore_candidates.
     """
     if min(n_good, n_defect, n_annotated, n_boxed) < 0:
         raise ValueError("counts must be non-negative")
-    candidates = [Candidate(BASELINE_FAMILY, {"image_size": size}, f"PatchCore {size} px") for size in PATCHCORE_SIZES]
+    candidates = patchcore_candidates(n_good=n_good, short_side=short_side, settings=patchcore_settings)
     labelled = n_annotated + n_boxed
     if SUPERVISED_FAMILY in FAMILIES and labelled >= MIN_LABELLED_FOR_SUPERVISED and n_good > 0:
         candidates.append(Candidate(SUPERVISED_FAMILY, {}, "Hybrid (PatchCore prior + trained head)"))

@@ -5,13 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ml.adaptive import choose_settings
 from ml.compare import (
     BASELINE_FAMILY,
     Candidate,
+    alternative_size,
     candidates_for,
     compare_candidates,
     format_leaderboard,
     margin_for,
+    patchcore_candidates,
 )
 from ml.types import DEFECT, Sample
 from tests.ml.tiny_families import TINY_CONFIGS
@@ -153,10 +156,36 @@ def test_a_cancel_raised_by_the_progress_callback_stops_the_comparison():
 
 
 def test_candidates_follow_the_labels():
-    few = candidates_for(n_good=30, n_defect=4, n_annotated=3)
-    assert [(c.family, c.config.get("image_size")) for c in few] == [("patchcore", 320), ("patchcore", 160)]
-    outlined = candidates_for(n_good=30, n_defect=12, n_annotated=6, n_boxed=6, extra=["gaussian"])
+    few = candidates_for(n_good=30, n_defect=4, n_annotated=3, short_side=512)
+    assert [c.family for c in few] == ["patchcore", "patchcore"]
+    outlined = candidates_for(n_good=30, n_defect=12, n_annotated=6, n_boxed=6, extra=["gaussian"], short_side=512)
     assert [c.family for c in outlined] == ["patchcore", "patchcore", "hybrid", "gaussian"]
-    assert outlined[0].label == "PatchCore 320 px"
     with pytest.raises(ValueError, match="unknown model family"):
         candidates_for(n_good=30, n_defect=0, n_annotated=0, extra=["nope"])
+
+
+def test_the_first_patchcore_is_the_data_chosen_one_and_the_second_a_coarser_size():
+    # given many good images of 700 px and few of 512 px
+    for n_good, short_side in ((300, 700), (20, 512)):
+        chosen = choose_settings(n_good=n_good, short_side=short_side)
+        # when
+        first, second = patchcore_candidates(n_good=n_good, short_side=short_side)
+        # then the first leaves every setting to the rule (the fit applies it, rotation check included) and says
+        # the size it will choose; the second is the same at a coarser working size
+        assert first.config == {} and first.label == f"PatchCore {chosen.image_size} px (chosen from the data)"
+        assert second.config == {"image_size": alternative_size(chosen.image_size)}
+        assert second.config["image_size"] < chosen.image_size
+    # without the images' size the label does not guess it
+    assert patchcore_candidates(n_good=300)[0].label == "PatchCore (settings chosen from the data)"
+
+
+def test_the_persons_patchcore_settings_go_into_every_patchcore_candidate():
+    turned = patchcore_candidates(n_good=20, short_side=512, settings={"rotations": 1, "image_size": None})
+    assert len(turned) == 2 and all(c.config["rotations"] == 1 for c in turned)
+    # a working size set by hand leaves nothing to compare among PatchCore's
+    sized = patchcore_candidates(n_good=300, short_side=700, settings={"image_size": 256, "rotations": 4})
+    assert [(c.config, c.label) for c in sized] == [({"image_size": 256, "rotations": 4}, "PatchCore 256 px")]
+
+
+def test_the_alternative_size_is_two_thirds_on_the_size_grid_and_never_tiny():
+    assert [alternative_size(size) for size in (512, 320, 192, 128, 64)] == [320, 192, 128, 64, None]

@@ -12,7 +12,8 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.urls import reverse
 
-from ml.compare import RULE
+from ml.adaptive import choose_settings
+from ml.compare import RULE, alternative_size
 from tests.conftest import wait_for
 from tests.ml.tiny_families import TINY_CONFIGS
 from webapp.images.models import Image, Label, Split
@@ -48,16 +49,25 @@ def tiny_comparison(project, owner) -> TrainingRun:
 
 
 @pytest.mark.django_db
-def test_an_automatic_request_plans_patchcore_at_both_sizes_within_the_budget(owner):
+def test_an_automatic_request_plans_the_data_chosen_patchcore_and_a_coarser_one_within_the_budget(owner, client):
     # given a project whose validation split holds defects
     project = sample_project_create(owner=owner, **SMALL)
+    n_good = Image.objects.filter(project=project, split=Split.TRAIN, label=Label.GOOD).count()
+    chosen = choose_settings(n_good=n_good, short_side=SMALL["size"], rotation_invariant=None)
     # when
     run = services.training_run_request(project=project, requested_by=owner, budget_minutes=5)
-    # then the run trains PatchCore at the sizes that move its accuracy, within the chosen budget
+    # then the first candidate is PatchCore with the settings ml.adaptive chooses from these images (left to the
+    # fit), the second the same at a coarser working size, within the chosen budget
     assert run.family == COMPARE_FAMILY
-    assert [c["label"] for c in run.config["candidates"]] == ["PatchCore 320 px", "PatchCore 160 px"]
+    first, second = run.config["candidates"]
+    assert (first["config"], first["label"]) == ({}, f"PatchCore {chosen.image_size} px (chosen from the data)")
+    assert second["config"] == {"image_size": alternative_size(chosen.image_size)}
     assert run.config["budget_seconds"] == 300
     assert "Kensa trains 2 candidates" in run.reason and "budget of 5 min" in run.reason
+    # and the Train page says what the first candidate will choose, as it does when one model is trained
+    client.force_login(owner)
+    page = html.unescape(client.get(reverse("train", args=[project.public_id])).content.decode())
+    assert f'id="planned-settings">{chosen.sentence}' in page and first["label"] in page
 
 
 @pytest.mark.django_db
@@ -69,6 +79,28 @@ def test_a_chosen_size_or_family_trains_one_model_and_ticked_families_join_the_c
     assert chosen.family == "gaussian"
     ticked = services.training_run_request(project=project, requested_by=owner, compare_families=["gaussian"])
     assert [c["family"] for c in ticked.config["candidates"]] == ["patchcore", "patchcore", "gaussian"]
+
+
+@pytest.mark.django_db
+def test_rotations_set_by_hand_apply_to_every_patchcore_candidate_of_a_comparison(owner):
+    project = sample_project_create(owner=owner, **SMALL)
+    run = services.training_run_request(project=project, requested_by=owner, rotations=4)
+    assert run.family == COMPARE_FAMILY
+    assert [c["config"].get("rotations") for c in run.config["candidates"]] == [4, 4]
+
+
+@pytest.mark.django_db
+def test_large_images_tile_the_data_chosen_patchcore_and_the_coarser_one_sees_them_whole(owner):
+    # given images recorded as 2448 x 2048 (automatic tiling starts at three times the working size)
+    project = sample_project_create(owner=owner, **SMALL)
+    Image.objects.filter(project=project).update(width=2448, height=2048)
+    # when
+    automatic = services.training_run_request(project=project, requested_by=owner)
+    off = services.training_run_request(project=project, requested_by=owner, tiling=0)
+    # then
+    tiles = [c["config"].get("tile_working_size") for c in automatic.config["candidates"]]
+    assert tiles[0] and tiles[1] is None
+    assert [c["config"].get("tile_working_size") for c in off.config["candidates"]] == [None, None]
 
 
 @pytest.mark.django_db
@@ -129,7 +161,11 @@ def test_a_comparison_keeps_every_candidate_as_a_version_and_activates_the_winne
     ):
         page = html.unescape(client.get(url).content.decode())
         assert 'id="leaderboard"' in page and "PatchCore 64 px" in page and board["why"] in page, url
-    assert 'id="per-class"' in html.unescape(client.get(url).content.decode())  # the Model page, last
+    model_page = html.unescape(client.get(url).content.decode())  # the Model page, last
+    assert 'id="per-class"' in model_page
+    # and what the candidate chose from the data (the settings its config left to ml.adaptive)
+    chosen = versions[0].metrics["chosen_settings"]
+    assert chosen["chosen"] and f"Settings chosen from the data: {chosen['sentence']}" in model_page
     # when the run's files are discarded (a run reaped at its very end), every candidate goes with them
     run_files_discard(run)
     assert not ModelVersion.objects.filter(project=project).exists()

@@ -1,9 +1,10 @@
 """Which candidates a run trains and compares (issue 20), decided when the run is requested, so the run trains
 what the Train page showed when the person clicked.
 
-The candidates are ml.compare's: PatchCore at the working sizes that move its accuracy, the supervised family once
-enough defects are outlined, and the families the person ticks. They are compared only where validation can judge
-them (it holds defect images); otherwise the label rule's choice alone is trained, and the page says why.
+The candidates are ml.compare's: PatchCore with the settings ml.adaptive chooses from the good images and at a
+coarser working size, the supervised family once enough defects are outlined, and the families the person ticks.
+They are compared only where validation can judge them (it holds defect images); otherwise the label rule's choice
+alone is trained, and the page says why.
 """
 
 from __future__ import annotations
@@ -47,15 +48,14 @@ class CandidatePlan:
 
 
 def _with_settings(candidate: Candidate, *, image_size: int | None, backbone: str) -> Candidate:
+    """The person's image size and backbone on a candidate of another family than PatchCore (PatchCore's
+    candidates already carry the person's settings: ml.compare.patchcore_candidates)."""
     config = dict(candidate.config)
-    label = candidate.label
-    if image_size:
+    if image_size and candidate.family != BASELINE_FAMILY:
         config["image_size"] = image_size
-        if candidate.family == BASELINE_FAMILY:
-            label = f"PatchCore {image_size} px"
     if backbone:
         config["backbone"] = backbone
-    return Candidate(candidate.family, config, label)
+    return Candidate(candidate.family, config, candidate.label)
 
 
 def candidate_plan(
@@ -68,13 +68,24 @@ def candidate_plan(
     label_family: str = BASELINE_FAMILY,
     extra: tuple[str, ...] = (),
     image_size: int | None = None,
+    rotations: int | None = None,
     backbone: str = "",
+    short_side: int | None = None,
     budget_minutes: int = DEFAULT_BUDGET_MINUTES,
 ) -> CandidatePlan:
     """The candidates for these label counts (train split's good and outlined images; defects anywhere) and the
-    person's settings: an image size or backbone applies to every candidate (PatchCore's sizes then collapse to
-    one). Raises ValueError for an unknown extra family."""
-    every = candidates_for(n_good=n_good, n_defect=n_defect, n_annotated=n_outlined, extra=extra)
+    person's settings: PatchCore's first candidate leaves to ml.adaptive what the person did not set (short_side:
+    the good images' typical shorter side, which its size depends on), the second tries a coarser working size;
+    an image size set by hand applies to every candidate (PatchCore's then collapse to one), rotations to
+    PatchCore's. Raises ValueError for an unknown extra family."""
+    every = candidates_for(
+        n_good=n_good,
+        n_defect=n_defect,
+        n_annotated=n_outlined,
+        extra=extra,
+        short_side=short_side,
+        patchcore_settings={"image_size": image_size, "rotations": rotations},
+    )
     candidates: list[Candidate] = []
     for candidate in every:
         candidate = _with_settings(candidate, image_size=image_size, backbone=backbone)

@@ -18,6 +18,7 @@ from webapp.training.datasets import ProjectSamples
 from webapp.training.eta import EVALUATION_STAGES
 from webapp.training.evaluation import evaluate_and_store
 from webapp.training.models import ModelVersion, TrainingRun
+from webapp.training.settings_plan import chosen_settings_of
 
 NO_VALIDATION = (
     "The validation split has no labelled images any more, so the candidates cannot be compared. Put good and "
@@ -145,6 +146,8 @@ def comparison_train_and_evaluate(
                 "note": note,
                 "candidate": comparison.results[position].candidate.label,
                 "comparison": board,
+                # issue 21: what the candidate chose from the data (the version page says it)
+                "chosen_settings": chosen_settings_of(comparison.results[position].model),
             }
         )
         ModelVersion.objects.filter(id=version.id).update(metrics=finite(metrics))

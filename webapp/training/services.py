@@ -21,6 +21,7 @@ from django.db.models import Count, Exists, Max, OuterRef, Q
 from django.utils import timezone
 
 from ml.choice import MIN_ANNOTATED_FOR_SEGMENTER, FamilyChoice, choose_family
+from ml.compare import Candidate
 from ml.registry import FAMILIES
 from ml.tiling import working_size_for_defect
 from webapp.audit.models import AuditEntry
@@ -39,6 +40,7 @@ from webapp.training.candidates import (
 )
 from webapp.training.datasets import holdout_size
 from webapp.training.models import ACTIVE_STATUSES, ModelVersion, RunStatus, TrainingRun
+from webapp.training.settings_plan import good_image_facts
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +188,7 @@ def training_plan(*, project: Project) -> TrainingPlan:
         problems.append(FILL_VALIDATION_HINT)
     if note := _outline_note(rows):
         problems.append(note)
-    candidates = _candidate_plan(rows, n_defect=n_defect, label_family=choice.family)
+    candidates = _candidate_plan(project, rows, n_defect=n_defect, label_family=choice.family)
     return TrainingPlan(
         n_good_train=train.good,
         n_defect=n_defect,
@@ -201,10 +203,11 @@ def training_plan(*, project: Project) -> TrainingPlan:
     )
 
 
-def _candidate_plan(rows: dict[str, SplitCounts], *, n_defect: int, **settings) -> CandidatePlan:
+def _candidate_plan(project: Project, rows: dict[str, SplitCounts], *, n_defect: int, **settings) -> CandidatePlan:
     train, validation = rows[Split.TRAIN], rows[Split.VALIDATION]
     return candidate_plan(
         n_good=train.good,
+        short_side=good_image_facts(project).short_side,
         n_defect=n_defect,
         n_outlined=min(train.outlined, n_defect),
         n_validation=validation.good + validation.defect,
@@ -261,11 +264,13 @@ def training_run_request(
             raise ValidationError(BAD_BUDGET.format(choices=", ".join(map(str, BUDGET_MINUTES))))
         try:
             candidates = _candidate_plan(
+                project,
                 {row.split: row for row in plan.splits},
                 n_defect=plan.n_defect,
                 label_family=plan.choice.family,
                 extra=tuple(compare_families),
                 image_size=image_size,
+                rotations=rotations,
                 backbone=backbone,
                 budget_minutes=budget_minutes,
             )
@@ -273,7 +278,8 @@ def training_run_request(
             raise ValidationError(str(exc)) from None
         if candidates.compares:
             family = COMPARE_FAMILY
-            config = {"candidates": candidates_to_config(candidates.candidates), "budget_seconds": 60 * budget_minutes}
+            tiled = _with_tiling(project, candidates.candidates, tiling)
+            config = {"candidates": candidates_to_config(tiled), "budget_seconds": 60 * budget_minutes}
             reason = COMPARES.format(
                 n=len(candidates.candidates), n_validation=plan.n_validation, budget=budget_minutes
             )
@@ -307,6 +313,23 @@ def training_run_request(
             raise ValidationError(DUPLICATE_QUEUED.format(family=family)) from None
     project_queue_advance(project_id=project.id)
     return run
+
+
+def _with_tiling(project: Project, candidates: tuple[Candidate, ...], tiling: int | None) -> list[Candidate]:
+    """A comparison's PatchCore candidates tile large images as a PatchCore run would: the person's setting applies
+    to each; automatic tiling (automatic_tiling) to the first, the data-chosen one, only, since the coarser
+    candidate is there to see the whole part at once."""
+    tiled = []
+    for position, candidate in enumerate(candidates):
+        working_size = tiling
+        if tiling is None and position == 0 and candidate.family == "patchcore":
+            working_size = automatic_tiling(project, candidate.config.get("image_size") or 320)
+        if candidate.family == "patchcore" and working_size:
+            candidate = Candidate(
+                candidate.family, {**candidate.config, "tile_working_size": working_size}, candidate.label
+            )
+        tiled.append(candidate)
+    return tiled
 
 
 def automatic_tiling(project: Project, tile: int) -> int:

@@ -4,13 +4,29 @@ training images, which the database knows without reading a pixel."""
 
 from __future__ import annotations
 
-from ml.adaptive import choose_settings, explain
+from dataclasses import dataclass
+
+from ml.adaptive import choose_settings, explain, typical_short_side
 from webapp.images.models import Image, Label, Split
 from webapp.projects.models import Project
 
 ADAPTIVE_FAMILIES = frozenset({"patchcore"})
 # Enough image sizes for a median; a project of 100,000 images need not send them all.
 SIZE_SAMPLE = 2000
+
+
+@dataclass(frozen=True)
+class GoodImageFacts:
+    """What the rule reads from the good training images: how many, and their typical shorter side (px)."""
+
+    n_good: int
+    short_side: int | None
+
+
+def good_image_facts(project: Project) -> GoodImageFacts:
+    goods = Image.objects.filter(project=project, split=Split.TRAIN, label=Label.GOOD)
+    sizes = goods.order_by("id").values_list("width", "height")[:SIZE_SAMPLE]
+    return GoodImageFacts(n_good=goods.count(), short_side=typical_short_side(sizes))
 
 
 def planned_settings_sentence(
@@ -20,14 +36,12 @@ def planned_settings_sentence(
     not choose their settings from the data, or when there is no good training image yet."""
     if family not in ADAPTIVE_FAMILIES:
         return ""
-    goods = Image.objects.filter(project=project, split=Split.TRAIN, label=Label.GOOD)
-    n_good = goods.count()
-    if not n_good:
+    facts = good_image_facts(project)
+    if not facts.n_good:
         return ""
-    sides = sorted(min(w, h) for w, h in goods.order_by("id").values_list("width", "height")[:SIZE_SAMPLE])
     choice = choose_settings(
-        n_good=n_good,
-        short_side=sides[len(sides) // 2],
+        n_good=facts.n_good,
+        short_side=facts.short_side,
         rotation_invariant=None,  # known once the images are read, when training starts
         requested={"image_size": image_size, "rotations": rotations},
     )

@@ -8,6 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from ml.compare import BASELINE_FAMILY
 from webapp.projects.access import Action, project_for, role_allows
 from webapp.training import selectors, services
 from webapp.training.forms import TrainForm
@@ -34,10 +35,11 @@ def train_page(request: HttpRequest, project_id: uuid.UUID) -> HttpResponse:
         "project": project,
         "plan": plan,
         "form": form,
-        # issue 21: what PatchCore will choose from the data (a comparison trains its candidates' own sizes)
-        "settings_sentence": ""
-        if plan.candidates and plan.candidates.compares
-        else planned_settings_sentence(project=project, family=plan.choice.family),
+        # issue 21: what PatchCore will choose from the data (a comparison's first candidate is that PatchCore)
+        "settings_sentence": planned_settings_sentence(
+            project=project,
+            family=BASELINE_FAMILY if plan.candidates and plan.candidates.compares else plan.choice.family,
+        ),
         "queue": selectors.project_queue(project=project, user=request.user),
         "max_queued": services.MAX_QUEUED_PER_PROJECT,
         "last_split_change": selectors.last_split_change(project=project, user=request.user),
