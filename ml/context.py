@@ -66,6 +66,8 @@ class ContextConfig:
     neighbours (8 cells at stride 8 = 64 px at 256, about the student's receptive field, as in the paper).
     pairs_per_image: (centre, neighbour) pairs per image and step. steps: optimiser steps of batch_size images.
     position_term: False trains and scores without the position classifier (the ablation).
+    position_margin: e_pos as max_k p(k) - p(correct) (True) or the paper's 1 - p(correct) (False); see
+    ml.context_parts.position_error.
     train_crop: if set, the student trains on random square crops of this side (a multiple of the teacher's
     coarsest stride) instead of whole images: the student is convolutional with a small receptive field, so crops
     teach it the same thing at a fraction of the cost.
@@ -85,6 +87,7 @@ class ContextConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 1e-5
     position_term: bool = True
+    position_margin: bool = True
     train_crop: int | None = None
     blur_sigma: float = 4.0
     mixed_precision: bool = True
@@ -96,8 +99,9 @@ class ContextConfig:
         self.teacher_layers = tuple(self.teacher_layers)  # JSON and the command line give lists
         self.student_channels = tuple(self.student_channels)
         self.device = check_device_spec(self.device)
-        if isinstance(self.position_term, str):  # --set position_term=off
-            self.position_term = self.position_term.strip().lower() in ("1", "true", "yes", "on")
+        for name in ("position_term", "position_margin"):  # --set position_term=off
+            if isinstance(value := getattr(self, name), str):
+                setattr(self, name, value.strip().lower() in ("1", "true", "yes", "on"))
 
     def to_dict(self) -> dict:
         return {"family": self.family, **asdict(self)}
@@ -207,7 +211,9 @@ class ContextModel(GraphOwner):
         e_rec = reconstruction_error(stages, self.teacher_targets(images))
         if not self.config.position_term:
             return e_rec, None
-        return e_rec, position_error(hidden, self.classifier, self.validity, self.config.neighbour_offset)
+        return e_rec, position_error(
+            hidden, self.classifier, self.validity, self.config.neighbour_offset, margin=self.config.position_margin
+        )
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -352,10 +358,13 @@ class ContextModel(GraphOwner):
         summary.epochs_run = math.ceil(config.steps * batch_size / len(images))
         return summary
 
-    def _position_loss(self, hidden: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cross-entropy of the classifier on pairs_per_image random pairs per image, and its accuracy."""
+    def _position_loss(
+        self, hidden: torch.Tensor, generator: torch.Generator, count: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy of the classifier on `count` (default pairs_per_image) random pairs per image, and its
+        accuracy."""
         n, c, h, w = hidden.shape
-        count = self.config.pairs_per_image
+        count = count or self.config.pairs_per_image
         centres, neighbours, labels = sample_pairs(h, w, self.config.neighbour_offset, n * count, generator)
         rows = torch.arange(n).repeat_interleave(count)
         flat = hidden.flatten(2).transpose(1, 2)  # N x hw x C
@@ -363,6 +372,16 @@ class ContextModel(GraphOwner):
         logits = self.classifier(flat[rows, centres.to(hidden.device)] - flat[rows, neighbours.to(hidden.device)])
         accuracy = (logits.argmax(dim=1) == labels).float().mean()
         return F.cross_entropy(logits, labels), accuracy.detach()
+
+    @torch.no_grad()
+    def position_accuracy(self, images: Sequence[np.ndarray], *, pairs_per_image: int = 256, seed: int = 99) -> float:
+        """The classifier's accuracy on random (centre, neighbour) pairs of `images` (drawn as in training)."""
+        generator = torch.Generator().manual_seed(seed)
+        correct = []
+        for start in range(0, len(images), self.config.batch_size):
+            hidden, _ = self.student(self._batch(images[start : start + self.config.batch_size]).to(self.device))
+            correct.append(self._position_loss(hidden.float(), generator, pairs_per_image)[1])
+        return float(torch.stack(correct).mean())
 
     @torch.no_grad()
     def _measure_statistics(self, images: torch.Tensor, progress) -> None:

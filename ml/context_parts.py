@@ -122,17 +122,24 @@ def shifted(maps: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 
 
 def position_error(
-    hidden: torch.Tensor, classifier: PositionClassifier, validity: torch.Tensor, offset: int
+    hidden: torch.Tensor, classifier: PositionClassifier, validity: torch.Tensor, offset: int, *, margin: bool = True
 ) -> torch.Tensor:
-    """e_pos: per position, the mean over the neighbours inside the image of 1 - p(correct direction); a position
-    with no neighbour inside scores 0. hidden N x C x h x w, validity 8 x h x w -> N x h x w."""
+    """e_pos: per position, the mean over the neighbours inside the image of the classifier's error on the true
+    direction; a position with no neighbour inside scores 0. hidden N x C x h x w, validity 8 x h x w -> N x h x w.
+
+    margin=False is the paper's error, 1 - p(correct). margin=True (the default) is max_k p(k) - p(correct), how far
+    the true direction falls short of the classifier's best guess: 0 where it is right and where it cannot tell (bare
+    tray, a texture: p uniform), near 1 only where it is confidently wrong. With 1 - p(correct) every cell it cannot
+    tell apart scores 7/8 on good images too, so a wrongly placed part (1) stands barely above a good scene's bare tray.
+    """
     projected = classifier.project(hidden.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # N x hidden x h x w
     centre = projected.permute(0, 2, 3, 1)
     errors = []
     for label, (dy, dx) in enumerate(DIRECTIONS):
         neighbour = shifted(projected, dy * offset, dx * offset).permute(0, 2, 3, 1)
         probabilities = classifier.logits_from_projections(centre, neighbour).softmax(dim=-1)
-        errors.append(1 - probabilities[..., label])
+        best = probabilities.max(dim=-1).values if margin else 1
+        errors.append(best - probabilities[..., label])
     errors = torch.stack(errors, dim=1) * validity  # N x 8 x h x w
     return errors.sum(dim=1) / validity.sum(dim=0).clamp_min(1)
 
@@ -151,22 +158,18 @@ def sample_pairs(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`count` random (centre index, neighbour index, label) triples on an h x w grid, flat indices.
 
-    Centres are drawn where all 8 neighbours lie inside, so the label says nothing about where the centre is (a
-    centre by the top edge would otherwise always have its neighbour below). Grids too small for that draw the
-    direction first and the centre among the positions where that neighbour fits.
+    The direction is drawn first, then the centre among every position where that neighbour lies inside, so parts by
+    the edge of a scene are centres too (scoring asks the classifier about them; drawing only centres with all 8
+    neighbours inside left a tray's outer ring of parts unseen as centres).
     """
     labels = torch.randint(len(DIRECTIONS), (count,), generator=generator)
     steps = torch.tensor(DIRECTIONS)[labels] * offset
-    if height > 2 * offset and width > 2 * offset:
-        rows = torch.randint(offset, height - offset, (count,), generator=generator)
-        cols = torch.randint(offset, width - offset, (count,), generator=generator)
-    else:
-        low_r, high_r = (-steps[:, 0]).clamp_min(0), height - steps[:, 0].clamp_min(0)
-        low_c, high_c = (-steps[:, 1]).clamp_min(0), width - steps[:, 1].clamp_min(0)
-        if bool((high_r <= low_r).any() | (high_c <= low_c).any()):
-            raise ValueError(f"neighbour offset {offset} does not fit a {height} x {width} feature grid")
-        rows = low_r + (torch.rand(count, generator=generator) * (high_r - low_r)).long()
-        cols = low_c + (torch.rand(count, generator=generator) * (high_c - low_c)).long()
+    low_r, high_r = (-steps[:, 0]).clamp_min(0), height - steps[:, 0].clamp_min(0)
+    low_c, high_c = (-steps[:, 1]).clamp_min(0), width - steps[:, 1].clamp_min(0)
+    if bool((high_r <= low_r).any() | (high_c <= low_c).any()):
+        raise ValueError(f"neighbour offset {offset} does not fit a {height} x {width} feature grid")
+    rows = low_r + (torch.rand(count, generator=generator) * (high_r - low_r)).long()
+    cols = low_c + (torch.rand(count, generator=generator) * (high_c - low_c)).long()
     centres = rows * width + cols
     neighbours = (rows + steps[:, 0]) * width + cols + steps[:, 1]
     return centres, neighbours, labels

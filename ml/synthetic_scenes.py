@@ -5,6 +5,12 @@ colour is set by its column (red, green, blue, yellow from left to right) and wh
 row (up, right, down, left from top to bottom). Parts sit a little off-centre, and colour, size and lighting vary a
 little from scene to scene, as on a real fixture.
 
+Parts are small and far apart by default (PART_HALF: a part is about a third of the slot pitch, so two thirds of
+the pitch is bare tray between neighbours): a detector that judges a patch by what lies within its receptive field
+(PatchCore's spans about one part and the tray around it) then sees only parts and tray it has seen before on a
+context defect; only a model that relates parts a pitch apart can tell. `part_half=DENSE_PART_HALF` gives the packed
+trays of the first version, where neighbouring parts lie within PatchCore's reach.
+
 Defects, each with an exact mask:
 - local (wrong in themselves): "scratch" (a thin bright line across a part), "spot" (a dark blot);
 - context (every patch looks like one seen on a good tray; only the arrangement is wrong): "swapped" (two parts of
@@ -33,6 +39,8 @@ EMPTY_SLOTS = ((1, 2), (2, 1))  # (row, column) of the slots a good tray leaves 
 COLOURS = np.array([[0.85, 0.2, 0.15], [0.2, 0.7, 0.25], [0.2, 0.35, 0.85], [0.9, 0.8, 0.15]])  # by column
 NOTCH_TURNS = (0, 1, 2, 3)  # by row: quarter turns clockwise from "notch up"
 BACKGROUND = np.array([0.32, 0.33, 0.35])
+PART_HALF = (0.15, 0.18)  # a part's half-side as a fraction of the slot pitch (drawn per scene): sparse trays
+DENSE_PART_HALF = (0.33, 0.36)  # packed trays, neighbours about a third of a part apart
 
 
 @dataclass
@@ -95,7 +103,7 @@ def _scratch(rng: np.random.Generator, canvas: np.ndarray, centre: tuple[float, 
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     angle = rng.uniform(0, np.pi)
     length = rng.uniform(0.9, 1.4) * half
-    width = max(1.5, 0.03 * size)
+    width = max(1.5, 0.18 * half)
     cy, cx = centre[0] + rng.uniform(-0.3, 0.3) * half, centre[1] + rng.uniform(-0.3, 0.3) * half
     along = (yy - cy) * np.sin(angle) + (xx - cx) * np.cos(angle)
     across = -(yy - cy) * np.cos(angle) + (xx - cx) * np.sin(angle)
@@ -114,8 +122,11 @@ def _spot(rng: np.random.Generator, canvas: np.ndarray, centre: tuple[float, flo
     return mask
 
 
-def make_scene(seed: int, *, size: int = 256, defect: str | None = None) -> Scene:
-    """One tray. `defect=None` gives a good one; otherwise a defect of that kind (DEFECT_KINDS) with its mask."""
+def make_scene(
+    seed: int, *, size: int = 256, defect: str | None = None, part_half: tuple[float, float] = PART_HALF
+) -> Scene:
+    """One tray. `defect=None` gives a good one; otherwise a defect of that kind (DEFECT_KINDS) with its mask.
+    part_half: the range a part's half-side is drawn from, as a fraction of the slot pitch."""
     if defect is not None and defect not in DEFECT_KINDS:
         raise ValueError(f"unknown defect kind {defect!r}; expected one of {DEFECT_KINDS}")
     rng = np.random.default_rng(seed)
@@ -123,7 +134,7 @@ def make_scene(seed: int, *, size: int = 256, defect: str | None = None) -> Scen
     canvas = np.ones((size, size, 3), np.float32) * BACKGROUND
     canvas += rng.normal(0, 0.015, (size // 8, size // 8, 1)).repeat(8, 0).repeat(8, 1)  # tray mottling
     parts = _good_parts(rng)
-    half = size / GRID * rng.uniform(0.33, 0.36)
+    half = size / GRID * rng.uniform(*part_half)
     mask = np.zeros((size, size), bool)
     marked: set[int] = set()  # indices of parts whose footprint is the defect
     placed = {(p.row, p.column): p for p in parts}
@@ -167,18 +178,34 @@ def make_scene(seed: int, *, size: int = 256, defect: str | None = None) -> Scen
 
 
 def make_scenes(
-    *, n_good: int, kinds: tuple[str, ...] = (), per_kind: int = 0, size: int = 256, seed: int = 0
+    *,
+    n_good: int,
+    kinds: tuple[str, ...] = (),
+    per_kind: int = 0,
+    size: int = 256,
+    seed: int = 0,
+    part_half: tuple[float, float] = PART_HALF,
 ) -> list[Scene]:
     """n_good good trays, then `per_kind` trays of each kind in `kinds`."""
     base = seed * 1_000_003
-    scenes = [make_scene(base + i, size=size) for i in range(n_good)]
+    scenes = [make_scene(base + i, size=size, part_half=part_half) for i in range(n_good)]
     for k, kind in enumerate(kinds):
-        scenes += [make_scene(base + n_good + k * per_kind + i, size=size, defect=kind) for i in range(per_kind)]
+        scenes += [
+            make_scene(base + n_good + k * per_kind + i, size=size, defect=kind, part_half=part_half)
+            for i in range(per_kind)
+        ]
     return scenes
 
 
 def write_mvtec_folders(
-    out: Path | str, *, n_train: int = 200, n_test_good: int = 40, per_kind: int = 20, size: int = 256, seed: int = 0
+    out: Path | str,
+    *,
+    n_train: int = 200,
+    n_test_good: int = 40,
+    per_kind: int = 20,
+    size: int = 256,
+    seed: int = 0,
+    part_half: tuple[float, float] = PART_HALF,
 ) -> tuple[Path, Path]:
     """Writes out/context (test: good + CONTEXT_KINDS) and out/local (test: good + LOCAL_KINDS) in MVTec layout
     (train/good, test/<kind>, ground_truth/<kind>/<name>_mask.png), both with the same training and good test
@@ -186,13 +213,13 @@ def write_mvtec_folders(
     from PIL import Image
 
     out = Path(out)
-    train = make_scenes(n_good=n_train, size=size, seed=seed)
-    good = make_scenes(n_good=n_test_good, size=size, seed=seed + 1)
+    train = make_scenes(n_good=n_train, size=size, seed=seed, part_half=part_half)
+    good = make_scenes(n_good=n_test_good, size=size, seed=seed + 1, part_half=part_half)
     folders = []
     for name, kinds in (("context", CONTEXT_KINDS), ("local", LOCAL_KINDS)):
         root = out / name
         groups = {"train/good": train, "test/good": good}
-        defects = make_scenes(n_good=0, kinds=kinds, per_kind=per_kind, size=size, seed=seed + 2)
+        defects = make_scenes(n_good=0, kinds=kinds, per_kind=per_kind, size=size, seed=seed + 2, part_half=part_half)
         for kind in kinds:
             groups[f"test/{kind}"] = [scene for scene in defects if scene.defect == kind]
         for folder, scenes in groups.items():
@@ -215,10 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-kind", type=int, default=20, help="test trays of each defect kind")
     parser.add_argument("--size", type=int, default=256, help="side in pixels")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dense", action="store_true", help="packed trays (parts within PatchCore's reach)")
     args = parser.parse_args(argv)
     context, local = write_mvtec_folders(
         args.out, n_train=args.train, n_test_good=args.test_good, per_kind=args.per_kind, size=args.size,
-        seed=args.seed,
+        seed=args.seed, part_half=DENSE_PART_HALF if args.dense else PART_HALF,
     )  # fmt: skip
     print(f"wrote {context} and {local}")
     return 0

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     config = {key: _parse_value(value) for key, _, value in (item.partition("=") for item in args.set)}
-    with torch_threads(os.cpu_count() or 1):
+    with torch_threads(int(os.environ.get("OMP_NUM_THREADS", 0)) or os.cpu_count() or 1):
         report = run(args.data, args.model, {**config, "seed": args.seed})
     print(json.dumps(report, indent=2))
     if args.json:
@@ -95,6 +95,21 @@ def run(data: Path, family: str, config: dict) -> dict:
         "training": getattr(getattr(model, "summary", None), "history", [])[-1:],
     }
     if getattr(getattr(model, "config", None), "position_term", False):
+        good_test = [context.test[i].image for i, kind in enumerate(context.test.kinds) if kind == "good"]
+        report["position_accuracy_good_test"] = model.position_accuracy(good_test)
+        # The same fit scored with the other e_pos (the paper's 1 - p(correct) or the margin), its statistics
+        # measured again on the training trays.
+        train = context.train
+        train_images = torch.cat(
+            [model._batch([train[j].image for j in range(i, min(i + 8, len(train)))]) for i in range(0, len(train), 8)]
+        )
+        margin = model.config.position_margin
+        model.config.position_margin = not margin
+        model._measure_statistics(train_images, lambda *_: None)
+        model.runtime.reset()
+        report["scored_with_" + ("paper_e_pos" if margin else "margin_e_pos")] = aurocs(
+            predict_scores(model, context, local)
+        )
         # The paper's ablation row 2 from the same fit: trained with the position loss, scored by e_rec alone.
         model.config.position_term = False
         model.runtime.reset()

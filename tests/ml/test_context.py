@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ml.__main__ import _parse_value
-from ml.context import ContextConfig, ContextModel
+from ml.context import ContextConfig
 from ml.context_parts import (
     DIRECTIONS,
     PositionClassifier,
@@ -103,7 +103,8 @@ def _constant_classifier(probabilities: list[float]) -> PositionClassifier:
     return classifier
 
 
-def test_position_error_is_the_mean_over_neighbours_inside_the_image_of_one_minus_p_correct():
+@pytest.mark.parametrize("margin", [False, True], ids=["one_minus_p_correct", "margin_to_the_best_guess"])
+def test_position_error_is_the_mean_over_neighbours_inside_the_image(margin):
     # given: a classifier that always answers the same 8 probabilities, on a 3 x 3 grid with neighbours 1 cell away
     p = torch.tensor([0.3, 0.05, 0.05, 0.1, 0.2, 0.05, 0.15, 0.1])
     classifier = _constant_classifier(p.tolist())
@@ -111,16 +112,29 @@ def test_position_error_is_the_mean_over_neighbours_inside_the_image_of_one_minu
 
     # when
     with torch.no_grad():
-        error = position_error(hidden, classifier, neighbour_validity(3, 3, 1), offset=1)[0]
+        error = position_error(hidden, classifier, neighbour_validity(3, 3, 1), offset=1, margin=margin)[0]
 
-    # then: the corner averages only its 3 neighbours inside (right 4, below 6, below-right 7), the centre all 8
+    # then: per neighbour 1 - p(correct) (the paper) or max p - p(correct) = 0.3 - p(correct) (the margin); the
+    # corner averages only its 3 neighbours inside (right 4, below 6, below-right 7), the centre all 8
+    best = 0.3 if margin else 1.0
     right, below, below_right = 4, 6, 7
-    corner = ((1 - p[right]) + (1 - p[below]) + (1 - p[below_right])) / 3
+    corner = ((best - p[right]) + (best - p[below]) + (best - p[below_right])) / 3
     assert float(error[0, 0]) == pytest.approx(float(corner), rel=1e-5)
-    assert float(error[1, 1]) == pytest.approx(1 - 1 / 8, rel=1e-5)
+    assert float(error[1, 1]) == pytest.approx(best - 1 / 8, rel=1e-5)
     # the top edge's middle keeps left 3, right 4, below-left 5, below 6, below-right 7
-    edge = sum(1 - p[k] for k in (3, 4, 5, 6, 7)) / 5
+    edge = sum(best - p[k] for k in (3, 4, 5, 6, 7)) / 5
     assert float(error[0, 1]) == pytest.approx(float(edge), rel=1e-5)
+
+
+def test_the_margin_is_zero_where_the_classifier_cannot_tell_and_where_it_is_right():
+    hidden = torch.randn(1, 2, 3, 3)
+    validity = neighbour_validity(3, 3, 1)
+    uniform = _constant_classifier([1 / 8] * 8)
+    with torch.no_grad():
+        assert float(position_error(hidden, uniform, validity, offset=1).abs().max()) < 1e-6
+        # the paper's error scores the same cells 7/8
+        paper = position_error(hidden, uniform, validity, offset=1, margin=False)
+    np.testing.assert_allclose(paper[0].numpy(), np.full((3, 3), 7 / 8), rtol=1e-5)
 
 
 def test_standardised_sum_adds_both_z_scores_and_the_ablation_keeps_one():
@@ -178,16 +192,8 @@ def _texture(rng: np.random.Generator) -> np.ndarray:
 
 
 _CLASSIFIER_CONFIG = {**TINY, "image_size": 48, "neighbour_offset": 3, "student_channels": (16, 16, 32),
-                      "classifier_hidden": 32, "pairs_per_image": 32, "steps": 150, "batch_size": 8,
+                      "classifier_hidden": 32, "pairs_per_image": 256, "steps": 100, "batch_size": 8,
                       "learning_rate": 3e-3}  # fmt: skip
-
-
-def _held_out_accuracy(model: ContextModel, images: list[np.ndarray]) -> float:
-    """The classifier's accuracy on random pairs of images it did not train on."""
-    with torch.no_grad():
-        hidden, _ = model.student(model._batch(images))
-        generator = torch.Generator().manual_seed(99)
-        return float(np.mean([float(model._position_loss(hidden, generator)[1]) for _ in range(5)]))
 
 
 @pytest.mark.parametrize(
@@ -202,7 +208,7 @@ def test_the_classifier_learns_an_arrangement_and_stays_near_chance_on_a_texture
     model.fit([Sample(scene(rng)) for _ in range(24)])
 
     # then: on new images, high accuracy where positions can be told apart, about 1/8 where they cannot
-    assert low <= _held_out_accuracy(model, [scene(rng) for _ in range(8)]) <= high
+    assert low <= model.position_accuracy([scene(rng) for _ in range(8)], pairs_per_image=160) <= high
 
 
 def test_position_term_off_trains_and_scores_without_the_classifier():
