@@ -307,7 +307,7 @@ class PatchCore(GraphOwner):
                 # same brightness, without a second pass over the training set.
                 self.reference_brightness.fill_(float((batch * self.input_std + self.input_mean).mean()))
             # Rotated copies multiply the batch: embed it batch_size images at a time to keep activations bounded.
-            features = torch.cat([self.embed(part) for part in batch.split(config.batch_size)])
+            features = self._embed_in_parts(batch)
             n, c, h, w = features.shape
             if per_image is None:
                 # Per model input: an image, or a tile (the first batch's tiles per image stand for all images').
@@ -346,6 +346,14 @@ class PatchCore(GraphOwner):
             spaced = indices[:: math.ceil(len(indices) / POSITION_IMAGES)]
             self._fit_position_statistics([samples[i].image for i in spaced], progress)
 
+    def _embed_in_parts(self, batch: torch.Tensor) -> torch.Tensor:
+        """embed(batch), batch_size inputs at a time; tiled, as many tiles as batch_size inputs of DEFAULT_SIZE px
+        hold (tiles may be larger: four 1,040 px tiles at once held 3.6 GB of activations)."""
+        part = self.config.batch_size
+        if self.tiled:
+            part = max(1, part * adaptive.DEFAULT_SIZE**2 // (batch.shape[-1] * batch.shape[-2]))
+        return torch.cat([self.embed(piece) for piece in batch.split(part)])
+
     def _fit_position_statistics(self, images: Sequence[np.ndarray], progress: ProgressCallback) -> None:
         """The good images' mean and spread per position of the stitched map, each image scored without its own
         bank entries (ml.calibration); left empty when the images differ in working shape (parts not aligned)."""
@@ -355,7 +363,7 @@ class PatchCore(GraphOwner):
         for done, image in enumerate(images, start=1):
             tiled = self._tiles([image])
             batch = self._tile_tensor(tiled)
-            features = torch.cat([self.embed(part) for part in batch.split(self.config.batch_size)])
+            features = self._embed_in_parts(batch)
             n, c, h, w = features.shape
             patches = self.project(features.permute(0, 2, 3, 1).reshape(n * h * w, c))
             distances = leave_own_out_distances(self.memory_bank, patches).view(n, h, w)
