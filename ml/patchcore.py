@@ -45,6 +45,8 @@ FAMILY = "patchcore"
 # Smaller is also faster, down to about one image: the matrix is swept several times, so it should stay near the
 # cache (screw, 5,120 entries, batch 8: 30 ms/image at 256 MB, 25 at 64 MB, 24 at one image per run).
 GRAPH_SEARCH_BYTES = 64 * 1024 * 1024
+# The int8 search's nearest candidates per patch, re-ranked by their float32 distance (see _nearest_of_candidates).
+INT8_CANDIDATES = 16
 
 
 @dataclass
@@ -184,12 +186,25 @@ class PatchCore(GraphOwner):
             # amplified by the square root), so the winner's distance is recomputed directly.
             if torch.onnx.is_in_onnx_export():
                 # A MatMul with a constant (folded) right operand, the form onnxruntime's int8 rewrite recognises.
-                index = (bank_norms + chunk @ self._bank_operand()).argmin(dim=1)
+                approximate = bank_norms + chunk @ self._bank_operand()
+                if self.config.search_precision == "int8":
+                    index = self._nearest_of_candidates(chunk, approximate)
+                else:
+                    index = approximate.argmin(dim=1)
             else:
                 index = torch.addmm(bank_norms, chunk, bank.T, alpha=-2).argmin(dim=1)
             distances.append((chunk - bank[index]).norm(dim=1))
             indices.append(index)
         return torch.cat(distances), torch.cat(indices)
+
+    def _nearest_of_candidates(self, chunk: torch.Tensor, approximate: torch.Tensor) -> torch.Tensor:
+        """The bank index nearest each patch among the INT8_CANDIDATES nearest by the int8 product, by their
+        float32 distance. The 8-bit product alone picked a farther entry often enough to cost screw's image AUROC
+        0.977 -> 0.922 (its error is as large as the gaps between a good patch's nearest entries)."""
+        count = min(INT8_CANDIDATES, approximate.shape[1])
+        candidates = approximate.topk(count, dim=1, largest=False).indices
+        squared = (chunk[:, None, :] - self.memory_bank[candidates]).pow(2).sum(dim=2)
+        return candidates.gather(1, squared.argmin(dim=1, keepdim=True))[:, 0]
 
     def _search_rows(self, bank_size: int) -> int:
         """Query patches per search chunk: `search_chunk` on the CPU; on a GPU as many as a quarter of its free
