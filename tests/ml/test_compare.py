@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ml.adaptive import choose_settings
+from ml.adaptive import choose_settings, typical_short_side
 from ml.compare import (
     BASELINE_FAMILY,
     Candidate,
@@ -15,6 +15,7 @@ from ml.compare import (
     format_leaderboard,
     margin_for,
     patchcore_candidates,
+    typical_short_side_of,
 )
 from ml.types import DEFECT, Sample
 from tests.ml.tiny_families import TINY_CONFIGS
@@ -177,6 +178,15 @@ def test_the_first_patchcore_is_the_data_chosen_one_and_the_second_a_coarser_siz
         assert second.config["image_size"] < chosen.image_size
     # without the images' size the label does not guess it
     assert patchcore_candidates(n_good=300)[0].label == "PatchCore (settings chosen from the data)"
+
+
+def test_the_short_side_is_read_from_the_good_images_as_the_fit_reads_it():
+    sides = (100, 200, 300, 400)
+    good = [Sample(image=np.zeros((size, size + 40, 3), np.uint8)) for size in sides]
+    defect = Sample(image=np.zeros((20, 20, 3), np.uint8), label=DEFECT)
+    expected = typical_short_side((size + 40, size) for size in sides)  # the defect's size does not count
+    with_defect = typical_short_side([(20, 20)] + [(s, s) for s in sides])
+    assert typical_short_side_of([defect, *good]) == expected != with_defect
 
 
 def test_the_persons_patchcore_settings_go_into_every_patchcore_candidate():
