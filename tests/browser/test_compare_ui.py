@@ -25,7 +25,9 @@ def test_the_leaderboard_after_a_comparison_and_a_ticked_family(page, live_serve
     # when the owner opens the Train page
     page.goto(f"{live_server.url}/projects/{project.public_id}/train/")
     # then it lists what the next automatic run trains, its budget, and the last comparison's leaderboard
-    assert page.inner_text("#planned-candidates").split("\n") == ["PatchCore 320 px", "PatchCore 160 px"]
+    planned = [c.label for c in services.training_plan(project=project).candidates.candidates]
+    assert page.inner_text("#planned-candidates").split("\n") == planned
+    assert planned[0].endswith("(chosen from the data)") and page.inner_text("#planned-settings")
     assert "Time budget: 15 min" in page.inner_text("#compare-budget")
     board = page.locator("#leaderboard")
     assert board.locator("tr[data-candidate]").count() == 3
