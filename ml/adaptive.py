@@ -175,7 +175,7 @@ def _sentence(
         turned = "" if n_good > FEW_IMAGES else "adds no rotated copies"
     why = ""
     if "image_size" in chosen and image_size < _wanted_size(n_good):
-        why = "sized to the images' own resolution"
+        why = "sized to the resolution of the images"  # no apostrophe: pages escape it, tests compare the text
     elif "image_size" in chosen and n_good <= FEW_IMAGES:
         why = "few enough to afford more detail"
     parts = [size + (f" ({why})" if why else "")] + ([turned] if turned else [])

@@ -49,7 +49,7 @@ def test_before_the_images_are_read_the_sentence_says_rotations_depend_on_the_ch
 def test_the_working_size_never_enlarges_small_images_beyond_their_own_resolution():
     small = adaptive.choose_settings(n_good=20, short_side=263)
     assert small.image_size == 256
-    assert small.sentence.startswith("20 good images: Kensa works at 256 px (sized to the images' own resolution)")
+    assert small.sentence.startswith("20 good images: Kensa works at 256 px (sized to the resolution of the images)")
     assert adaptive.choose_settings(n_good=500, short_side=200).image_size == 192
     assert adaptive.choose_settings(n_good=20, short_side=40).image_size == adaptive.MIN_SIZE
     assert adaptive.choose_settings(n_good=20, short_side=None).image_size == adaptive.FEW_SHOT_SIZE
@@ -174,4 +174,4 @@ def test_patchcore_caps_its_working_size_by_the_smaller_good_images():
     # then: a third of the images are small, so the working size does not enlarge them
     assert model.config.image_size == 160
     assert model.config.chosen["facts"]["short_side"] == 160
-    assert "sized to the images' own resolution" in model.config.chosen["sentence"]
+    assert "sized to the resolution of the images" in model.config.chosen["sentence"]
