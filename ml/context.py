@@ -66,8 +66,8 @@ class ContextConfig:
     neighbours (8 cells at stride 8 = 64 px at 256, about the student's receptive field, as in the paper).
     pairs_per_image: (centre, neighbour) pairs per image and step. steps: optimiser steps of batch_size images.
     position_term: False trains and scores without the position classifier (the ablation).
-    position_margin: e_pos as max_k p(k) - p(correct) (True) or the paper's 1 - p(correct) (False); see
-    ml.context_parts.position_error.
+    position_margin: e_pos as max_k p(k) - p(correct) (True) or the paper's 1 - p(correct) (False, the default:
+    better on local defects, as good on context ones); see ml.context_parts.position_error.
     train_crop: if set, the student trains on random square crops of this side (a multiple of the teacher's
     coarsest stride) instead of whole images: the student is convolutional with a small receptive field, so crops
     teach it the same thing at a fraction of the cost.
@@ -87,7 +87,7 @@ class ContextConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 1e-5
     position_term: bool = True
-    position_margin: bool = True
+    position_margin: bool = False
     train_crop: int | None = None
     blur_sigma: float = 4.0
     mixed_precision: bool = True

@@ -131,7 +131,7 @@ def test_the_margin_is_zero_where_the_classifier_cannot_tell_and_where_it_is_rig
     validity = neighbour_validity(3, 3, 1)
     uniform = _constant_classifier([1 / 8] * 8)
     with torch.no_grad():
-        assert float(position_error(hidden, uniform, validity, offset=1).abs().max()) < 1e-6
+        assert float(position_error(hidden, uniform, validity, offset=1, margin=True).abs().max()) < 1e-6
         # the paper's error scores the same cells 7/8
         paper = position_error(hidden, uniform, validity, offset=1, margin=False)
     np.testing.assert_allclose(paper[0].numpy(), np.full((3, 3), 7 / 8), rtol=1e-5)
