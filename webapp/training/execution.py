@@ -72,6 +72,7 @@ class Progress:
         self.pace = PaceEstimate()
         self.percent = 0.0
         self.last_write = -math.inf
+        self.last_stage = ""
 
     def part(self, start: float, end: float, stages: dict[str, float] | None = None):
         def report(stage: str, fraction: float, message: str) -> None:
@@ -80,9 +81,11 @@ class Progress:
                 self.percent = max(self.percent, start + (end - start) * done)
             now = self.clock()
             eta = self.pace.observe(now, self.percent, stage)
-            if now - self.last_write < 1.0 and fraction < 1.0:
+            # Throttled, except a new stage's first report: a long step without reports of its own (the training
+            # images' self-calibration scores) would otherwise keep the last stage's message for minutes.
+            if now - self.last_write < 1.0 and fraction < 1.0 and stage == self.last_stage:
                 return
-            self.last_write = now
+            self.last_write, self.last_stage = now, stage
             if not services.training_run_progress(
                 run_id=self.run_id, stage=stage, percent=self.percent, message=message, eta_seconds=eta
             ):
