@@ -12,6 +12,10 @@ good images' own distances), and is trained to say which patches are defective a
 The prior also reaches the output directly (a learned scale and offset on the defect logit), so where the head has
 learned nothing the model still behaves like PatchCore.
 
+Where outlines were drawn and `refine_masks` is set, a small MaskRefiner then learns to sharpen the patch grid's
+map (stride 8, pooled over neighbours: outlines several pixels too wide) from the image's own pixels at half the
+working size.
+
 Output: anomaly_map = the defect probability at the image's resolution, mask = probability >= mask_threshold,
 score = the highest probability of the (lightly smoothed) patch grid, class_mask and detections (box, class,
 probability) where defects are found.
@@ -41,7 +45,8 @@ from ml.training import TrainingSummary
 from ml.types import DEFECT, GOOD, Box, Prediction, ProgressCallback, Sample, no_progress
 
 FAMILY = "hybrid"
-PRIOR_PREFIX, HEAD_PREFIX = "prior.", "head."  # tensor name prefixes in the one checkpoint
+PRIOR_PREFIX, HEAD_PREFIX, REFINER_PREFIX = "prior.", "head.", "refine."  # tensor name prefixes in the one checkpoint
+REFINE_CROP, REFINE_BATCH = 48, 32  # the refiner's training crops (pixels at its resolution) and batch
 # Outline cut points tried on the training defects: probabilities from even odds up to 1 - 1e-6 (a defect's core
 # saturates, so the tight cuts that separate its edge from its core sit close to 1).
 MASK_THRESHOLDS = (0.5, 0.7, 0.9, 0.97, 0.99, 0.997, 0.999, 0.9997, 0.9999, 0.99997, 0.99999, 0.999997, 0.999999)
@@ -54,6 +59,10 @@ class HybridConfig:
     patchcore: the inner PatchCore's settings (image_size among them: the working size of both). head_good_images:
     good images whose patches are the head's negatives. synthetic_per_defect: cut-and-paste copies per drawn
     defect image. box_positive_share: inside a drawn box, the share of patches (most unusual first) taken as defect.
+    refine_masks: where outlines were drawn, also train a MaskRefiner (at 1 / refine_stride of the working size) that
+    sharpens the patch grid's map with the image's own pixels; boxes alone give no pixel truth to learn it from.
+    Off by default: not yet measured on real data (scripts/bench_hybrid_refiner.py measures it), and on the shared
+    2-core machine its 25 epochs cost about 10 CPU s each on glass's 72 outlined rows.
     """
 
     image_size: int = 320
@@ -69,6 +78,10 @@ class HybridConfig:
     positive_weight: float = 4.0
     mask_threshold: float = 0.5
     classes: tuple[str, ...] = ()
+    refine_masks: bool = False
+    refine_stride: int = 2
+    refine_hidden_channels: int = 16
+    refine_epochs: int = 25
     seed: int = 0
     device: str = "auto"
     prior_scale: float = 1.0  # set by fit: the 99th percentile of good patch distances (leave-own-out)
@@ -117,6 +130,56 @@ def defect_log_probability(logits: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(logits[:, 1:], dim=1) - torch.logsumexp(logits, dim=1)
 
 
+def defect_log_odds(logits: torch.Tensor) -> torch.Tensor:
+    """log P(defect) - log P(good) per patch from logits N x (1 + K) x h x w."""
+    return torch.logsumexp(logits[:, 1:], dim=1) - logits[:, 0]
+
+
+# The coarse log-odds reach the refiner clipped: a saturated core says no more about the edge than a confident one.
+COARSE_CLIP = 12.0
+
+
+class MaskRefiner(nn.Module):
+    """(image pixels N x 4 x H x W, the patch grid's defect log-odds upsampled N x 1 x H x W) -> sharper log-odds.
+
+    The patch grid (stride 8, each patch pooled over its neighbours) says where a defect is but draws it several
+    pixels too wide; a few dilated convolutions over the image's own pixels (receptive field 31 px at this
+    resolution) learn where its edge runs. The coarse log-odds pass through with a learned gain, so an untrained
+    refiner is the coarse map."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(5, hidden, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=2, dilation=2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=4, dilation=4),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=8, dilation=8),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, 1, 1),
+        )
+        self.coarse_gain = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, pixels: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        coarse = coarse.clamp(-COARSE_CLIP, COARSE_CLIP)
+        return self.coarse_gain * coarse + self.body(torch.cat([pixels, coarse / COARSE_CLIP], dim=1))
+
+
+def refiner_pixels(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    """Working-size H x W x 3 uint8 images -> N x 4 x size x size: the colours centred and scaled per image (so a
+    lighting change moves nothing), and the grey level against its 9 x 9 surroundings (where edges and thin marks
+    show)."""
+    batch = torch.from_numpy(np.stack([np.asarray(image) for image in images])).permute(0, 3, 1, 2).float() / 255
+    batch = F.interpolate(batch, size=(size, size), mode="area")
+    centred = batch - batch.mean(dim=(1, 2, 3), keepdim=True)
+    centred = centred / centred.std(dim=(1, 2, 3), keepdim=True).clamp_min(0.02)
+    grey = centred.mean(dim=1, keepdim=True)
+    local = grey - F.avg_pool2d(grey, 9, stride=1, padding=4, count_include_pad=False)
+    return torch.cat([centred, local], dim=1)
+
+
 class HybridSegmenter(nn.Module):
     """The "hybrid" family."""
 
@@ -132,6 +195,8 @@ class HybridSegmenter(nn.Module):
         self.patchcore = PatchCore(pretrained=pretrained, resolved_device=self.device, **inner)
         self.config.patchcore = {k: v for k, v in inner.items() if k not in ("image_size", "seed", "device")}
         self.head: DefectHead | None = None
+        self.refiner: MaskRefiner | None = None
+        self.coarse_mask_threshold = None  # fit: the outline cut the patch grid alone would get (with a refiner)
         self._prior_adopted = False
         self.summary = TrainingSummary()
 
@@ -177,10 +242,12 @@ class HybridSegmenter(nn.Module):
 
         size = (config.image_size, config.image_size)
         features, priors, targets, weights = [], [], [], []
+        outlines = []  # per row: (working-size image, outline), the outline None where only boxes were drawn
 
         def add(images, masks, class_masks, boxes_list, own_images=None):
             feats, dist = self._patch_view(images, own_images=own_images)
             for k in range(len(images)):
+                outlines.append((images[k], None if boxes_list[k] else masks[k]))
                 target, weight = _patch_targets(
                     masks[k], class_masks[k], boxes_list[k], dist[k], dist.shape[-2:], config.box_positive_share
                 )
@@ -232,9 +299,14 @@ class HybridSegmenter(nn.Module):
         )
         self._train_head(x, prior, target, weight, progress)
         first = len(goods)  # the drawn defects' rows follow the good images' in x
-        config.mask_threshold = self._choose_mask_threshold(
-            x[first : first + len(drawn)], prior[first : first + len(drawn)], drawn
-        )
+        rows = slice(first, first + len(drawn))
+        drawn_images = [image for image, _ in outlines[rows]]
+        self.refiner = None
+        if config.refine_masks and any(mask is not None and mask.any() for _, mask in outlines):
+            # The cut without the refiner is recorded too, so the refiner's gain on the drawn defects is on file.
+            self.coarse_mask_threshold = self._choose_mask_threshold(x[rows], prior[rows], drawn_images, drawn)
+            self._train_refiner(x, prior, outlines, rng, progress)
+        config.mask_threshold = self._choose_mask_threshold(x[rows], prior[rows], drawn_images, drawn)
         self.summary.seconds = time.perf_counter() - started
 
     def _patch_view(self, images, *, own_images=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -283,15 +355,94 @@ class HybridSegmenter(nn.Module):
             progress("epoch", (epoch + 1) / config.epochs, f"epoch {epoch + 1} of {config.epochs}")
         self.head.eval()
 
+    def _train_refiner(self, x, prior, outlines, rng: np.random.Generator, progress: ProgressCallback) -> None:
+        """Fits the MaskRefiner on crops of the outlined rows (drawn, pasted and good images): two centred on
+        defect pixels, one on the coarse map's peak (on good images, its false alarm) and one at random."""
+        config = self.config
+        fine = config.image_size // config.refine_stride
+        crop = min(fine, REFINE_CROP)
+        coarse = self._coarse_log_odds(x, prior)
+        rows = [i for i, (_, outline) in enumerate(outlines) if outline is not None]
+        crops_pixels, crops_coarse, crops_truth = [], [], []
+        for start in range(0, len(rows), 16):
+            part = rows[start : start + 16]
+            pixels = refiner_pixels([outlines[i][0] for i in part], fine)
+            up = F.interpolate(coarse[part], size=(fine, fine), mode="bilinear", align_corners=False)
+            masks = np.stack([outlines[i][1] for i in part]).astype(np.float32)
+            truth = F.interpolate(torch.from_numpy(masks)[:, None], size=(fine, fine), mode="area")
+            for k in range(len(part)):
+                defect_pixels = torch.nonzero(truth[k, 0] >= 0.5)
+                centres = [divmod(int(up[k, 0].argmax()), fine), tuple(rng.integers(0, fine, 2))]
+                for _ in range(2 if len(defect_pixels) else 0):
+                    centres.append(tuple(defect_pixels[int(rng.integers(len(defect_pixels)))].tolist()))
+                for cy, cx in centres:
+                    y0 = int(np.clip(cy - crop // 2, 0, fine - crop))
+                    x0 = int(np.clip(cx - crop // 2, 0, fine - crop))
+                    window = (k, slice(None), slice(y0, y0 + crop), slice(x0, x0 + crop))
+                    crops_pixels.append(pixels[window])
+                    crops_coarse.append(up[window])
+                    crops_truth.append(truth[window])
+        pixels, coarse_crops, truth = torch.stack(crops_pixels), torch.stack(crops_coarse), torch.stack(crops_truth)
+        self.refiner = MaskRefiner(config.refine_hidden_channels).to(self.device)
+        optimiser = torch.optim.AdamW(self.refiner.parameters(), lr=3e-3, weight_decay=config.weight_decay)
+        steps = config.refine_epochs * max(1, -(-len(pixels) // REFINE_BATCH))
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=3e-3, total_steps=steps)
+        generator = torch.Generator().manual_seed(config.seed + 1)
+        self.refiner.train()
+        for epoch in range(config.refine_epochs):
+            order = torch.randperm(len(pixels), generator=generator)
+            total = 0.0
+            for start in range(0, len(pixels), REFINE_BATCH):
+                rows_b = order[start : start + REFINE_BATCH]
+                pb, cb, tb = pixels[rows_b], coarse_crops[rows_b], truth[rows_b]
+                for dim in (-1, -2):
+                    if torch.rand((), generator=generator) < 0.5:
+                        pb, cb, tb = pb.flip(dim), cb.flip(dim), tb.flip(dim)
+                loss = F.binary_cross_entropy_with_logits(self.refiner(pb, cb), tb)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                total += loss.item() * len(rows_b)
+            self.summary.history.append({"refine_epoch": epoch + 1, "loss": total / len(pixels)})
+            progress(
+                "refine", (epoch + 1) / config.refine_epochs, f"outline epoch {epoch + 1} of {config.refine_epochs}"
+            )
+        self.refiner.eval()
+
     @torch.no_grad()
-    def _choose_mask_threshold(self, x: torch.Tensor, prior: torch.Tensor, drawn) -> float:
+    def _coarse_log_odds(self, x: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        """The head's defect log-odds N x 1 x h x w on stored patch features, in batches."""
+        self.head.eval()
+        parts = [defect_log_odds(self.head(x[i : i + 64], prior[i : i + 64])) for i in range(0, len(x), 64)]
+        return torch.cat(parts)[:, None]
+
+    @torch.no_grad()
+    def _defect_maps(self, logits: torch.Tensor, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """P(defect) N x S x S at the working size S from the head's logits and the working-size images: the
+        patch grid upsampled, sharpened by the refiner where there is one."""
+        size = self.config.image_size
+        if self.refiner is None:
+            probability = defect_log_probability(logits).exp()[:, None]
+        else:
+            fine = size // self.config.refine_stride
+            coarse = F.interpolate(
+                defect_log_odds(logits)[:, None], size=(fine, fine), mode="bilinear", align_corners=False
+            )
+            probability = self.refiner(refiner_pixels(images, fine), coarse).sigmoid()
+        return F.interpolate(probability, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+
+    @torch.no_grad()
+    def _choose_mask_threshold(self, x: torch.Tensor, prior: torch.Tensor, images, drawn) -> float:
         """The probability at which the outline (and its boxes) best matches the drawn defects: mean mask IoU for
         outlines, mean best-box IoU for boxes, over MASK_THRESHOLDS. The drawn defects were trained on, so this
         flatters the fit; it only sets where the outline is cut, not the image score."""
-        size = self.config.image_size
-        logits = self.head(x, prior)
-        grids = defect_log_probability(logits).exp()[:, None]
-        maps = F.interpolate(grids, size=(size, size), mode="bilinear", align_corners=False)[:, 0].numpy()
+        maps = torch.cat(
+            [
+                self._defect_maps(self.head(x[i : i + 16], prior[i : i + 16]), images[i : i + 16])
+                for i in range(0, len(x), 16)
+            ]
+        ).numpy()
         best, best_overlap = self.config.mask_threshold, -1.0
         for threshold in MASK_THRESHOLDS:
             overlaps = []
@@ -324,10 +475,11 @@ class HybridSegmenter(nn.Module):
             probability = defect_log_probability(logits).exp()
             scores = F.avg_pool2d(probability[:, None], 3, stride=1, padding=1, count_include_pad=False)
             scores = scores.flatten(1).max(dim=1).values
-            maps = F.interpolate(probability[:, None], size=(size, size), mode="bilinear", align_corners=False)
+            working = [resize_image(image, (size, size)) for image in chunk] if self.refiner is not None else chunk
+            maps = self._defect_maps(logits, working)
             class_logits = F.interpolate(logits[:, 1:], size=(size, size), mode="bilinear", align_corners=False)
             for k, image in enumerate(chunk):
-                predictions.append(self._prediction(image, float(scores[k]), maps[k, 0], class_logits[k]))
+                predictions.append(self._prediction(image, float(scores[k]), maps[k], class_logits[k]))
         return predictions
 
     def _prediction(self, image, score: float, working_map: torch.Tensor, class_logits: torch.Tensor) -> Prediction:
@@ -361,6 +513,8 @@ class HybridSegmenter(nn.Module):
             raise RuntimeError("the hybrid model is not fitted: nothing to save")
         tensors = {f"{PRIOR_PREFIX}{k}": v for k, v in self.patchcore.state_dict().items()}
         tensors.update({f"{HEAD_PREFIX}{k}": v for k, v in self.head.state_dict().items()})
+        if self.refiner is not None:
+            tensors.update({f"{REFINER_PREFIX}{k}": v for k, v in self.refiner.state_dict().items()})
         config = {**asdict(self.config), "prior_config": asdict(self.patchcore.config)}
         document = Checkpoint(
             FAMILY, config, tensors, self.patchcore.config.preprocessing, training=asdict(self.summary)
@@ -385,6 +539,13 @@ class HybridSegmenter(nn.Module):
         model.head = DefectHead(channels, config.hidden_channels, max(1, len(config.classes))).to(resolved)
         model.head.load_state_dict(head_state)
         model.head.eval()
+        refiner_state = {
+            k[len(REFINER_PREFIX) :]: v for k, v in checkpoint.tensors.items() if k.startswith(REFINER_PREFIX)
+        }
+        if refiner_state:
+            model.refiner = MaskRefiner(config.refine_hidden_channels).to(resolved)
+            model.refiner.load_state_dict(refiner_state)
+            model.refiner.eval()
         model.summary = TrainingSummary.from_dict(checkpoint.training)
         return model
 

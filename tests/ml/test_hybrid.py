@@ -9,6 +9,7 @@ from ml.detections import box_mask, boxes_from_mask
 from ml.hybrid import _patch_targets
 from ml.metrics import box_average_precision, image_auroc
 from ml.registry import create_model
+from ml.segmentation_scores import mean_defect_iou
 from ml.types import DEFECT, Box, Sample
 
 SIZE = 48
@@ -89,16 +90,17 @@ def test_a_model_trained_from_boxes_only_finds_and_boxes_the_defects():
     assert model.summary.n_defect == 10
 
 
-def test_several_drawn_classes_give_a_class_per_region_and_per_detection(tmp_path):
+def test_several_drawn_classes_give_a_class_per_region_and_detection_and_the_refiner_tighter_outlines(tmp_path):
     rng = np.random.default_rng(4)
     train = [Sample(_good(rng)) for _ in range(14)]
     train += [_classed(rng, kind) for kind in CLASSES for _ in range(8)]
     tests = [_classed(rng, kind) for kind in CLASSES for _ in range(4)]
 
-    model = create_model("hybrid", **CONFIG, device="cpu")
+    model = create_model("hybrid", **CONFIG, refine_masks=True, device="cpu")
     model.fit(train)
     model.save(tmp_path)
-    predictions = create_model("hybrid", **CONFIG).load(tmp_path).predict([s.image for s in tests])
+    loaded = create_model("hybrid", **CONFIG).load(tmp_path)
+    predictions = loaded.predict([s.image for s in tests])
 
     right_regions = right_detections = 0
     for sample, prediction in zip(tests, predictions, strict=True):
@@ -108,3 +110,11 @@ def test_several_drawn_classes_give_a_class_per_region_and_per_detection(tmp_pat
         right_regions += votes.any() and CLASSES[int(votes.argmax())] == truth
         right_detections += bool(prediction.detections) and prediction.detections[0].box.label == truth
     assert right_regions >= 7 and right_detections >= 7  # of 8
+
+    # Outlines were drawn, so a refiner sharpens the patch grid's map (saved and loaded with the model): its masks
+    # fit the drawn ones better than the patch grid's own, cut where each best matched the training outlines.
+    assert loaded.refiner is not None
+    refined = mean_defect_iou([s.mask for s in tests], [p.mask for p in predictions])
+    loaded.refiner, loaded.config.mask_threshold = None, model.coarse_mask_threshold
+    coarse = mean_defect_iou([s.mask for s in tests], [p.mask for p in loaded.predict([s.image for s in tests])])
+    assert refined >= coarse + 0.05, (refined, coarse)
