@@ -91,6 +91,7 @@ def main() -> int:
             report["leaderboard"] = metrics.get("comparison")
             report["threshold"] = version.threshold
             report["self_calibration"] = metrics.get("self_calibration")
+            report["chosen_settings"] = metrics.get("chosen_settings")  # what PatchCore chose from the data
             # Where the test scores sit against the training images' own (leave-own-patches-out) score quantiles.
             rows = version.predictions.values_list("raw_score", "image__label")
             good = np.array([score for score, label in rows if label == "good"])
