@@ -171,7 +171,7 @@ def test_tiled_patchcore_finds_a_small_defect_that_a_resize_loses(tmp_path):
     test_good = np.clip(128 + rng.normal(0, 6, (192, 192)), 0, 255).astype(np.uint8).repeat(3).reshape(192, 192, 3)
     defect = test_good.copy()
     defect[120:126, 60:66] = 40
-    tiled = _tiny_patchcore(tile_working_size=192, tile_overlap=16, max_bank_size=256)
+    tiled = _tiny_patchcore(tile_working_size=192, tile_overlap=16, max_bank_size=256, tile_standardise=True)
     tiled.fit([Sample(image=g) for g in goods])
     # when
     good_prediction, defect_prediction = tiled.predict([test_good, defect])
