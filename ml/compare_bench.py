@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ml.bench import BenchOptions, _log, cpu_seconds, evaluate_fitted
-from ml.compare import Comparison, candidates_for, compare_candidates, format_leaderboard
+from ml.compare import Comparison, candidates_for, compare_candidates, format_leaderboard, typical_short_side_of
 from ml.data import LazySamples, load_mvtec, supervised_split
 from ml.detections import box_mask, boxes_from_mask
 from ml.perturbations import perturb
@@ -135,7 +135,11 @@ def run_compare_bench(options: BenchOptions) -> dict:
     n_defect = int(np.sum(labels == DEFECT))
     n_boxed = sum(1 for record in train.records if record.image_path in boxed)
     candidates = candidates_for(
-        n_good=int(np.sum(labels != DEFECT)), n_defect=n_defect, n_annotated=n_defect - n_boxed, n_boxed=n_boxed
+        n_good=int(np.sum(labels != DEFECT)),
+        n_defect=n_defect,
+        n_annotated=n_defect - n_boxed,
+        n_boxed=n_boxed,
+        short_side=typical_short_side_of(train),  # as the app plans from its database: the same candidates
     )
     extra = dict(options.config or {})
     extra.pop("seed", None)
