@@ -31,7 +31,6 @@ CONFIG = {
 }
 
 
-
 @pytest.fixture(autouse=True)
 def seeded_weights():
     # The test backbone is not pretrained: its random weights are drawn when the model is built, before fit seeds
