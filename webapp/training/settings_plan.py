@@ -11,7 +11,7 @@ from webapp.images.models import Image, Label, Split
 from webapp.projects.models import Project
 
 ADAPTIVE_FAMILIES = frozenset({"patchcore"})
-# Enough image sizes for a median; a project of 100,000 images need not send them all.
+# Enough image sizes for the rule's percentile of shorter sides; a project of 100,000 images need not send them all.
 SIZE_SAMPLE = 2000
 
 
