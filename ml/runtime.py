@@ -42,7 +42,7 @@ def checked_engine(engine: str) -> str:
 
 def runtime_applies(engine: str, images: torch.Tensor) -> bool:
     """Whether `images` may go through onnxruntime: CPU tensors without gradients, outside any export or trace."""
-    if checked_engine(engine) == "torch" == "torch" or images.device.type != "cpu" or images.requires_grad:
+    if checked_engine(engine) == "torch" or images.device.type != "cpu" or images.requires_grad:
         return False
     if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
         return False
