@@ -29,6 +29,11 @@ from scipy import ndimage
 PART_GREY = 150.0
 RING_AMPLITUDE = 12.0  # grey levels of the turning marks (10 px apart)
 DEFECT_DARKENING = 4.0
+# A scratch is 3 px wide: wiping the marks over 3 px of a 10 px period (and 4 levels) left five of five scratches
+# invisible to the eye at full resolution (session h16, 2026-12-05). A real scratch catches the light differently:
+# this darkening puts its line 12 levels (three times the grain) below the darkest turning mark, plain to see
+# whichever way it runs (at 16, one lying along a mark's trough was still hard to see).
+SCRATCH_DARKENING = 24.0
 
 
 def _smooth(rng: np.random.Generator, shape: tuple[int, int], cells: int) -> np.ndarray:
@@ -60,22 +65,25 @@ def good_part(rng: np.random.Generator, height: int, width: int):
 
 def draw_defect(rng: np.random.Generator, image: np.ndarray, rings: np.ndarray, where, size: int) -> None:
     """A smeared spot (a disc `size` px across) or a scratch (`size` px long, 3 px wide) somewhere on the part, in
-    place: the turning marks there are flattened to the part's grey and darkened by DEFECT_DARKENING grey levels.
+    place: the turning marks there are flattened to the part's grey and darkened by DEFECT_DARKENING grey levels
+    (a scratch by SCRATCH_DARKENING).
     The mean grey barely moves, so a resize that averages the marks away also averages the defect away."""
     cy, cx, part_radius = where
     angle, distance = rng.uniform(0, 2 * np.pi), rng.uniform(0.1, 0.8) * part_radius
     y, x = int(cy + distance * np.sin(angle)), int(cx + distance * np.cos(angle))
     half = size
     ys, xs = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float32)
+    darkening = DEFECT_DARKENING
     if rng.uniform() < 0.5:
         depth = np.clip(size / 2 - np.hypot(ys, xs) + 0.5, 0, 1)  # a disc with a one-pixel soft edge
     else:
+        darkening = SCRATCH_DARKENING
         theta = rng.uniform(0, np.pi)
         along = xs * np.cos(theta) + ys * np.sin(theta)
         across = -xs * np.sin(theta) + ys * np.cos(theta)
         depth = np.clip(1.5 - np.abs(across) + 0.5, 0, 1) * (np.abs(along) <= size / 2)
     window = (slice(y - half, y + half + 1), slice(x - half, x + half + 1))
-    image[window] -= (rings[window] + DEFECT_DARKENING) * depth
+    image[window] -= (rings[window] + darkening) * depth
 
 
 def pasted_screw_defect(rng: np.random.Generator, image: np.ndarray, where, screw: Path) -> None:
