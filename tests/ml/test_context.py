@@ -196,7 +196,8 @@ _CLASSIFIER_CONFIG = {**TINY, "image_size": 48, "neighbour_offset": 3, "student_
                       "learning_rate": 3e-3}  # fmt: skip
 
 
-@pytest.mark.slow  # about 60 CPU s per case (100 steps of the student on 48 px images)
+# About 12 CPU s per case, most of it building the teacher; 60 steps instead of 100 leave the mosaic at 0.46,
+# too close to the bar, so the schedule stays and the test runs in the suite (it is the classifier's only check).
 @pytest.mark.parametrize(
     ("scene", "low", "high"), [(_mosaic, 0.6, 1.0), (_texture, 0.0, 0.3)], ids=["arranged", "texture"]
 )
