@@ -62,7 +62,8 @@ class ContextConfig:
 
     teacher_layers: backbone feature indices the student imitates (lite0: 2 = stride 8, 3 = stride 16); the finest
     one sets the grid every score lives on. student_channels: widths of the student's 3x3 convolutions (one
-    max-pooling after each of the first log2(stride) of them). neighbour_offset: cells between a centre and its
+    max-pooling after each of the first log2(stride) of them); student_pointwise: widths of 1 x 1 convolutions after
+    them (capacity without a wider receptive field). neighbour_offset: cells between a centre and its
     neighbours (8 cells at stride 8 = 64 px at 256, about the student's receptive field, as in the paper).
     pairs_per_image: (centre, neighbour) pairs per image and step. steps: optimiser steps of batch_size images.
     position_term: False trains and scores without the position classifier (the ablation).
@@ -79,6 +80,7 @@ class ContextConfig:
     teacher_layers: tuple[int, ...] = (2, 3)
     image_size: int = 256
     student_channels: tuple[int, ...] = (16, 32, 64, 96, 96)
+    student_pointwise: tuple[int, ...] = ()
     classifier_hidden: int = 128
     neighbour_offset: int = 8
     pairs_per_image: int = 64
@@ -98,6 +100,7 @@ class ContextConfig:
     def __post_init__(self) -> None:
         self.teacher_layers = tuple(self.teacher_layers)  # JSON and the command line give lists
         self.student_channels = tuple(self.student_channels)
+        self.student_pointwise = tuple(self.student_pointwise)
         self.device = check_device_spec(self.device)
         for name in ("position_term", "position_margin"):  # --set position_term=off
             if isinstance(value := getattr(self, name), str):
@@ -172,8 +175,10 @@ class ContextModel(GraphOwner):
                 f"image_size {config_.image_size} must be a multiple of the teacher's strides {self.teacher.reductions}"
             )
         factors = [reduction // stride for reduction in self.teacher.reductions]
-        self.student = Student(config_.student_channels, pools, self.teacher.channels, factors)
-        self.classifier = PositionClassifier(config_.student_channels[-1], config_.classifier_hidden)
+        self.student = Student(
+            config_.student_channels, pools, self.teacher.channels, factors, pointwise=config_.student_pointwise
+        )
+        self.classifier = PositionClassifier(self.student.out_channels, config_.classifier_hidden)
         self.log_lambda_rec = torch.nn.Parameter(torch.zeros(()))
         self.log_lambda_pos = torch.nn.Parameter(torch.zeros(()))
         self.grid = config_.image_size // stride

@@ -22,9 +22,18 @@ class Student(nn.Module):
     the teacher's finest stride r = 2**pools; a stage of stride r * 2**j is the head's output average-pooled by 2**j.
     Reflect padding, not zeros: zero borders tell a position classifier where the image edge is, which it would
     learn instead of the scene's arrangement (a uniform texture would then look arranged near its border).
+    `pointwise` widths add 1 x 1 convolutions after the 3 x 3 ones: capacity to imitate the teacher's many channels
+    without widening the receptive field, which the 3 x 3 widths would do at a cost growing with their square.
     """
 
-    def __init__(self, channels: tuple[int, ...], pools: int, stage_channels: list[int], stage_factors: list[int]):
+    def __init__(
+        self,
+        channels: tuple[int, ...],
+        pools: int,
+        stage_channels: list[int],
+        stage_factors: list[int],
+        pointwise: tuple[int, ...] = (),
+    ):
         super().__init__()
         if len(channels) < pools:
             raise ValueError(f"the student needs at least {pools} convolution blocks for stride {2**pools}")
@@ -35,7 +44,11 @@ class Student(nn.Module):
             if index < pools:
                 layers.append(nn.MaxPool2d(2))
             previous = width
+        for width in pointwise:
+            layers += [nn.Conv2d(previous, width, 1), nn.LeakyReLU(0.1)]
+            previous = width
         self.body = nn.Sequential(*layers)
+        self.out_channels = previous
         self.heads = nn.ModuleList(nn.Conv2d(previous, width, 1) for width in stage_channels)
         self.stage_factors = list(stage_factors)
 

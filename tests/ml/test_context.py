@@ -16,6 +16,7 @@ from ml.context import ContextConfig
 from ml.context_parts import (
     DIRECTIONS,
     PositionClassifier,
+    Student,
     neighbour_validity,
     position_error,
     reconstruction_error,
@@ -248,6 +249,33 @@ def test_progress_is_reported_per_stage_and_can_cancel():
     assert not bool(model.fitted)
     with pytest.raises(RuntimeError):
         model.predict(probe_images())
+
+
+def _cells_reached(student: Student, pixel: tuple[int, int]) -> torch.Tensor:
+    """Which cells of the student's hidden map change when one input pixel does."""
+    torch.manual_seed(0)
+    images = torch.rand(1, 3, 64, 64)
+    changed = images.clone()
+    changed[0, :, pixel[0], pixel[1]] += 1.0
+    with torch.no_grad():
+        return (student(changed)[0] - student(images)[0]).abs().sum(dim=1)[0] > 0
+
+
+def test_pointwise_layers_add_capacity_but_not_receptive_field():
+    # given: the same 3 x 3 body with and without two 1 x 1 layers
+    plain = Student((8, 8, 16), 3, [4, 6], [1, 2])
+    wider = Student((8, 8, 16), 3, [4, 6], [1, 2], pointwise=(32, 24))
+
+    # when
+    hidden, stages = wider(torch.rand(2, 3, 64, 64))
+
+    # then: the classifier reads the last pointwise width, the stages keep their sizes, and one pixel reaches the
+    # same cells of the hidden map through both
+    assert wider.out_channels == 24 and hidden.shape == (2, 24, 8, 8)
+    assert [tuple(s.shape) for s in stages] == [(2, 4, 8, 8), (2, 6, 4, 4)]
+    assert torch.equal(_cells_reached(plain, (30, 33)), _cells_reached(wider, (30, 33)))
+    model = create_model("context", **{**TINY, "student_pointwise": [24]}, device="cpu")
+    assert model.classifier.project.in_features == 24
 
 
 def test_the_neighbour_offset_must_fit_the_grid():
