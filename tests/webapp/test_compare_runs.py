@@ -20,6 +20,7 @@ from webapp.images.models import Image, Label, Split
 from webapp.samples import sample_project_create
 from webapp.training import services
 from webapp.training.candidates import COMPARE_FAMILY, NO_VALIDATION_DEFECTS
+from webapp.training.comparison import CANDIDATE_TIMES, candidate_clock
 from webapp.training.execution import (
     SELF_CALIBRATED,
     run_files_discard,
@@ -149,6 +150,10 @@ def test_a_comparison_keeps_every_candidate_as_a_version_and_activates_the_winne
     for label in ("PatchCore 32 px", "PatchCore 64 px"):
         assert rows[label]["validation"]["image_ap"] is not None and rows[label]["fit_seconds"] > 0
     assert {rows[label]["version"] for label in ("PatchCore 32 px", "PatchCore 64 px")} == {1, 2}
+    # and the run's clock: when each fitted candidate began, when fitting ended, and which one failed
+    times = run.config[CANDIDATE_TIMES]
+    assert times["started"]["0"] <= times["started"]["1"] <= times["end"] and times["failed"] == [2]
+    assert [row["state"] for row in candidate_clock(run)] == ["done", "done", "failed"]
     # and each version's test figures per defect class (the sample project draws three)
     assert set(winner.metrics["per_class"]) == {"scratch", "dent", "stain"}
     assert all(row["n"] >= 1 and 0 <= row["f1"] <= 1 for row in winner.metrics["per_class"].values())

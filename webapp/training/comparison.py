@@ -4,6 +4,8 @@ activate the winner ml.compare's rule picks. The leaderboard is stored in each v
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from django.conf import settings
 from django.db import transaction
@@ -25,6 +27,42 @@ NO_VALIDATION = (
     "defect images in validation, or choose one family in the advanced settings."
 )
 NOTHING_FITTED = "No candidate could be trained: {reasons}"
+# run.config key: {"started": {position: time.time() it began}, "end": when fitting was over, "failed": [positions
+# that failed]}: the run page's per-candidate clock (candidate_clock) while the run goes on, beside the budget.
+CANDIDATE_TIMES = "candidate_times"
+
+
+def candidate_clock(run: TrainingRun, *, now: float | None = None) -> list[dict]:
+    """One row per planned candidate for the run page: label, state ("done": fitted and scored on validation,
+    "running", "waiting", "failed", or "not started": the budget was spent) and seconds (taken, or so far)."""
+    times = run.config.get(CANDIDATE_TIMES) or {}
+    planned = run.config.get("candidates") or []
+    now = time.time() if now is None else now
+    end = times.get("end")
+    starts = {int(key): value for key, value in (times.get("started") or {}).items()}
+    failed = set(times.get("failed") or ())
+    rows = []
+    for position, candidate in enumerate(planned):
+        label = candidate.get("label") or candidate.get("family", "")
+        started = starts.get(position)
+        if position in failed or started is None:
+            state = "failed" if position in failed else "not started" if end is not None else "waiting"
+            rows.append({"label": label, "state": state, "seconds": None})
+            continue
+        later = [value for key, value in starts.items() if key > position]
+        finished = min(later) if later else end
+        state = "done" if finished is not None else "running"
+        rows.append({"label": label, "state": state, "seconds": max(0.0, (finished or now) - started)})
+    return rows
+
+
+def _candidate_of(message: str, labels: list[str], fraction: float) -> int:
+    """Which candidate a progress message of ml.compare is about: its message starts with the label (the fraction
+    alone would name the next candidate at the end of one)."""
+    for position, label in enumerate(labels):
+        if message.startswith(f"{label}:"):
+            return position
+    return min(len(labels) - 1, int(fraction * len(labels)))
 
 
 def candidate_prefix(run: TrainingRun, position: int) -> str:
@@ -88,10 +126,19 @@ def comparison_train_and_evaluate(
     budget = run.config.get("budget_seconds")
     devices: list[str] = []
     fit_part = progress.part(1, FIT_SHARE)
+    labels = [candidate.label for candidate in candidates]
+    times: dict = {"started": {}, "end": None, "failed": []}
+
+    def record_times() -> None:
+        run.config = {**run.config, CANDIDATE_TIMES: {**times, "started": dict(times["started"])}}
+        TrainingRun.objects.filter(id=run.id).update(config=run.config)
 
     def fitting(stage: str, fraction: float, message: str) -> None:
         # ml.compare reports the fraction over all candidates; the message says which one and its own stage.
-        position = min(len(candidates) - 1, int(fraction * len(candidates)))
+        position = _candidate_of(message, labels, fraction)
+        if stage == "candidate" and fraction < 1.0 and str(position) not in times["started"]:
+            times["started"][str(position)] = time.time()
+            record_times()
         fit_part(stage, fraction, f"Candidate {position + 1} of {len(candidates)} · {message}")
 
     try:
@@ -100,6 +147,9 @@ def comparison_train_and_evaluate(
         )
     except RuntimeError as exc:  # every candidate failed; each one's reason is in the message
         raise UserFacingError(NOTHING_FITTED.format(reasons=str(exc))[:2000]) from None
+    times["end"] = time.time()
+    times["failed"] = [n for n, r in enumerate(comparison.results) if r.error and r.error.startswith("failed")]
+    record_times()
     fitted = [(position, r) for position, r in enumerate(comparison.results) if r.ok]
     for _, result in fitted:
         devices.append(device_description(result.model.device))

@@ -11,6 +11,8 @@ from django.views.decorators.http import require_POST
 from ml.compare import BASELINE_FAMILY
 from webapp.projects.access import Action, project_for, role_allows
 from webapp.training import selectors, services
+from webapp.training.candidates import COMPARE_FAMILY
+from webapp.training.comparison import candidate_clock
 from webapp.training.forms import TrainForm
 from webapp.training.models import ModelVersion, TrainingRun
 from webapp.training.settings_plan import planned_settings_sentence
@@ -85,6 +87,7 @@ def run_detail(request: HttpRequest, project_id: uuid.UUID, run_id: uuid.UUID) -
         "run": run,
         "place": selectors.queue_place(run=run, user=request.user),
         "can_train": role_allows(role, Action.TRAIN),
+        "candidate_clock": candidate_clock(run) if run.family == COMPARE_FAMILY else [],
     }
     if request.htmx:
         response = render(request, "training/_progress.html", context)
