@@ -14,7 +14,10 @@ learned nothing the model still behaves like PatchCore.
 
 Where outlines were drawn and `refine_masks` is set, a small MaskRefiner then learns to sharpen the patch grid's
 map (stride 8, pooled over neighbours: outlines several pixels too wide) from the image's own pixels at half the
-working size.
+working size. Where `guided_outline` is set, the upsampled map is then sharpened by a guided filter with the image
+as guide (He, Sun and Tang, "Guided image filtering", 2010): in each small window the map is refitted as a linear
+function of the image's grey level, so the outline follows the image's own edges. It learns nothing, costs a few box
+filters per image and leaves the image score (from the patch grid) unchanged.
 
 Output: anomaly_map = the defect probability at the image's resolution, mask = probability >= mask_threshold,
 score = the highest probability of the (lightly smoothed) patch grid, class_mask and detections (box, class,
@@ -63,6 +66,8 @@ class HybridConfig:
     sharpens the patch grid's map with the image's own pixels; boxes alone give no pixel truth to learn it from.
     Off by default: on glass (8 channels, 8 epochs) it lowered mean IoU 0.600 -> 0.532 (scripts/bench_hybrid_refiner.py,
     docs/benchmarks.md), and its 25 epochs cost about 10 CPU s each on glass's 72 outlined rows.
+    guided_outline: sharpen the upsampled map with a guided filter (`guided_filter`: window radius guide_radius
+    pixels at the working size, regularisation guide_eps in units of the image's own grey-level variance).
     """
 
     image_size: int = 320
@@ -82,6 +87,9 @@ class HybridConfig:
     refine_stride: int = 2
     refine_hidden_channels: int = 16
     refine_epochs: int = 25
+    guided_outline: bool = False
+    guide_radius: int = 4
+    guide_eps: float = 0.01
     seed: int = 0
     device: str = "auto"
     prior_scale: float = 1.0  # set by fit: the 99th percentile of good patch distances (leave-own-out)
@@ -165,6 +173,31 @@ class MaskRefiner(nn.Module):
     def forward(self, pixels: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         coarse = coarse.clamp(-COARSE_CLIP, COARSE_CLIP)
         return self.coarse_gain * coarse + self.body(torch.cat([pixels, coarse / COARSE_CLIP], dim=1))
+
+
+def guide_image(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    """Working-size H x W x 3 uint8 images -> N x 1 x size x size grey levels standardised per image (so the guided
+    filter's eps is in units of the image's own contrast and a lighting change moves nothing)."""
+    batch = torch.from_numpy(np.stack([np.asarray(image) for image in images])).permute(0, 3, 1, 2).float() / 255
+    grey = F.interpolate(batch, size=(size, size), mode="area").mean(dim=1, keepdim=True)
+    grey = grey - grey.mean(dim=(2, 3), keepdim=True)
+    return grey / grey.std(dim=(2, 3), keepdim=True).clamp_min(0.02)
+
+
+def guided_filter(guide: torch.Tensor, source: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
+    """He et al.'s guided filter: `source` (N x 1 x H x W) refitted in every (2 radius + 1)^2 window as a * guide + b
+    by least squares (a shrunk towards 0 by eps), the coefficients then averaged over the windows that hold each
+    pixel. Where the guide is flat the source is smoothed; where it has an edge the output follows that edge."""
+
+    def mean(t: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(t, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+
+    mean_guide, mean_source = mean(guide), mean(source)
+    covariance = mean(guide * source) - mean_guide * mean_source
+    variance = mean(guide * guide) - mean_guide * mean_guide
+    a = covariance / (variance + eps)
+    b = mean_source - a * mean_guide
+    return mean(a) * guide + mean(b)
 
 
 def refiner_pixels(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
@@ -302,9 +335,13 @@ class HybridSegmenter(nn.Module):
         rows = slice(first, first + len(drawn))
         drawn_images = [image for image, _ in outlines[rows]]
         self.refiner = None
-        if config.refine_masks and any(mask is not None and mask.any() for _, mask in outlines):
-            # The cut without the refiner is recorded too, so the refiner's gain on the drawn defects is on file.
+        refine = config.refine_masks and any(mask is not None and mask.any() for _, mask in outlines)
+        if refine or config.guided_outline:
+            # The patch grid's own cut (no refiner, no guided filter) is recorded too, so what they gain is on file.
+            guided, config.guided_outline = config.guided_outline, False
             self.coarse_mask_threshold = self._choose_mask_threshold(x[rows], prior[rows], drawn_images, drawn)
+            config.guided_outline = guided
+        if refine:
             self._train_refiner(x, prior, outlines, rng, progress)
         config.mask_threshold = self._choose_mask_threshold(x[rows], prior[rows], drawn_images, drawn)
         self.summary.seconds = time.perf_counter() - started
@@ -420,17 +457,30 @@ class HybridSegmenter(nn.Module):
     @torch.no_grad()
     def _defect_maps(self, logits: torch.Tensor, images: Sequence[np.ndarray]) -> torch.Tensor:
         """P(defect) N x S x S at the working size S from the head's logits and the working-size images: the
-        patch grid upsampled, sharpened by the refiner where there is one."""
-        size = self.config.image_size
+        patch grid upsampled, sharpened by the refiner where there is one, then by the guided filter if set."""
+        config = self.config
+        size = config.image_size
+
+        def up(t: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
+
+        if self.refiner is None and not config.guided_outline:
+            return up(defect_log_probability(logits).exp()[:, None])[:, 0]
         if self.refiner is None:
-            probability = defect_log_probability(logits).exp()[:, None]
+            log_odds = up(defect_log_odds(logits)[:, None])
         else:
-            fine = size // self.config.refine_stride
+            fine = size // config.refine_stride
             coarse = F.interpolate(
                 defect_log_odds(logits)[:, None], size=(fine, fine), mode="bilinear", align_corners=False
             )
-            probability = self.refiner(refiner_pixels(images, fine), coarse).sigmoid()
-        return F.interpolate(probability, size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+            log_odds = self.refiner(refiner_pixels(images, fine), coarse)
+            if not config.guided_outline:
+                return up(log_odds.sigmoid())[:, 0]
+            log_odds = up(log_odds)
+        # Filtered as clipped log-odds: a saturated core says no more about the edge than a confident one.
+        log_odds = log_odds.clamp(-COARSE_CLIP, COARSE_CLIP)
+        log_odds = guided_filter(guide_image(images, size), log_odds, config.guide_radius, config.guide_eps)
+        return log_odds.sigmoid()[:, 0]
 
     @torch.no_grad()
     def _choose_mask_threshold(self, x: torch.Tensor, prior: torch.Tensor, images, drawn) -> float:
@@ -475,7 +525,8 @@ class HybridSegmenter(nn.Module):
             probability = defect_log_probability(logits).exp()
             scores = F.avg_pool2d(probability[:, None], 3, stride=1, padding=1, count_include_pad=False)
             scores = scores.flatten(1).max(dim=1).values
-            working = [resize_image(image, (size, size)) for image in chunk] if self.refiner is not None else chunk
+            pixels_needed = self.refiner is not None or self.config.guided_outline
+            working = [resize_image(image, (size, size)) for image in chunk] if pixels_needed else chunk
             maps = self._defect_maps(logits, working)
             class_logits = F.interpolate(logits[:, 1:], size=(size, size), mode="bilinear", align_corners=False)
             for k, image in enumerate(chunk):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ml.detections import box_mask, boxes_from_mask
-from ml.hybrid import _patch_targets
+from ml.hybrid import _patch_targets, guided_filter
 from ml.metrics import box_average_precision, image_auroc
 from ml.registry import create_model
 from ml.segmentation_scores import mean_defect_iou
@@ -126,3 +126,36 @@ def test_several_drawn_classes_give_a_class_per_region_and_detection_and_the_ref
     loaded.refiner, loaded.config.mask_threshold = None, model.coarse_mask_threshold
     coarse = mean_defect_iou([s.mask for s in tests], [p.mask for p in loaded.predict([s.image for s in tests])])
     assert refined >= coarse + 0.05, (refined, coarse)
+
+
+def test_the_guided_filter_moves_a_blurred_edge_onto_the_guide_s_edge():
+    guide = torch.zeros(1, 1, 32, 32)
+    guide[..., 13:] = 1.0  # the image's edge between columns 12 and 13
+    source = torch.linspace(-6, 6, 32).expand(1, 1, 32, 32).clone()  # a soft ramp through the edge region
+    filtered = guided_filter(guide, source, radius=4, eps=0.01)
+    step = filtered[0, 0, 16].diff()
+    assert int(step.argmax()) == 12  # the steepest change now sits at the image's edge
+    assert step[12] > 4 * source[0, 0, 16].diff()[12]
+    flat = guided_filter(torch.zeros(1, 1, 32, 32), source, radius=4, eps=0.01)
+    assert torch.allclose(flat[..., 8:24], source[..., 8:24], atol=1e-4)  # no edge in the guide: a linear ramp stays
+
+
+def test_the_guided_outline_fits_drawn_defects_better_than_the_patch_grid_and_is_saved(tmp_path):
+    rng = np.random.default_rng(4)
+    train = [Sample(_good(rng)) for _ in range(14)]
+    train += [_classed(rng, kind) for kind in CLASSES for _ in range(8)]
+    tests = [_classed(rng, kind) for kind in CLASSES for _ in range(4)]
+
+    model = create_model("hybrid", **CONFIG, guided_outline=True, device="cpu")
+    model.fit(train)
+    model.save(tmp_path)
+    loaded = create_model("hybrid", **CONFIG).load(tmp_path)
+    assert loaded.config.guided_outline and loaded.refiner is None
+    predictions = loaded.predict([s.image for s in tests])
+    guided = mean_defect_iou([s.mask for s in tests], [p.mask for p in predictions])
+    loaded.config.guided_outline, loaded.config.mask_threshold = False, model.coarse_mask_threshold
+    grid = loaded.predict([s.image for s in tests])
+    coarse = mean_defect_iou([s.mask for s in tests], [p.mask for p in grid])
+    assert guided >= coarse + 0.05, (guided, coarse)
+    # The filter redraws the map only: the image scores are the patch grid's.
+    assert [p.score for p in predictions] == [p.score for p in grid]
