@@ -61,7 +61,8 @@ class ContextConfig:
     """Everything needed to rebuild a context model; saved in its checkpoint.
 
     teacher_layers: backbone feature indices the student imitates (lite0: 2 = stride 8, 3 = stride 16); the finest
-    one sets the grid every score lives on. student_channels: widths of the student's 3x3 convolutions (one
+    one sets the grid every score lives on. teacher_padding: pixels mirrored around the image for the teacher (see
+    Teacher; a multiple of its coarsest stride). student_channels: widths of the student's 3x3 convolutions (one
     max-pooling after each of the first log2(stride) of them); student_pointwise: widths of 1 x 1 convolutions after
     them (capacity without a wider receptive field). neighbour_offset: cells between a centre and its
     neighbours (8 cells at stride 8 = 64 px at 256, about the student's receptive field, as in the paper).
@@ -79,6 +80,7 @@ class ContextConfig:
     backbone: str = DEFAULT_BACKBONE
     teacher_layers: tuple[int, ...] = (2, 3)
     image_size: int = 256
+    teacher_padding: int = 0
     student_channels: tuple[int, ...] = (16, 32, 64, 96, 96)
     student_pointwise: tuple[int, ...] = ()
     classifier_hidden: int = 128
@@ -119,9 +121,21 @@ class ContextConfig:
 class Teacher(GraphOwner):
     """The frozen backbone: normalised images N x 3 x S x S -> one raw feature map per requested layer.
 
+    `padding` pixels of the image are mirrored around it before the backbone runs, and the maps cropped back to
+    the image: the backbone's own zero padding makes its border cells unlike any inside, which a small student
+    (reflect-padded) cannot imitate, so without it the highest error of every image sat in a corner.
     On a CPU without gradients it runs in ONNX Runtime (as ml.features.PatchFeatures does)."""
 
-    def __init__(self, backbone: str, layers: tuple[int, ...], *, pretrained: bool, weights_path, engine: str = "auto"):
+    def __init__(
+        self,
+        backbone: str,
+        layers: tuple[int, ...],
+        *,
+        pretrained: bool,
+        weights_path,
+        padding: int = 0,
+        engine: str = "auto",
+    ):
         super().__init__()
         self.engine = checked_engine(engine)
         self.extractor = create_feature_extractor(
@@ -130,6 +144,9 @@ class Teacher(GraphOwner):
         self.extractor.requires_grad_(False)
         self.reductions = list(self.extractor.feature_info.reduction())
         self.channels = list(self.extractor.feature_info.channels())
+        if padding % max(self.reductions):
+            raise ValueError(f"teacher_padding {padding} must be a multiple of the teacher's strides {self.reductions}")
+        self.padding = padding
         self.runtime = RuntimeGraph("compute", [f"stage{i}" for i in range(len(layers))])
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -138,7 +155,12 @@ class Teacher(GraphOwner):
         return self.compute(images)
 
     def compute(self, images: torch.Tensor) -> list[torch.Tensor]:
-        return list(self.extractor(images))
+        if not self.padding:
+            return list(self.extractor(images))
+        pad = self.padding
+        stages = self.extractor(F.pad(images, (pad, pad, pad, pad), mode="reflect"))
+        cells = [pad // r for r in self.reductions]
+        return [stage[:, :, c:-c, c:-c] for stage, c in zip(stages, cells, strict=True)]
 
     def train(self, mode: bool = True) -> Self:
         # Frozen: its batch norms keep their ImageNet statistics whatever mode the family is put in.
@@ -166,7 +188,11 @@ class ContextModel(GraphOwner):
             config_.preprocessing = preprocessing_for(config_.backbone).to_dict()
         self.preprocessing = Preprocessing.from_dict(config_.preprocessing)
         self.teacher = Teacher(
-            config_.backbone, config_.teacher_layers, pretrained=pretrained, weights_path=weights_path
+            config_.backbone,
+            config_.teacher_layers,
+            pretrained=pretrained,
+            weights_path=weights_path,
+            padding=config_.teacher_padding,
         )
         stride = self.teacher.reductions[0]
         pools = int(math.log2(stride))

@@ -283,9 +283,30 @@ def test_the_neighbour_offset_must_fit_the_grid():
         create_model("context", **{**TINY, "neighbour_offset": 8}, device="cpu")
 
 
-def test_onnx_gives_the_same_scores_and_maps(tmp_path):
+def test_the_mirrored_border_keeps_the_teachers_corners_like_its_middle():
+    # given: a plain grey image, where every cell of an ideal teacher looks the same
+    plain = np.full((64, 64, 3), 128, np.uint8)
+    spreads = {}
+    for padding in (0, 16):
+        model = create_model("context", **{**TINY, "image_size": 64, "teacher_padding": padding}, device="cpu")
+
+        # when
+        with torch.no_grad():
+            stages = model.teacher.compute(model._batch([plain]))
+
+        # then: the maps keep the image's grid either way
+        assert [tuple(s.shape[-2:]) for s in stages] == [(64 // r, 64 // r) for r in model.teacher.reductions]
+        spreads[padding] = float(stages[-1].std(dim=(2, 3)).mean())
+    # and the backbone's zero padding no longer marks the border: far less spread between cells with the mirror
+    assert spreads[16] < 0.25 * spreads[0]
+    with pytest.raises(ValueError, match="teacher_padding"):
+        create_model("context", **{**TINY, "teacher_padding": 6}, device="cpu")
+
+
+@pytest.mark.parametrize("padding", [0, 8], ids=["unpadded", "mirrored_teacher"])
+def test_onnx_gives_the_same_scores_and_maps(tmp_path, padding):
     # given: what predict() computes (the onnxruntime graph of forward)
-    model = create_model("context", **TINY, device="cpu")
+    model = create_model("context", **{**TINY, "teacher_padding": padding}, device="cpu")
     model.fit(tiny_samples())
     batch = model._batch(probe_images())
     with torch.no_grad():
