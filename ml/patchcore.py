@@ -47,6 +47,11 @@ FAMILY = "patchcore"
 GRAPH_SEARCH_BYTES = 64 * 1024 * 1024
 # The int8 search's nearest candidates per patch, re-ranked by their float32 distance (see _nearest_of_candidates).
 INT8_CANDIDATES = 16
+# The eager search's distance block per chunk on a CPU, in bytes (query rows x bank entries floats): near the L2
+# cache it is swept by the argmin while still there. 16,900 patches of a 1,040 px tile, AMD EPYC, one thread: bank
+# 2,048: 137 CPU ms in 128-row chunks (1 MB), 184 in 2,048-row chunks; bank 5,120: 368 vs 559 (issue 16, h16).
+CPU_SEARCH_BYTES = 1 << 20
+CPU_SEARCH_MIN_ROWS = 64
 
 
 @dataclass
@@ -211,11 +216,13 @@ class PatchCore(GraphOwner):
         return candidates.gather(1, squared.argmin(dim=1, keepdim=True))[:, 0]
 
     def _search_rows(self, bank_size: int) -> int:
-        """Query patches per search chunk: `search_chunk` on the CPU; on a GPU as many as a quarter of its free
-        memory holds (the chunk's distance matrix, plus as much again for the argmin's temporaries)."""
+        """Query patches per search chunk: on the CPU at most `search_chunk`, fewer when the chunk's distances would
+        outgrow CPU_SEARCH_BYTES; on a GPU as many as a quarter of its free memory holds (the chunk's distance
+        matrix, plus as much again for the argmin's temporaries)."""
         free = free_memory_bytes(self.memory_bank.device)
         if free is None:
-            return self.config.search_chunk
+            cached = max(CPU_SEARCH_MIN_ROWS, CPU_SEARCH_BYTES // max(1, 4 * bank_size))
+            return min(self.config.search_chunk, cached)
         return max(self.config.search_chunk, free // 4 // max(1, 2 * bank_size * 4))
 
     def _bank_operand(self) -> torch.Tensor:
@@ -368,10 +375,14 @@ class PatchCore(GraphOwner):
     def _embed_in_parts(self, batch: torch.Tensor) -> torch.Tensor:
         """embed(batch), batch_size inputs at a time; tiled, as many tiles as batch_size inputs of DEFAULT_SIZE px
         hold (tiles may be larger: four 1,040 px tiles at once held 3.6 GB of activations)."""
+        return torch.cat([self.embed(piece) for piece in batch.split(self._tiles_per_pass(batch))])
+
+    def _tiles_per_pass(self, batch: torch.Tensor) -> int:
+        """Inputs of `batch` embedded at once: batch_size, or (tiled) as many as batch_size DEFAULT_SIZE px hold."""
         part = self.config.batch_size
         if self.tiled:
             part = max(1, part * adaptive.DEFAULT_SIZE**2 // (batch.shape[-1] * batch.shape[-2]))
-        return torch.cat([self.embed(piece) for piece in batch.split(part)])
+        return part
 
     def _fit_position_statistics(self, images: Sequence[np.ndarray], progress: ProgressCallback) -> None:
         """The good images' mean and spread per position of the stitched map, each image scored without its own
@@ -488,6 +499,12 @@ class PatchCore(GraphOwner):
         engine = self.features.engine if self.config.score != "reweighted" else "torch"
         if batch.device.type != "cpu":  # torch on a GPU: `nearest` sizes its own chunks from free memory
             return self(batch)
+        if self.tiled and self.config.search_precision == "float32":
+            # A large tile's search in the graph is one piece (16,900 patches of a 1,040 px tile x the bank), swept
+            # out of cache; eagerly it runs in cache-sized chunks, the features still through their own graph
+            # (2048 px frame in four 1,040 px tiles, bank 2,048, one thread: search 780 -> 540 CPU ms; issue 16).
+            pieces = [self(part) for part in batch.split(self._tiles_per_pass(batch))]
+            return torch.cat([scores for scores, _ in pieces]), torch.cat([maps for _, maps in pieces])
         _, h, w = self.config.feature_shape
         per_image = max(1, h * w * len(self.memory_bank) * 4)
         # The int8 search quantises its query patches per graph call: fed one image at a time, an image's score

@@ -187,3 +187,33 @@ def test_tiled_patchcore_finds_a_small_defect_that_a_resize_loses(tmp_path):
     assert loaded.config.tile_working_size == 192
     assert tiled.position_mean.numel() > 0 and torch.equal(loaded.position_spread, tiled.position_spread)
     assert again.score == pytest.approx(defect_prediction.score, rel=1e-3)
+
+
+def test_tiles_are_searched_eagerly_in_cache_sized_chunks_with_the_one_piece_result(monkeypatch):
+    # given: a tiled model (9 tiles of 64 px per 160 px image, 256 patches each) with a 100-entry bank
+    import ml.patchcore
+
+    train = [Sample(image=make_image(seed, size=160, color=False).image) for seed in range(3)]
+    model = _tiny_patchcore(tile_working_size=160, tile_overlap=16, max_bank_size=100, tile_standardise=False)
+    model.fit(train)
+    batch = model._batch([make_image(99, size=160).image])
+    # the whole-model graph searches a tile in one piece: tiles must not go through it
+    monkeypatch.setattr(model.runtime, "run", lambda *args, **kwargs: pytest.fail("tiles went through the graph"))
+    monkeypatch.setattr(ml.patchcore, "CPU_SEARCH_BYTES", 4 * len(model.memory_bank) * 70)
+    searched = []
+    original = model.nearest
+    monkeypatch.setattr(
+        model,
+        "nearest",
+        lambda patches: searched.append(model._search_rows(len(model.memory_bank))) or original(patches),
+    )
+    # when
+    scores, maps = model._scores_and_maps(batch)
+    # then: 70-row chunks, and the same scores and maps as searching in one piece
+    assert searched and set(searched) == {70}
+    monkeypatch.setattr(ml.patchcore, "CPU_SEARCH_BYTES", 1 << 40)
+    assert model._search_rows(len(model.memory_bank)) == model.config.search_chunk
+    whole_scores, whole_maps = model(batch)
+    torch.testing.assert_close(scores, whole_scores)
+    torch.testing.assert_close(maps, whole_maps)
+    assert scores.shape == (9,) and maps.shape == (9, 64, 64)
