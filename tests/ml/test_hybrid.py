@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -104,7 +106,7 @@ def test_several_drawn_classes_give_a_class_per_region_and_detection_and_the_ref
     train += [_classed(rng, kind) for kind in CLASSES for _ in range(8)]
     tests = [_classed(rng, kind) for kind in CLASSES for _ in range(4)]
 
-    model = create_model("hybrid", **CONFIG, refine_masks=True, device="cpu")
+    model = create_model("hybrid", **CONFIG, refine_masks=True, guided_outline=False, device="cpu")
     model.fit(train)
     model.save(tmp_path)
     loaded = create_model("hybrid", **CONFIG).load(tmp_path)
@@ -146,10 +148,10 @@ def test_the_guided_outline_fits_drawn_defects_better_than_the_patch_grid_and_is
     train += [_classed(rng, kind) for kind in CLASSES for _ in range(8)]
     tests = [_classed(rng, kind) for kind in CLASSES for _ in range(4)]
 
-    model = create_model("hybrid", **CONFIG, guided_outline=True, device="cpu")
+    model = create_model("hybrid", **CONFIG, device="cpu")  # the guided outline is the default
     model.fit(train)
-    model.save(tmp_path)
-    loaded = create_model("hybrid", **CONFIG).load(tmp_path)
+    model.save(tmp_path / "model")
+    loaded = create_model("hybrid", **CONFIG).load(tmp_path / "model")
     assert loaded.config.guided_outline and loaded.refiner is None
     predictions = loaded.predict([s.image for s in tests])
     guided = mean_defect_iou([s.mask for s in tests], [p.mask for p in predictions])
@@ -159,3 +161,8 @@ def test_the_guided_outline_fits_drawn_defects_better_than_the_patch_grid_and_is
     assert guided >= coarse + 0.05, (guided, coarse)
     # The filter redraws the map only: the image scores are the patch grid's.
     assert [p.score for p in predictions] == [p.score for p in grid]
+    # A checkpoint saved before the option existed (its cut chosen without the filter) loads with it off.
+    document = json.loads((tmp_path / "model" / "config.json").read_text())
+    del document["config"]["guided_outline"]
+    (tmp_path / "model" / "config.json").write_text(json.dumps(document))
+    assert not create_model("hybrid", **CONFIG).load(tmp_path / "model").config.guided_outline
