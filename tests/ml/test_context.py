@@ -4,6 +4,7 @@ position classifier on an arranged image and on a texture, the ablation switch, 
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -301,6 +302,8 @@ def test_the_mirrored_border_keeps_the_teachers_corners_like_its_middle():
     assert spreads[16] < 0.25 * spreads[0]
     with pytest.raises(ValueError, match="teacher_padding"):
         create_model("context", **{**TINY, "teacher_padding": 6}, device="cpu")
+    with pytest.raises(ValueError, match="below image_size"):
+        create_model("context", **{**TINY, "teacher_padding": 32}, device="cpu")
 
 
 @pytest.mark.parametrize("padding", [0, 8], ids=["unpadded", "mirrored_teacher"])
@@ -330,3 +333,21 @@ def test_the_context_family_can_be_named_as_a_candidate():
 
     candidates = candidates_for(n_good=20, n_defect=4, n_annotated=0, extra=["context"])
     assert [c.family for c in candidates][-1] == "context"
+
+
+def test_a_model_saved_before_the_mirrored_border_loads_with_its_own_teacher(tmp_path):
+    # given: a fitted model whose checkpoint predates teacher_padding (the key absent, the teacher unpadded)
+    model = create_model("context", **{**TINY, "teacher_padding": 0}, device="cpu")
+    model.fit(tiny_samples())
+    model.save(tmp_path)
+    document = json.loads((tmp_path / "config.json").read_text())
+    del document["config"]["teacher_padding"]
+    (tmp_path / "config.json").write_text(json.dumps(document))
+
+    # when
+    loaded = type(model).load(tmp_path, device="cpu")
+
+    # then: it keeps the teacher it was fitted against, and scores as before
+    assert loaded.config.teacher_padding == 0 and loaded.teacher.padding == 0
+    before = [p.score for p in model.predict(probe_images())]
+    np.testing.assert_allclose([p.score for p in loaded.predict(probe_images())], before, rtol=1e-5)

@@ -37,6 +37,7 @@ TINY_CONFIGS: dict[str, dict] = {
         "pretrained": False,
         "teacher_layers": (1, 2),
         "image_size": 32,
+        "teacher_padding": 8,
         "student_channels": (8, 8, 16),
         "classifier_hidden": 16,
         "neighbour_offset": 2,
