@@ -142,6 +142,7 @@ def _tiny_patchcore(**config):
         rotations=1,
         **config,
     )
+    torch.manual_seed(0)  # untrained weights: the same ones whatever ran before (a random draw failed 1 run in 6)
     model = PatchCore(**settings)
     model.features.engine = "torch"  # eager: no ONNX export for a few tiny images
     return model
@@ -175,10 +176,11 @@ def test_tiled_patchcore_finds_a_small_defect_that_a_resize_loses(tmp_path):
     tiled.fit([Sample(image=g) for g in goods])
     # when
     good_prediction, defect_prediction = tiled.predict([test_good, defect])
-    # then: the defect scores above the good part, and the map peaks on it
+    # then: the defect scores above the good part, and the map peaks on it: within three cells of the stride-8
+    # features (their 3 x 3 neighbourhood spans 24 px), where untrained weights put it (off by 2-21 px over seeds 0-9)
     assert defect_prediction.score > good_prediction.score
     peak = np.unravel_index(np.argmax(defect_prediction.anomaly_map), defect_prediction.anomaly_map.shape)
-    assert abs(peak[0] - 123) < 16 and abs(peak[1] - 63) < 16
+    assert abs(peak[0] - 123) < 24 and abs(peak[1] - 63) < 24
     # and the saved model tiles the same way
     tiled.save(tmp_path / "model")
     loaded = PatchCore.load(tmp_path / "model", device="cpu")
