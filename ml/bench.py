@@ -26,7 +26,7 @@ from ml.data import LazySamples, load_mvtec, stratified_halves, supervised_split
 from ml.devices import device_description
 from ml.registry import create_model
 from ml.segmentation_scores import mean_defect_iou
-from ml.threads import torch_threads
+from ml.threads import bench_threads, torch_threads
 from ml.thresholds import default_threshold
 from ml.types import AnomalyModel, ProgressCallback, Sample
 
@@ -133,7 +133,7 @@ def predict_test_set(
 
 def run_bench(options: BenchOptions) -> dict:
     """Fits, predicts the test set and returns the report dict (keys listed in docs/benchmarks.md)."""
-    with torch_threads(os.cpu_count() or 1):
+    with torch_threads(bench_threads()):
         if options.draws > 1:  # issue 21: few-shot figures as mean and spread over seeded draws
             from ml.bench_draws import run_draws
 

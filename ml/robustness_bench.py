@@ -19,7 +19,7 @@ import torch
 from ml.bench import BenchOptions, bench_progress, fit_for_bench, peak_rss_mb
 from ml.data import stratified_halves
 from ml.robustness import RobustnessReport, resolve_perturbations, robustness_run
-from ml.threads import torch_threads
+from ml.threads import bench_threads, torch_threads
 from ml.thresholds import default_threshold
 
 THRESHOLD_RULE = (
@@ -38,7 +38,7 @@ def run_robustness_bench(
 ) -> tuple[dict, RobustnessReport]:
     """(JSON-ready report dict, the RobustnessReport) for `options` (the bench's), on the perturbations named."""
     chosen = resolve_perturbations(perturbations)
-    with torch_threads(os.cpu_count() or 1):
+    with torch_threads(bench_threads()):
         torch.manual_seed(options.seed)
         fitted = fit_for_bench(options)
         model, train, test = fitted.model, fitted.train, fitted.test

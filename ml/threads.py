@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -18,3 +19,13 @@ def torch_threads(count: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def bench_threads() -> int:
+    """Threads a benchmark command uses: OMP_NUM_THREADS where it is set to a positive count (so
+    `OMP_NUM_THREADS=1 python -m ml bench` really runs one torch thread), else every CPU."""
+    try:
+        asked = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        asked = 0
+    return asked if asked > 0 else os.cpu_count() or 1

@@ -29,7 +29,7 @@ from ml.bench import cpu_seconds, time_inference  # noqa: E402
 from ml.data import load_mvtec  # noqa: E402
 from ml.registry import create_model  # noqa: E402
 from ml.synthetic_scenes import CONTEXT_KINDS, LOCAL_KINDS  # noqa: E402
-from ml.threads import torch_threads  # noqa: E402
+from ml.threads import bench_threads, torch_threads  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     config = {key: _parse_value(value) for key, _, value in (item.partition("=") for item in args.set)}
-    with torch_threads(int(os.environ.get("OMP_NUM_THREADS", 0)) or os.cpu_count() or 1):
+    with torch_threads(bench_threads()):
         report = run(args.data, args.model, {**config, "seed": args.seed})
     print(json.dumps(report, indent=2))
     if args.json:

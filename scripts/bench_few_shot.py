@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ml import metrics  # noqa: E402
 from ml.data import load_mvtec  # noqa: E402
 from ml.patchcore import PatchCore  # noqa: E402
-from ml.threads import torch_threads  # noqa: E402
+from ml.threads import bench_threads, torch_threads  # noqa: E402
 
 RULES = ("model", "max", "top10", "blurmax")
 
@@ -93,7 +93,7 @@ def main() -> int:
         except json.JSONDecodeError:
             config[key] = value
     rows = []
-    with torch_threads(os.cpu_count() or 1):
+    with torch_threads(bench_threads()):
         for seed in range(args.seed, args.seed + args.draws):
             rows.append(one_draw(args.data, args.train_limit, seed, config))
             print(json.dumps(rows[-1]), flush=True)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from ml.data import load_mvtec  # noqa: E402
 from ml.registry import create_model  # noqa: E402
 from ml.robustness import format_robustness_table, robustness_run  # noqa: E402
-from ml.threads import torch_threads  # noqa: E402
+from ml.threads import bench_threads, torch_threads  # noqa: E402
 from ml.thresholds import default_threshold  # noqa: E402
 
 
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    with torch_threads(os.cpu_count() or 1):
+    with torch_threads(bench_threads()):
         torch.manual_seed(args.seed)
         dataset = load_mvtec(args.data, seed=args.seed)
         pick = np.sort(np.random.default_rng(args.seed).permutation(len(dataset.test))[: args.images])

@@ -9,7 +9,7 @@ import torch
 import ml.autoencoder
 import ml.unet
 from ml.registry import create_model
-from ml.threads import torch_threads
+from ml.threads import bench_threads, torch_threads
 from ml.training import (
     OUT_OF_GPU_MEMORY,
     GpuOutOfMemory,
@@ -124,6 +124,16 @@ def test_torch_threads_sets_and_restores():
     assert torch.get_num_threads() == before
     with torch_threads(None):
         assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize(("setting", "expected"), [("1", 1), ("3", 3), ("", None), ("0", None), ("many", None)])
+def test_benchmarks_take_their_thread_count_from_omp_num_threads(monkeypatch, setting, expected):
+    # given: the variable as a person sets it before a benchmark command (unset, zero or not a number: every CPU)
+    monkeypatch.setenv("OMP_NUM_THREADS", setting)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+
+    # then
+    assert bench_threads() == (expected or 2)
 
 
 def test_the_gpu_loader_path_gives_whole_seeded_batches_from_worker_processes(monkeypatch):
