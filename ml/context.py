@@ -13,9 +13,10 @@ Localization in Images Using Position-Classifier").
   normally lies beside what: a swapped, rotated, missing or extra part makes it fail there.
 - The two losses are weighted by learned weights (ml.context_parts.weighted_loss), so on a texture, where directions
   cannot be told apart, the position term weighs itself down.
-- Score per cell: e_rec (teacher-student distance) and e_pos (mean over the neighbours inside the image of
-  1 - p(correct direction)), each standardised with its mean and standard deviation over all training cells, added;
-  the map is upsampled and smoothed and the image score is its maximum.
+- Score per cell: e_rec (teacher-student distance) and e_pos (mean over the neighbours inside the image of the
+  classifier's error on the true direction: by default how far its probability falls short of the best guess, or
+  the paper's 1 - p(correct); see ml.context_parts.position_error), each standardised with its mean and standard
+  deviation over all training cells, added; the map is upsampled and smoothed and the image score is its maximum.
 
 `position_term=False` is the ablation: no classifier trained, no e_pos (the plain teacher-student baseline).
 """
@@ -65,10 +66,10 @@ class ContextConfig:
     imitate stage 3's wide one, and its error there lit up the whole of every screw (image AUROC 0.700 with (2, 3)
     against 0.836 with (2,) and a mirrored border, e_rec alone, 1,500 steps; docs/benchmarks.md, issue 17).
     teacher_padding: pixels mirrored around the image for the teacher (see Teacher; a multiple of its coarsest
-    stride). student_channels: widths of the student's 3x3 convolutions (one
-    max-pooling after each of the first log2(stride) of them); student_pointwise: widths of 1 x 1 convolutions after
-    them (capacity without a wider receptive field). neighbour_offset: cells between a centre and its
-    neighbours (8 cells at stride 8 = 64 px at 256, about the student's receptive field, as in the paper).
+    stride). student_channels: widths of the student's 3x3 convolutions (one max-pooling after each of the first
+    log2(stride) of them); student_pointwise: widths of 1 x 1 convolutions after them (capacity without a wider
+    receptive field). neighbour_offset: cells between a centre and its neighbours (8 cells at stride 8 = 64 px at
+    256, about the student's receptive field, as in the paper).
     pairs_per_image: (centre, neighbour) pairs per image and step. steps: optimiser steps of batch_size images.
     position_term: False trains and scores without the position classifier (the ablation).
     position_margin: e_pos as max_k p(k) - p(correct) (True, the default) or the paper's 1 - p(correct) (False);
