@@ -261,9 +261,13 @@ class ContextModel(GraphOwner):
         """Normalised images N x 3 x S x S -> (image scores N, anomaly maps N x S x S): the standardised sum of
         e_rec and e_pos, upsampled, smoothed; the score is the map's maximum."""
         e_rec, e_pos = self.error_maps(images)
-        combined = standardised_sum(e_rec, e_pos, self.statistics)
+        return self.scored_maps(standardised_sum(e_rec, e_pos, self.statistics))
+
+    def scored_maps(self, cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Maps on the student's grid N x h x w -> (image scores N, maps N x S x S): upsampled to the image size,
+        smoothed, scored by their maximum (also how scripts score e_rec or e_pos alone)."""
         size = self.config.image_size
-        maps = F.interpolate(combined[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+        maps = F.interpolate(cells[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
         maps = blur_maps(maps, self.blur_kernel)
         return maps.flatten(1).max(dim=1).values, maps
 

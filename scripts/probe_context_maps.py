@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -27,7 +26,6 @@ from ml import metrics  # noqa: E402
 from ml.__main__ import _parse_value  # noqa: E402
 from ml.context import ContextModel  # noqa: E402
 from ml.data import load_mvtec  # noqa: E402
-from ml.filters import blur_maps  # noqa: E402
 from ml.types import GOOD  # noqa: E402
 
 BORDER_CELLS = 2  # a peak this close to the grid's edge counts as a border peak
@@ -48,10 +46,9 @@ def standardised_maps(model: ContextModel, test) -> tuple[np.ndarray, np.ndarray
 
 
 def smoothed_max(model: ContextModel, maps: np.ndarray) -> np.ndarray:
-    """The family's image score of each map: upsampled to the image size, blurred, its maximum."""
-    size = model.config.image_size
-    upsampled = F.interpolate(torch.tensor(maps)[:, None], size=(size, size), mode="bilinear", align_corners=False)
-    return blur_maps(upsampled[:, 0], model.blur_kernel).flatten(1).max(dim=1).values.numpy()
+    """The family's image score of each map on the student's grid (ContextModel.scored_maps)."""
+    with torch.no_grad():
+        return model.scored_maps(torch.from_numpy(maps))[0].numpy()
 
 
 def border_share(maps: np.ndarray) -> float:
