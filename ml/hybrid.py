@@ -17,7 +17,12 @@ map (stride 8, pooled over neighbours: outlines several pixels too wide) from th
 working size. Where `guided_outline` is set, the upsampled map is then sharpened by a guided filter with the image
 as guide (He, Sun and Tang, "Guided image filtering", 2010): in each small window the map is refitted as a linear
 function of the image's grey level, so the outline follows the image's own edges. It learns nothing, costs a few box
-filters per image and leaves the image score (from the patch grid) unchanged.
+filters per image and leaves the image score (from the patch grid) unchanged. Where `fine_outline` is set and outlines
+were drawn, a FineOutline branch at stride 4 comes first: it reads the backbone's stride-4 stage (the same frozen
+weights, run again up to that stage) with the patch grid's log-odds upsampled to it, and learns from the drawn
+outlines where, at 4-pixel resolution, the defect's edge runs; the grid's map then loses only what stride 4 cannot
+draw (the grid alone, pooled over 3 x 3 patches of 8 px, capped magnetic tile's mean IoU at about 0.50 in a
+model-free check; stride 4 at about 0.87).
 
 Output: anomaly_map = the defect probability at the image's resolution, mask = probability >= mask_threshold,
 score = the highest probability of the (lightly smoothed) patch grid, class_mask and detections (box, class,
@@ -49,7 +54,10 @@ from ml.types import DEFECT, GOOD, Box, Prediction, ProgressCallback, Sample, no
 
 FAMILY = "hybrid"
 PRIOR_PREFIX, HEAD_PREFIX, REFINER_PREFIX = "prior.", "head.", "refine."  # tensor name prefixes in the one checkpoint
+FINE_PREFIX = "fine."
 REFINE_CROP, REFINE_BATCH = 48, 32  # the refiner's training crops (pixels at its resolution) and batch
+FINE_STRIDE, FINE_CROP = 4, 32  # the fine branch's stride (pixels per cell) and its training crops (cells)
+FINE_JITTER = False  # train the fine branch on coarse log-odds scaled by U(0.5, 1.5) and shifted by U(-2, 2)
 # Outline cut points tried on the training defects: probabilities from even odds up to 1 - 1e-6 (a defect's core
 # saturates, so the tight cuts that separate its edge from its core sit close to 1).
 MASK_THRESHOLDS = (0.5, 0.7, 0.9, 0.97, 0.99, 0.997, 0.999, 0.9997, 0.9999, 0.99997, 0.99999, 0.999997, 0.999999)
@@ -70,6 +78,9 @@ class HybridConfig:
     pixels at the working size, regularisation guide_eps in units of the image's own grey-level variance). On by
     default: on magnetic tile (150 good images, seed 0, one fit) mean IoU 0.397 -> 0.412, AU-PRO 0.925 -> 0.924,
     image AUROC unchanged (scripts/bench_hybrid_guided.py, docs/benchmarks.md).
+    fine_outline: where outlines were drawn (and no refiner is asked for), train a FineOutline (fine_hidden_channels
+    wide, fine_epochs epochs) that redraws the patch grid's map at stride 4 from the backbone's stride-4 stage,
+    before the guided filter. The image score stays the patch grid's.
     """
 
     image_size: int = 320
@@ -92,6 +103,9 @@ class HybridConfig:
     guided_outline: bool = True
     guide_radius: int = 4
     guide_eps: float = 0.01
+    fine_outline: bool = False
+    fine_hidden_channels: int = 16
+    fine_epochs: int = 20
     seed: int = 0
     device: str = "auto"
     prior_scale: float = 1.0  # set by fit: the 99th percentile of good patch distances (leave-own-out)
@@ -177,6 +191,61 @@ class MaskRefiner(nn.Module):
         return self.coarse_gain * coarse + self.body(torch.cat([pixels, coarse / COARSE_CLIP], dim=1))
 
 
+class FineOutline(nn.Module):
+    """(the backbone's stride-4 features N x C x h x w, the patch grid's defect log-odds upsampled to them
+    N x 1 x h x w) -> defect log-odds N x 1 x h x w at stride 4.
+
+    The features are standardised per channel with the training rows' own mean and spread (saved as buffers), read
+    by a 1 x 1 convolution and two 3 x 3 ones (one dilated: 7 cells, 28 px of context) with the clipped coarse
+    log-odds; the coarse log-odds also pass through with a learned gain, and the last layer starts at zero, so an
+    untrained branch is the patch grid's map."""
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.register_buffer("feature_mean", torch.zeros(channels))
+        self.register_buffer("feature_std", torch.ones(channels))
+        self.body = nn.Sequential(
+            nn.Conv2d(channels + 1, hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=2, dilation=2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, 1, 1),
+        )
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
+        self.coarse_gain = nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, features: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        features = (features - self.feature_mean[:, None, None]) / self.feature_std[:, None, None]
+        coarse = coarse.clamp(-COARSE_CLIP, COARSE_CLIP)
+        return self.coarse_gain * coarse + self.body(torch.cat([features, coarse / COARSE_CLIP], dim=1))
+
+
+@torch.no_grad()
+def stride4_features(patchcore: PatchCore, images: Sequence[np.ndarray]) -> torch.Tensor:
+    """The backbone's stride-4 stage N x C x S/4 x S/4 for images at the working size S: the PatchCore's own frozen
+    extractor (brightness matched as its embed does) run eagerly from its stem through the last block before stride
+    8, no further. EfficientNet-style extractors (conv_stem, bn1, blocks) only."""
+    extractor = patchcore.features.extractor
+    if not all(hasattr(extractor, name) for name in ("conv_stem", "bn1", "blocks")):
+        raise ValueError("the fine outline needs an EfficientNet-style backbone (conv_stem, bn1, blocks)")
+    batch = patchcore._batch(images)
+    if patchcore.config.brightness == "match_mean" and patchcore.reference_brightness > 0:
+        batch = patchcore._match_brightness(batch)
+    size = batch.shape[-1]
+    x = extractor.bn1(extractor.conv_stem(batch.contiguous(memory_format=torch.channels_last)))
+    for block in extractor.blocks:
+        strided = any(isinstance(m, nn.Conv2d) and max(m.stride) > 1 for m in block.modules())
+        if strided and size // x.shape[-1] * 2 > FINE_STRIDE:
+            break
+        x = block(x)
+    if size // x.shape[-1] != FINE_STRIDE:
+        raise ValueError(f"the backbone has no stride-{FINE_STRIDE} stage before its patch grid")
+    return x.contiguous()
+
+
 def guide_image(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
     """Working-size H x W x 3 uint8 images -> N x 1 x size x size grey levels standardised per image (so the guided
     filter's eps is in units of the image's own contrast and a lighting change moves nothing)."""
@@ -231,6 +300,7 @@ class HybridSegmenter(nn.Module):
         self.config.patchcore = {k: v for k, v in inner.items() if k not in ("image_size", "seed", "device")}
         self.head: DefectHead | None = None
         self.refiner: MaskRefiner | None = None
+        self.fine: FineOutline | None = None
         self.coarse_mask_threshold = None  # fit: the outline cut the patch grid alone would get (with a refiner)
         self._prior_adopted = False
         self.summary = TrainingSummary()
@@ -336,15 +406,18 @@ class HybridSegmenter(nn.Module):
         first = len(goods)  # the drawn defects' rows follow the good images' in x
         rows = slice(first, first + len(drawn))
         drawn_images = [image for image, _ in outlines[rows]]
-        self.refiner = None
+        self.refiner, self.fine = None, None
         refine = config.refine_masks and any(mask is not None and mask.any() for _, mask in outlines)
-        if refine or config.guided_outline:
+        fine = config.fine_outline and not refine and any(m is not None and m.any() for _, m in outlines)
+        if refine or fine or config.guided_outline:
             # The patch grid's own cut (no refiner, no guided filter) is recorded too, so what they gain is on file.
             guided, config.guided_outline = config.guided_outline, False
             self.coarse_mask_threshold = self._choose_mask_threshold(x[rows], prior[rows], drawn_images, drawn)
             config.guided_outline = guided
         if refine:
             self._train_refiner(x, prior, outlines, rng, progress)
+        if fine:
+            self._train_fine(self._coarse_log_odds(x, prior), outlines, rng, progress)
         config.mask_threshold = self._choose_mask_threshold(x[rows], prior[rows], drawn_images, drawn)
         self.summary.seconds = time.perf_counter() - started
 
@@ -449,6 +522,73 @@ class HybridSegmenter(nn.Module):
             )
         self.refiner.eval()
 
+    def _train_fine(self, coarse, outlines, rng: np.random.Generator, progress: ProgressCallback) -> None:
+        """Fits the FineOutline on crops (FINE_CROP cells) of the outlined rows' stride-4 maps (drawn, pasted and
+        good images), `coarse` the head's log-odds N x 1 x h x w of every training row: two crops centred on defect
+        pixels, one on the coarse map's peak (on good images, its false alarm) and one at random; the target is
+        each cell's share of defect pixels."""
+        started = time.perf_counter()
+        config = self.config
+        rows = [i for i, (_, outline) in enumerate(outlines) if outline is not None]
+        crops_features, crops_coarse, crops_truth = [], [], []
+        for start in range(0, len(rows), 8):
+            part = rows[start : start + 8]
+            features = stride4_features(self.patchcore, [outlines[i][0] for i in part])
+            fine = features.shape[-1]
+            crop = min(fine, FINE_CROP)
+            up = F.interpolate(coarse[part], size=(fine, fine), mode="bilinear", align_corners=False)
+            masks = torch.from_numpy(np.stack([outlines[i][1] for i in part]).astype(np.float32))
+            truth = F.interpolate(masks[:, None], size=(fine, fine), mode="area").to(features.device)
+            for k in range(len(part)):
+                defect_cells = torch.nonzero(truth[k, 0] >= 0.5)
+                centres = [divmod(int(up[k, 0].argmax()), fine), tuple(rng.integers(0, fine, 2))]
+                for _ in range(2 if len(defect_cells) else 0):
+                    centres.append(tuple(defect_cells[int(rng.integers(len(defect_cells)))].tolist()))
+                for cy, cx in centres:
+                    y0 = int(np.clip(cy - crop // 2, 0, fine - crop))
+                    x0 = int(np.clip(cx - crop // 2, 0, fine - crop))
+                    window = (k, slice(None), slice(y0, y0 + crop), slice(x0, x0 + crop))
+                    crops_features.append(features[window])
+                    crops_coarse.append(up[window])
+                    crops_truth.append(truth[window])
+        features, coarse_crops = torch.stack(crops_features), torch.stack(crops_coarse)
+        truth = torch.stack(crops_truth)
+        self.fine = FineOutline(features.shape[1], config.fine_hidden_channels).to(self.device)
+        self.fine.feature_mean.copy_(features.mean(dim=(0, 2, 3)))
+        self.fine.feature_std.copy_(features.std(dim=(0, 2, 3)).clamp_min(1e-3))
+        optimiser = torch.optim.AdamW(self.fine.parameters(), lr=3e-3, weight_decay=config.weight_decay)
+        steps = config.fine_epochs * max(1, -(-len(features) // REFINE_BATCH))
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=3e-3, total_steps=steps)
+        # Defect cells weighted as the head's defect patches are, so a thin defect's few cells are not outvoted.
+        positive_weight = torch.tensor(config.positive_weight, device=features.device)
+        generator = torch.Generator().manual_seed(config.seed + 2)
+        self.fine.train()
+        for epoch in range(config.fine_epochs):
+            order = torch.randperm(len(features), generator=generator)
+            total = 0.0
+            for start in range(0, len(features), REFINE_BATCH):
+                rows_b = order[start : start + REFINE_BATCH].to(features.device)
+                fb, cb, tb = features[rows_b], coarse_crops[rows_b], truth[rows_b]
+                for dim in (-1, -2):
+                    if torch.rand((), generator=generator) < 0.5:
+                        fb, cb, tb = fb.flip(dim), cb.flip(dim), tb.flip(dim)
+                if FINE_JITTER:
+                    gain = 0.5 + torch.rand((len(cb), 1, 1, 1), generator=generator).to(cb.device)
+                    shift = 4 * torch.rand((len(cb), 1, 1, 1), generator=generator).to(cb.device) - 2
+                    cb = cb.clamp(-COARSE_CLIP, COARSE_CLIP) * gain + shift
+                loss = F.binary_cross_entropy_with_logits(self.fine(fb, cb), tb, pos_weight=positive_weight)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                total += loss.item() * len(rows_b)
+            self.summary.history.append({"fine_epoch": epoch + 1, "loss": total / len(features)})
+            progress(
+                "fine", (epoch + 1) / config.fine_epochs, f"stride-4 outline epoch {epoch + 1} of {config.fine_epochs}"
+            )
+        self.fine.eval()
+        self.summary.history.append({"fine_seconds": time.perf_counter() - started, "fine_crops": len(features)})
+
     @torch.no_grad()
     def _coarse_log_odds(self, x: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
         """The head's defect log-odds N x 1 x h x w on stored patch features, in batches."""
@@ -459,16 +599,27 @@ class HybridSegmenter(nn.Module):
     @torch.no_grad()
     def _defect_maps(self, logits: torch.Tensor, images: Sequence[np.ndarray]) -> torch.Tensor:
         """P(defect) N x S x S at the working size S from the head's logits and the working-size images: the
-        patch grid upsampled, sharpened by the refiner where there is one, then by the guided filter if set."""
+        patch grid upsampled, sharpened by the refiner where there is one (else redrawn at stride 4 by the fine
+        branch where there is one and fine_outline is set), then by the guided filter if set."""
         config = self.config
         size = config.image_size
 
         def up(t: torch.Tensor) -> torch.Tensor:
             return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
 
-        if self.refiner is None and not config.guided_outline:
+        fine = self.fine is not None and config.fine_outline and self.refiner is None
+        if self.refiner is None and not fine and not config.guided_outline:
             return up(defect_log_probability(logits).exp()[:, None])[:, 0]
-        if self.refiner is None:
+        if fine:
+            features = stride4_features(self.patchcore, images)
+            coarse = F.interpolate(
+                defect_log_odds(logits)[:, None], size=features.shape[-2:], mode="bilinear", align_corners=False
+            )
+            log_odds = self.fine(features, coarse)
+            if not config.guided_outline:
+                return up(log_odds.sigmoid())[:, 0]
+            log_odds = up(log_odds)
+        elif self.refiner is None:
             log_odds = up(defect_log_odds(logits)[:, None])
         else:
             fine = size // config.refine_stride
@@ -522,18 +673,23 @@ class HybridSegmenter(nn.Module):
         size = self.config.image_size
         for start in range(0, len(images), batch_size):
             chunk = list(images[start : start + batch_size])
-            feats, dist = patchcore_patch_distances(self.patchcore, chunk, leave_own_out=False)
-            logits = self.head(feats, dist / self.config.prior_scale)
+            logits = self._head_logits(chunk)
             probability = defect_log_probability(logits).exp()
             scores = F.avg_pool2d(probability[:, None], 3, stride=1, padding=1, count_include_pad=False)
             scores = scores.flatten(1).max(dim=1).values
-            pixels_needed = self.refiner is not None or self.config.guided_outline
+            pixels_needed = self.refiner is not None or self.fine is not None or self.config.guided_outline
             working = [resize_image(image, (size, size)) for image in chunk] if pixels_needed else chunk
             maps = self._defect_maps(logits, working)
             class_logits = F.interpolate(logits[:, 1:], size=(size, size), mode="bilinear", align_corners=False)
             for k, image in enumerate(chunk):
                 predictions.append(self._prediction(image, float(scores[k]), maps[k], class_logits[k]))
         return predictions
+
+    @torch.no_grad()
+    def _head_logits(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """The head's logits N x (1 + K) x h x w on the patch grid of unseen images."""
+        feats, dist = patchcore_patch_distances(self.patchcore, images, leave_own_out=False)
+        return self.head(feats, dist / self.config.prior_scale)
 
     def _prediction(self, image, score: float, working_map: torch.Tensor, class_logits: torch.Tensor) -> Prediction:
         height, width = np.asarray(image).shape[:2]
@@ -568,6 +724,8 @@ class HybridSegmenter(nn.Module):
         tensors.update({f"{HEAD_PREFIX}{k}": v for k, v in self.head.state_dict().items()})
         if self.refiner is not None:
             tensors.update({f"{REFINER_PREFIX}{k}": v for k, v in self.refiner.state_dict().items()})
+        if self.fine is not None:
+            tensors.update({f"{FINE_PREFIX}{k}": v for k, v in self.fine.state_dict().items()})
         config = {**asdict(self.config), "prior_config": asdict(self.patchcore.config)}
         document = Checkpoint(
             FAMILY, config, tensors, self.patchcore.config.preprocessing, training=asdict(self.summary)
@@ -578,8 +736,9 @@ class HybridSegmenter(nn.Module):
     def load(cls, directory: Path, *, device: str | None = None) -> Self:
         """Restores a saved hybrid on `device` (default: the saved spec, or the CPU where that cannot be had)."""
         checkpoint = read_checkpoint(directory, family=FAMILY)
-        # Checkpoints from before the guided filter chose their outline cut without it, so they keep it off.
-        config = HybridConfig.from_dict({"guided_outline": False, **checkpoint.config})
+        # Checkpoints from before the guided filter or the fine branch chose their outline cut without them, so they
+        # keep them off.
+        config = HybridConfig.from_dict({"guided_outline": False, "fine_outline": False, **checkpoint.config})
         resolved = resolve_saved_device(config.device, device)
         model = cls(pretrained=False, resolved_device=resolved, **asdict(config))
         prior_config = {**checkpoint.config["prior_config"], "device": str(resolved)}
@@ -600,6 +759,11 @@ class HybridSegmenter(nn.Module):
             model.refiner = MaskRefiner(config.refine_hidden_channels).to(resolved)
             model.refiner.load_state_dict(refiner_state)
             model.refiner.eval()
+        fine_state = {k[len(FINE_PREFIX) :]: v for k, v in checkpoint.tensors.items() if k.startswith(FINE_PREFIX)}
+        if fine_state:
+            model.fine = FineOutline(len(fine_state["feature_mean"]), config.fine_hidden_channels).to(resolved)
+            model.fine.load_state_dict(fine_state)
+            model.fine.eval()
         model.summary = TrainingSummary.from_dict(checkpoint.training)
         return model
 
