@@ -1,0 +1,100 @@
+"""The hybrid's stride-4 outline (fine_outline): thin defects outlined better than by the stride-8 patch grid."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ml.hybrid import HybridSegmenter, stride4_features
+from ml.registry import create_model
+from ml.segmentation_scores import mean_defect_iou
+from ml.types import DEFECT, Sample
+
+SIZE = 96
+CONFIG = {
+    "pretrained": False,
+    "image_size": SIZE,
+    "epochs": 30,
+    "head_good_images": 12,
+    "hidden_channels": 16,
+    "patchcore": {
+        "backbone": "test_efficientnet",
+        "layers": (2, 3),  # a stride-8 patch grid (12 x 12 here), as lite0's default
+        "rotations": 1,
+        "min_bank_size": 64,
+        "max_bank_size": 256,
+    },
+}
+
+
+@pytest.fixture(autouse=True)
+def seeded_weights():
+    torch.manual_seed(0)  # the random test backbone is drawn when the model is built
+
+
+def _good(rng: np.random.Generator) -> np.ndarray:
+    base = 120 + rng.normal(0, 6, (SIZE, SIZE, 1))
+    return np.clip(np.repeat(base, 3, axis=2), 0, 255).astype(np.uint8)
+
+
+def _scratch(rng: np.random.Generator) -> Sample:
+    """A dark scratch 3 px wide and 24 to 47 px long, across or down the part: thinner than a patch (8 px)."""
+    image, mask = _good(rng), np.zeros((SIZE, SIZE), bool)
+    length = int(rng.integers(SIZE // 4, SIZE // 2))
+    height, width = (3, length) if rng.random() < 0.5 else (length, 3)
+    y, x = rng.integers(4, SIZE - height - 4), rng.integers(4, SIZE - width - 4)
+    mask[y : y + height, x : x + width] = True
+    image[mask] = 20
+    return Sample(image, DEFECT, mask)
+
+
+def test_the_backbone_s_stride_4_stage_is_read_at_a_quarter_of_the_working_size():
+    model = create_model("hybrid", **CONFIG, device="cpu")
+    features = stride4_features(model.patchcore, [np.zeros((SIZE, SIZE, 3), np.uint8)] * 2)
+    assert features.shape == (2, 24, SIZE // 4, SIZE // 4)  # test_efficientnet's stride-4 stage has 24 channels
+
+
+def test_the_stride_4_outline_fits_thin_defects_better_than_the_stride_8_grid_and_is_saved(tmp_path, monkeypatch):
+    rng = np.random.default_rng(4)
+    train = [Sample(_good(rng)) for _ in range(14)] + [_scratch(rng) for _ in range(24)]
+    tests = [_scratch(rng) for _ in range(8)]
+    drawn_rows = {}
+    choose = HybridSegmenter._choose_mask_threshold
+
+    def keep_rows(self, *rows):
+        drawn_rows["rows"] = rows
+        return choose(self, *rows)
+
+    monkeypatch.setattr(HybridSegmenter, "_choose_mask_threshold", keep_rows)
+
+    model = create_model("hybrid", **CONFIG, fine_outline=True, device="cpu")
+    model.fit(train)
+    assert model.fine is not None
+    model.save(tmp_path / "model")
+    loaded = create_model("hybrid", **CONFIG).load(tmp_path / "model")
+    assert loaded.config.fine_outline and loaded.fine is not None
+    images = [s.image for s in tests]
+    fine = model.predict(images)
+    for before, after in zip(fine, loaded.predict(images), strict=True):
+        assert before.score == after.score
+        np.testing.assert_array_equal(before.anomaly_map, after.anomaly_map)
+        np.testing.assert_array_equal(before.mask, after.mask)
+
+    # The stride-8 outline of the same fit (guided filter on in both), cut where it best matches the drawn outlines.
+    model.config.fine_outline = False
+    model.config.mask_threshold = model._choose_mask_threshold(*drawn_rows["rows"])
+    grid = model.predict(images)
+    truths = [s.mask for s in tests]
+    fine_iou = mean_defect_iou(truths, [p.mask for p in fine])
+    grid_iou = mean_defect_iou(truths, [p.mask for p in grid])
+    assert fine_iou >= grid_iou + 0.08, (fine_iou, grid_iou)
+    assert [p.score for p in fine] == [p.score for p in grid]  # the image score stays the patch grid's
+
+    # A checkpoint saved before the option existed loads with it off.
+    document = json.loads((tmp_path / "model" / "config.json").read_text())
+    del document["config"]["fine_outline"]
+    (tmp_path / "model" / "config.json").write_text(json.dumps(document))
+    assert not create_model("hybrid", **CONFIG).load(tmp_path / "model").config.fine_outline
