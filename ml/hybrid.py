@@ -597,17 +597,20 @@ class HybridSegmenter(nn.Module):
         return torch.cat(parts)[:, None]
 
     @torch.no_grad()
-    def _defect_maps(self, logits: torch.Tensor, images: Sequence[np.ndarray]) -> torch.Tensor:
+    def _defect_maps(
+        self, logits: torch.Tensor, images: Sequence[np.ndarray], *, outline: bool = False
+    ) -> torch.Tensor:
         """P(defect) N x S x S at the working size S from the head's logits and the working-size images: the
-        patch grid upsampled, sharpened by the refiner where there is one (else redrawn at stride 4 by the fine
-        branch where there is one and fine_outline is set), then by the guided filter if set."""
+        patch grid upsampled, sharpened by the refiner where there is one, then by the guided filter if set. With
+        `outline` (the map the outline is cut from), the fine branch, where there is one and fine_outline is set,
+        redraws the patch grid's map at stride 4 first."""
         config = self.config
         size = config.image_size
 
         def up(t: torch.Tensor) -> torch.Tensor:
             return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
 
-        fine = self.fine is not None and config.fine_outline and self.refiner is None
+        fine = outline and self._fine_active()
         if self.refiner is None and not fine and not config.guided_outline:
             return up(defect_log_probability(logits).exp()[:, None])[:, 0]
         if fine:
@@ -642,7 +645,7 @@ class HybridSegmenter(nn.Module):
         flatters the fit; it only sets where the outline is cut, not the image score."""
         maps = torch.cat(
             [
-                self._defect_maps(self.head(x[i : i + 16], prior[i : i + 16]), images[i : i + 16])
+                self._defect_maps(self.head(x[i : i + 16], prior[i : i + 16]), images[i : i + 16], outline=True)
                 for i in range(0, len(x), 16)
             ]
         ).numpy()
@@ -680,9 +683,11 @@ class HybridSegmenter(nn.Module):
             pixels_needed = self.refiner is not None or self.fine is not None or self.config.guided_outline
             working = [resize_image(image, (size, size)) for image in chunk] if pixels_needed else chunk
             maps = self._defect_maps(logits, working)
+            outlines = self._defect_maps(logits, working, outline=True) if self._fine_active() else None
             class_logits = F.interpolate(logits[:, 1:], size=(size, size), mode="bilinear", align_corners=False)
             for k, image in enumerate(chunk):
-                predictions.append(self._prediction(image, float(scores[k]), maps[k], class_logits[k]))
+                outline = None if outlines is None else outlines[k]
+                predictions.append(self._prediction(image, float(scores[k]), maps[k], class_logits[k], outline))
         return predictions
 
     @torch.no_grad()
@@ -691,19 +696,27 @@ class HybridSegmenter(nn.Module):
         feats, dist = patchcore_patch_distances(self.patchcore, images, leave_own_out=False)
         return self.head(feats, dist / self.config.prior_scale)
 
-    def _prediction(self, image, score: float, working_map: torch.Tensor, class_logits: torch.Tensor) -> Prediction:
+    def _fine_active(self) -> bool:
+        return self.fine is not None and self.config.fine_outline and self.refiner is None
+
+    def _prediction(self, image, score: float, working_map, class_logits, working_outline=None) -> Prediction:
+        """One image's Prediction from its working-size map and, where the fine branch draws the outline, the
+        working-size map the outline is cut from (None: the same map)."""
         height, width = np.asarray(image).shape[:2]
-        full = F.interpolate(working_map[None, None], size=(height, width), mode="bilinear", align_corners=False)
-        anomaly_map = full[0, 0].clamp(0, 1).cpu().numpy().astype(np.float32)
-        mask = anomaly_map >= self.config.mask_threshold
+
+        def full_size(values: torch.Tensor) -> np.ndarray:
+            full = F.interpolate(values[None, None], size=(height, width), mode="bilinear", align_corners=False)
+            return full[0, 0].clamp(0, 1).cpu().numpy().astype(np.float32)
+
+        anomaly_map = full_size(working_map)
+        outline = anomaly_map if working_outline is None else full_size(working_outline)
+        mask = outline >= self.config.mask_threshold
         classes = self.config.classes
         class_mask = None
         if classes:
             labels = F.interpolate(class_logits[None], size=(height, width), mode="bilinear", align_corners=False)
             class_mask = np.where(mask, labels[0].argmax(0).cpu().numpy() + 1, 0).astype(np.int32)
-        detections = detections_from_map(
-            anomaly_map, self.config.mask_threshold, class_mask=class_mask, classes=classes
-        )
+        detections = detections_from_map(outline, self.config.mask_threshold, class_mask=class_mask, classes=classes)
         return Prediction(
             score=score,
             anomaly_map=anomaly_map,

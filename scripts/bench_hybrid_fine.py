@@ -1,15 +1,18 @@
 """The hybrid's stride-4 outline (`fine_outline`) against its stride-8 one, from one fit: `python -m ml bench ARGS`
 (any model the bench runs, `--model compare` among them) with every hybrid built with `fine_outline` on, and each
 fitted hybrid also evaluated as the outline was drawn before (the patch grid upsampled, with and without the guided
-filter) and, from the same head, with a fine branch trained with the coarse map jittered (`ml.hybrid.FINE_JITTER`).
-Every outline's cut is chosen on the drawn training outlines, as fit does. The outline only redraws the map, so
-the head, the image scores and image AUROC are the same fit's in every row. The head's logits are computed once per
-image and reused by every row (the nearest-neighbour search is most of a prediction's cost). Each row is also
-scored on the comparison's validation images (mean IoU, AU-PRO), which is where a default should be chosen.
-Prints every row and adds `fine_variants` to the hybrid's report in `--json`. Usage:
+filter), with the fine branch's map as the anomaly map too (the fitted model keeps the stride-8 map and cuts only
+the outline from the fine branch's), and with --also EPOCHS:HIDDEN:JITTER,... with other fine branches trained from
+the same head (JITTER 1: the coarse map jittered, `ml.hybrid.FINE_JITTER`). Every outline's cut is chosen on the
+drawn training outlines, as fit does. The outline only redraws the map, so the head, the image scores and image
+AUROC are the same fit's in every row. The head's logits are computed once per image and reused by every row (the
+nearest-neighbour search is most of a prediction's cost). Each row is also scored on the comparison's validation
+images (mean IoU, AU-PRO), which is where a default should be chosen. Prints every row and adds `fine_variants` to
+the hybrid's report in `--json`. Usage:
 
   OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python scripts/bench_hybrid_fine.py \
-      --data ../shared/datasets/magnetic_tile --model compare --train-limit 150 --draws 1 --json mt.json
+      --data ../shared/datasets/magnetic_tile --model compare --train-limit 150 --draws 1 \
+      --also 60:16:0,40:32:0,20:16:1 --json mt.json
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ KEYS = ("image_auroc", "image_ap", "pixel_auroc", "aupro", "mean_iou", "precisio
 evaluate_fitted = ml.bench.evaluate_fitted
 validation_split = ml.compare_bench.validation_split
 SEEN: dict = {}
+ALSO: list[tuple[int, int, bool]] = []  # --also EPOCHS:HIDDEN:JITTER,...: more fine branches from the same head
 
 
 def _print(name: str, values: dict) -> None:
@@ -74,9 +78,10 @@ def evaluate_fine_variants(model, train, test, options, **kwargs) -> dict:
     report = evaluate_fitted(model, train, test, options, **kwargs)  # as fitted, timed without any cache
     _cached_logits(model)
     saved = (config.fine_outline, config.guided_outline, config.mask_threshold, model.fine)
+    saved_epochs, saved_hidden = config.fine_epochs, config.fine_hidden_channels
     rows = model._drawn_rows
-    variants = {"stride 4 + guided (as fitted)": {key: report.get(key) for key in KEYS} | {"cut": saved[2]}}
-    variants["stride 4 + guided (as fitted)"] |= _validation_figures(model)
+    fitted = "stride-4 outline + guided, stride-8 map (as fitted)"
+    variants = {fitted: {key: report.get(key) for key in KEYS} | {"cut": saved[2]} | _validation_figures(model)}
 
     def row(name: str, fine: bool, guided: bool, cut: float | None = None) -> None:
         config.fine_outline, config.guided_outline = fine, guided
@@ -85,20 +90,30 @@ def evaluate_fine_variants(model, train, test, options, **kwargs) -> dict:
         variants[name] = {key: values.get(key) for key in KEYS} | {"cut": config.mask_threshold}
         variants[name] |= _validation_figures(model)
 
+    def fine_map(logits, images, *, outline=False):  # the map drawn by the fine branch too
+        return type(model)._defect_maps(model, logits, images, outline=True)
+
     try:
-        row("stride 8 grid", False, False, model.coarse_mask_threshold)
-        row("stride 8 + guided (before)", False, True)
-        row("stride 4, no guided filter", True, False)
-        ml.hybrid.FINE_JITTER = True
-        started = time.process_time()
-        model._train_fine(*model._fine_args, np.random.default_rng(config.seed), ml.hybrid.no_progress)
-        jitter_cpu = time.process_time() - started
-        row("stride 4 jittered + guided", True, True)
-        variants["stride 4 jittered + guided"]["fine_cpu_s"] = jitter_cpu
+        row("stride-8 grid", False, False, model.coarse_mask_threshold)
+        row("stride-8 + guided (before)", False, True)
+        row("stride-4 outline, no guided filter", True, False)
+        model._defect_maps = fine_map
+        row("stride-4 outline + guided, stride-4 map", True, True)
+        del model._defect_maps
+        for epochs, hidden, jitter in ALSO:
+            ml.hybrid.FINE_JITTER = jitter
+            config.fine_epochs, config.fine_hidden_channels = epochs, hidden
+            started = time.process_time()
+            model._train_fine(*model._fine_args, np.random.default_rng(config.seed), ml.hybrid.no_progress)
+            cpu = time.process_time() - started
+            name = f"stride-4 outline + guided, {epochs} epochs, {hidden} wide{', jittered' if jitter else ''}"
+            row(name, True, True)
+            variants[name]["fine_cpu_s"] = cpu
     finally:
         ml.hybrid.FINE_JITTER = False
+        config.fine_epochs, config.fine_hidden_channels = saved_epochs, saved_hidden
         config.fine_outline, config.guided_outline, config.mask_threshold, model.fine = saved
-    variants["stride 4 + guided (as fitted)"]["fine_history"] = [
+    variants[fitted]["fine_history"] = [
         h for h in model.summary.history if "fine_seconds" in h or "mask_threshold" in h
     ]
     for name, values in variants.items():
@@ -137,7 +152,12 @@ def _fine_by_default() -> None:
 
 
 if __name__ == "__main__":
+    args = sys.argv[1:]
+    if "--also" in args:
+        at = args.index("--also")
+        ALSO = [(int(e), int(h), j == "1") for e, h, j in (item.split(":") for item in args[at + 1].split(","))]
+        del args[at : at + 2]
     _fine_by_default()
     ml.bench.evaluate_fitted = evaluate_fine_variants
     ml.compare_bench.evaluate_fitted = evaluate_fine_variants
-    sys.exit(main(["bench", *sys.argv[1:]]))
+    sys.exit(main(["bench", *args]))
