@@ -91,7 +91,10 @@ def test_the_stride_4_outline_fits_thin_defects_better_than_the_stride_8_grid_an
     fine_iou = mean_defect_iou(truths, [p.mask for p in fine])
     grid_iou = mean_defect_iou(truths, [p.mask for p in grid])
     assert fine_iou >= grid_iou + 0.08, (fine_iou, grid_iou)
-    assert [p.score for p in fine] == [p.score for p in grid]  # the image score stays the patch grid's
+    # The image score and the anomaly map stay the patch grid's: the fine branch draws the outline only.
+    assert [p.score for p in fine] == [p.score for p in grid]
+    for with_fine, without in zip(fine, grid, strict=True):
+        np.testing.assert_array_equal(with_fine.anomaly_map, without.anomaly_map)
 
     # A checkpoint saved before the option existed loads with it off.
     document = json.loads((tmp_path / "model" / "config.json").read_text())
