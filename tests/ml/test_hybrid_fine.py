@@ -55,6 +55,10 @@ def test_the_backbone_s_stride_4_stage_is_read_at_a_quarter_of_the_working_size(
     model = create_model("hybrid", **CONFIG, device="cpu")
     features = stride4_features(model.patchcore, [np.zeros((SIZE, SIZE, 3), np.uint8)] * 2)
     assert features.shape == (2, 24, SIZE // 4, SIZE // 4)  # test_efficientnet's stride-4 stage has 24 channels
+    assert model._fine_possible()
+    # A patch grid at stride 4 already has nothing finer to learn from: no fine branch is trained there.
+    at_stride_4 = {**CONFIG, "patchcore": {**CONFIG["patchcore"], "layers": (1, 2)}}
+    assert not create_model("hybrid", **at_stride_4, device="cpu")._fine_possible()
 
 
 def test_the_stride_4_outline_fits_thin_defects_better_than_the_stride_8_grid_and_is_saved(tmp_path, monkeypatch):
@@ -70,7 +74,7 @@ def test_the_stride_4_outline_fits_thin_defects_better_than_the_stride_8_grid_an
 
     monkeypatch.setattr(HybridSegmenter, "_choose_mask_threshold", keep_rows)
 
-    model = create_model("hybrid", **CONFIG, fine_outline=True, device="cpu")
+    model = create_model("hybrid", **CONFIG, device="cpu")  # the fine outline is the default
     model.fit(train)
     assert model.fine is not None
     model.save(tmp_path / "model")
