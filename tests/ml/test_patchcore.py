@@ -162,3 +162,19 @@ def test_rotation_augmentation_fills_the_bank_from_few_images(parts):
     model = PatchCore(image_size=64, rotations=4, coreset_ratio=1.0, pretrained=False)
     model.fit(train[:3])
     assert model.config.bank_size == 3 * 4 * 8 * 8
+
+
+def test_the_chunked_search_finds_each_patchs_exact_nearest_entry(fitted):
+    # given: more query patches than one search chunk holds, so the search runs in several chunks
+    generator = torch.Generator().manual_seed(0)
+    bank = fitted.memory_bank
+    patches = bank[torch.randint(len(bank), (700,), generator=generator)]
+    patches = patches + 0.1 * torch.randn(patches.shape, generator=generator)
+
+    # when
+    distances, indices = fitted.nearest(patches)
+
+    # then: the same entries and distances as comparing every patch with every entry
+    brute = torch.cdist(patches.double(), bank.double())
+    assert torch.equal(indices, brute.argmin(dim=1))
+    assert torch.allclose(distances.double(), brute.min(dim=1).values, atol=1e-4)
