@@ -57,7 +57,6 @@ PRIOR_PREFIX, HEAD_PREFIX, REFINER_PREFIX = "prior.", "head.", "refine."  # tens
 FINE_PREFIX = "fine."
 REFINE_CROP, REFINE_BATCH = 48, 32  # the refiner's training crops (pixels at its resolution) and batch
 FINE_STRIDE, FINE_CROP = 4, 32  # the fine branch's stride (pixels per cell) and its training crops (cells)
-FINE_JITTER = False  # train the fine branch on coarse log-odds scaled by U(0.5, 1.5) and shifted by U(-2, 2)
 # Outline cut points tried on the training defects: probabilities from even odds up to 1 - 1e-6 (a defect's core
 # saturates, so the tight cuts that separate its edge from its core sit close to 1).
 MASK_THRESHOLDS = (0.5, 0.7, 0.9, 0.97, 0.99, 0.997, 0.999, 0.9997, 0.9999, 0.99997, 0.99999, 0.999997, 0.999999)
@@ -79,12 +78,14 @@ class HybridConfig:
     default: on magnetic tile (150 good images, seed 0, one fit) mean IoU 0.397 -> 0.412, AU-PRO 0.925 -> 0.924,
     image AUROC unchanged (scripts/bench_hybrid_guided.py, docs/benchmarks.md).
     fine_outline: where outlines were drawn (and no refiner is asked for), train a FineOutline (fine_hidden_channels
-    wide, fine_epochs epochs) that redraws the patch grid's map at stride 4 from the backbone's stride-4 stage,
-    before the guided filter, for the outline (mask, detections) only: the anomaly map and the image score stay
-    the patch grid's. Skipped where the patch grid is at stride 4 already or the backbone is not EfficientNet-style.
-    On by default: on magnetic tile (150 good images, seed 0, one fit) mean IoU 0.411 -> 0.446 (validation 0.419 ->
-    0.443), AU-PRO 0.924 and image AUROC unchanged, about 15 CPU s more per fit (scripts/bench_hybrid_fine.py,
-    docs/benchmarks.md).
+    wide, fine_epochs epochs; with fine_jitter, on the head's log-odds scaled by U(0.5, 1.5) and shifted by
+    U(-2, 2) per training crop, as the head is less sure on unseen images than on its training rows) that redraws
+    the patch grid's map at stride 4 from the backbone's stride-4 stage, before the guided filter, for the outline
+    (mask, detections) only: the anomaly map and the image score stay the patch grid's. Skipped where the patch
+    grid is at stride 4 already or the backbone is not EfficientNet-style.
+    On by default: on magnetic tile (150 good images, seed 0, one fit) mean IoU 0.411 -> 0.460 (validation 0.419 ->
+    0.483; 20 epochs 16 wide: 0.446, validation 0.443), AU-PRO 0.924 and image AUROC unchanged, about 85 CPU s more
+    per fit (scripts/bench_hybrid_fine.py, docs/benchmarks.md).
     """
 
     image_size: int = 320
@@ -108,8 +109,9 @@ class HybridConfig:
     guide_radius: int = 4
     guide_eps: float = 0.01
     fine_outline: bool = True
-    fine_hidden_channels: int = 16
-    fine_epochs: int = 20
+    fine_hidden_channels: int = 32
+    fine_epochs: int = 60
+    fine_jitter: bool = True
     seed: int = 0
     device: str = "auto"
     prior_scale: float = 1.0  # set by fit: the 99th percentile of good patch distances (leave-own-out)
@@ -577,7 +579,7 @@ class HybridSegmenter(nn.Module):
                 for dim in (-1, -2):
                     if torch.rand((), generator=generator) < 0.5:
                         fb, cb, tb = fb.flip(dim), cb.flip(dim), tb.flip(dim)
-                if FINE_JITTER:
+                if config.fine_jitter:  # the head's map on unseen images is less sure than on its training rows
                     gain = 0.5 + torch.rand((len(cb), 1, 1, 1), generator=generator).to(cb.device)
                     shift = 4 * torch.rand((len(cb), 1, 1, 1), generator=generator).to(cb.device) - 2
                     cb = cb.clamp(-COARSE_CLIP, COARSE_CLIP) * gain + shift

@@ -3,7 +3,7 @@
 fitted hybrid also evaluated as the outline was drawn before (the patch grid upsampled, with and without the guided
 filter), with the fine branch's map as the anomaly map too (the fitted model keeps the stride-8 map and cuts only
 the outline from the fine branch's), and with --also EPOCHS:HIDDEN:JITTER,... with other fine branches trained from
-the same head (JITTER 1: the coarse map jittered, `ml.hybrid.FINE_JITTER`). Every outline's cut is chosen on the
+the same head (JITTER 1: `fine_jitter`, the coarse map jittered in training). Every outline's cut is chosen on the
 drawn training outlines, as fit does. The outline only redraws the map, so the head, the image scores and image
 AUROC are the same fit's in every row. The head's logits are computed once per image and reused by every row (the
 nearest-neighbour search is most of a prediction's cost). Each row is also scored on the comparison's validation
@@ -78,7 +78,7 @@ def evaluate_fine_variants(model, train, test, options, **kwargs) -> dict:
     report = evaluate_fitted(model, train, test, options, **kwargs)  # as fitted, timed without any cache
     _cached_logits(model)
     saved = (config.fine_outline, config.guided_outline, config.mask_threshold, model.fine)
-    saved_epochs, saved_hidden = config.fine_epochs, config.fine_hidden_channels
+    saved_fine = (config.fine_epochs, config.fine_hidden_channels, config.fine_jitter)
     rows = model._drawn_rows
     fitted = "stride-4 outline + guided, stride-8 map (as fitted)"
     variants = {fitted: {key: report.get(key) for key in KEYS} | {"cut": saved[2]} | _validation_figures(model)}
@@ -101,8 +101,7 @@ def evaluate_fine_variants(model, train, test, options, **kwargs) -> dict:
         row("stride-4 outline + guided, stride-4 map", True, True)
         del model._defect_maps
         for epochs, hidden, jitter in ALSO:
-            ml.hybrid.FINE_JITTER = jitter
-            config.fine_epochs, config.fine_hidden_channels = epochs, hidden
+            config.fine_epochs, config.fine_hidden_channels, config.fine_jitter = epochs, hidden, jitter
             started = time.process_time()
             model._train_fine(*model._fine_args, np.random.default_rng(config.seed), ml.hybrid.no_progress)
             cpu = time.process_time() - started
@@ -110,8 +109,7 @@ def evaluate_fine_variants(model, train, test, options, **kwargs) -> dict:
             row(name, True, True)
             variants[name]["fine_cpu_s"] = cpu
     finally:
-        ml.hybrid.FINE_JITTER = False
-        config.fine_epochs, config.fine_hidden_channels = saved_epochs, saved_hidden
+        config.fine_epochs, config.fine_hidden_channels, config.fine_jitter = saved_fine
         config.fine_outline, config.guided_outline, config.mask_threshold, model.fine = saved
     variants[fitted]["fine_history"] = [
         h for h in model.summary.history if "fine_seconds" in h or "mask_threshold" in h
