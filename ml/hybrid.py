@@ -83,9 +83,9 @@ class HybridConfig:
     the patch grid's map at stride 4 from the backbone's stride-4 stage, before the guided filter, for the outline
     (mask, detections) only: the anomaly map and the image score stay the patch grid's. Skipped where the patch
     grid is at stride 4 already or the backbone is not EfficientNet-style.
-    On by default: on magnetic tile (150 good images, seed 0, one fit) mean IoU 0.411 -> 0.460 (validation 0.419 ->
-    0.483; 20 epochs 16 wide: 0.446, validation 0.443), AU-PRO 0.924 and image AUROC unchanged, about 85 CPU s more
-    per fit (scripts/bench_hybrid_fine.py, docs/benchmarks.md).
+    On by default: on magnetic tile (150 good images, seed 0, one fit) mean IoU 0.411 -> 0.464 (validation 0.419 ->
+    0.474; 20 epochs 16 wide: 0.446, validation 0.443), AU-PRO 0.924 and image AUROC unchanged; about 85 CPU s more
+    per fit and 50 CPU ms more per 320 px image (scripts/bench_hybrid_fine.py, docs/benchmarks.md).
     """
 
     image_size: int = 320
