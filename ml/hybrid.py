@@ -642,7 +642,9 @@ class HybridSegmenter(nn.Module):
             log_odds = up(log_odds)
         # Filtered as clipped log-odds: a saturated core says no more about the edge than a confident one.
         log_odds = log_odds.clamp(-COARSE_CLIP, COARSE_CLIP)
-        log_odds = guided_filter(guide_image(images, size), log_odds, config.guide_radius, config.guide_eps)
+        log_odds = guided_filter(
+            guide_image(images, size).to(log_odds.device), log_odds, config.guide_radius, config.guide_eps
+        )
         return log_odds.sigmoid()[:, 0]
 
     @torch.no_grad()
@@ -650,12 +652,16 @@ class HybridSegmenter(nn.Module):
         """The probability at which the outline (and its boxes) best matches the drawn defects: mean mask IoU for
         outlines, mean best-box IoU for boxes, over MASK_THRESHOLDS. The drawn defects were trained on, so this
         flatters the fit; it only sets where the outline is cut, not the image score."""
-        maps = torch.cat(
-            [
-                self._defect_maps(self.head(x[i : i + 16], prior[i : i + 16]), images[i : i + 16], outline=True)
-                for i in range(0, len(x), 16)
-            ]
-        ).numpy()
+        maps = (
+            torch.cat(
+                [
+                    self._defect_maps(self.head(x[i : i + 16], prior[i : i + 16]), images[i : i + 16], outline=True)
+                    for i in range(0, len(x), 16)
+                ]
+            )
+            .cpu()
+            .numpy()
+        )
         best, best_overlap = self.config.mask_threshold, -1.0
         for threshold in MASK_THRESHOLDS:
             overlaps = []
