@@ -46,3 +46,23 @@ def test_training_images_score_like_unseen_ones_instead_of_near_zero():
     assert 0.6 * unseen_plain.mean() < calibrated.mean() < 1.6 * unseen_plain.mean()
     # Images that were not trained on have no copies in the bank: the same score as predict .
     np.testing.assert_allclose(unseen_calibrated, unseen_plain, rtol=1e-3)
+
+
+def test_the_search_steps_stay_within_their_memory_block_and_find_the_exact_nearest(monkeypatch):
+    # given: a block that holds 16 distances per query row's step, so 1,000 patches against 300 entries take many
+    import ml.calibration as calibration
+
+    monkeypatch.setattr(calibration, "SEARCH_BLOCK_BYTES", 4 * 16 * 300)
+    generator = torch.Generator().manual_seed(0)
+    bank = torch.randn(300, 8, generator=generator)
+    patches = torch.randn(1000, 8, generator=generator)
+    steps = []
+    addmm = torch.addmm
+    monkeypatch.setattr(torch, "addmm", lambda *a, **k: steps.append(a[1].shape[0]) or addmm(*a, **k))
+
+    # when
+    distances = leave_own_out_distances(bank, patches)
+
+    # then: no step searched more than 16 query rows, and every patch got its exact nearest entry
+    assert max(steps) <= 16
+    assert torch.allclose(distances, torch.cdist(patches, bank).min(dim=1).values, atol=1e-5)
