@@ -23,7 +23,7 @@ from ml.types import Sample
 OWN_PATCH_TOLERANCE = 1e-3
 # The most memory one step of the search may take (its queries x entries distance block), in bytes. In rows of
 # 1,024, the own-entry search of a tiled 2048 px image (a 5,070-entry bank against its 67,600 patches) took 277 MB
-# a step and lifted a 300-image fit's peak from 2.6 to 3.9 GB (issue 16).
+# a step (issue 16).
 SEARCH_BLOCK_BYTES = 16 * 1024 * 1024
 
 
