@@ -252,6 +252,26 @@ def stride4_features(patchcore: PatchCore, images: Sequence[np.ndarray]) -> torc
     return x.contiguous()
 
 
+def outline_crop_windows(
+    coarse: torch.Tensor, truth: torch.Tensor, crop: int, rng: np.random.Generator
+) -> list[tuple[int, slice, slice, slice]]:
+    """Training crops for an outline network, as index windows (row, channels, rows, columns) into N x C x f x f
+    maps: per row, one on the coarse map's peak (on a good image, its false alarm), one at random and, where the
+    row has defect cells (truth >= 0.5), two centred on them."""
+    fine = coarse.shape[-1]
+    windows = []
+    for k in range(len(coarse)):
+        defect_cells = torch.nonzero(truth[k, 0] >= 0.5)
+        centres = [divmod(int(coarse[k, 0].argmax()), fine), tuple(rng.integers(0, fine, 2))]
+        for _ in range(2 if len(defect_cells) else 0):
+            centres.append(tuple(defect_cells[int(rng.integers(len(defect_cells)))].tolist()))
+        for cy, cx in centres:
+            y0 = int(np.clip(cy - crop // 2, 0, fine - crop))
+            x0 = int(np.clip(cx - crop // 2, 0, fine - crop))
+            windows.append((k, slice(None), slice(y0, y0 + crop), slice(x0, x0 + crop)))
+    return windows
+
+
 def guide_image(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
     """Working-size H x W x 3 uint8 images -> N x 1 x size x size grey levels standardised per image (so the guided
     filter's eps is in units of the image's own contrast and a lighting change moves nothing)."""
@@ -474,6 +494,43 @@ class HybridSegmenter(nn.Module):
             progress("epoch", (epoch + 1) / config.epochs, f"epoch {epoch + 1} of {config.epochs}")
         self.head.eval()
 
+    def _train_outline_net(
+        self, net: nn.Module, inputs: torch.Tensor, coarse: torch.Tensor, truth: torch.Tensor, *, epochs: int,
+        seed: int, stage: str, label: str, progress: ProgressCallback, jitter: bool = False,
+        positive_weight: torch.Tensor | None = None,
+    ) -> None:  # fmt: skip
+        """Trains an outline network (the MaskRefiner or the FineOutline) net(inputs, coarse log-odds) -> log-odds on
+        crops against `truth`: AdamW with a one-cycle schedule, random flips; with `jitter`, the coarse log-odds
+        scaled by U(0.5, 1.5) and shifted by U(-2, 2) per crop (the head's map on unseen images is less sure than on
+        its training rows). Left in eval mode."""
+        optimiser = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=self.config.weight_decay)
+        steps = epochs * max(1, -(-len(inputs) // REFINE_BATCH))
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=3e-3, total_steps=steps)
+        generator = torch.Generator().manual_seed(seed)
+        net.train()
+        for epoch in range(epochs):
+            order = torch.randperm(len(inputs), generator=generator)
+            total = 0.0
+            for start in range(0, len(inputs), REFINE_BATCH):
+                rows = order[start : start + REFINE_BATCH].to(inputs.device)
+                ib, cb, tb = inputs[rows], coarse[rows], truth[rows]
+                for dim in (-1, -2):
+                    if torch.rand((), generator=generator) < 0.5:
+                        ib, cb, tb = ib.flip(dim), cb.flip(dim), tb.flip(dim)
+                if jitter:
+                    gain = 0.5 + torch.rand((len(cb), 1, 1, 1), generator=generator).to(cb.device)
+                    shift = 4 * torch.rand((len(cb), 1, 1, 1), generator=generator).to(cb.device) - 2
+                    cb = cb.clamp(-COARSE_CLIP, COARSE_CLIP) * gain + shift
+                loss = F.binary_cross_entropy_with_logits(net(ib, cb), tb, pos_weight=positive_weight)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                total += loss.item() * len(rows)
+            self.summary.history.append({f"{stage}_epoch": epoch + 1, "loss": total / len(inputs)})
+            progress(stage, (epoch + 1) / epochs, f"{label} epoch {epoch + 1} of {epochs}")
+        net.eval()
+
     def _train_refiner(self, x, prior, outlines, rng: np.random.Generator, progress: ProgressCallback) -> None:
         """Fits the MaskRefiner on crops of the outlined rows (drawn, pasted and good images): two centred on
         defect pixels, one on the coarse map's peak (on good images, its false alarm) and one at random."""
@@ -489,45 +546,16 @@ class HybridSegmenter(nn.Module):
             up = F.interpolate(coarse[part], size=(fine, fine), mode="bilinear", align_corners=False)
             masks = np.stack([outlines[i][1] for i in part]).astype(np.float32)
             truth = F.interpolate(torch.from_numpy(masks)[:, None], size=(fine, fine), mode="area")
-            for k in range(len(part)):
-                defect_pixels = torch.nonzero(truth[k, 0] >= 0.5)
-                centres = [divmod(int(up[k, 0].argmax()), fine), tuple(rng.integers(0, fine, 2))]
-                for _ in range(2 if len(defect_pixels) else 0):
-                    centres.append(tuple(defect_pixels[int(rng.integers(len(defect_pixels)))].tolist()))
-                for cy, cx in centres:
-                    y0 = int(np.clip(cy - crop // 2, 0, fine - crop))
-                    x0 = int(np.clip(cx - crop // 2, 0, fine - crop))
-                    window = (k, slice(None), slice(y0, y0 + crop), slice(x0, x0 + crop))
-                    crops_pixels.append(pixels[window])
-                    crops_coarse.append(up[window])
-                    crops_truth.append(truth[window])
+            for window in outline_crop_windows(up, truth, crop, rng):
+                crops_pixels.append(pixels[window])
+                crops_coarse.append(up[window])
+                crops_truth.append(truth[window])
         pixels, coarse_crops, truth = torch.stack(crops_pixels), torch.stack(crops_coarse), torch.stack(crops_truth)
         self.refiner = MaskRefiner(config.refine_hidden_channels).to(self.device)
-        optimiser = torch.optim.AdamW(self.refiner.parameters(), lr=3e-3, weight_decay=config.weight_decay)
-        steps = config.refine_epochs * max(1, -(-len(pixels) // REFINE_BATCH))
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=3e-3, total_steps=steps)
-        generator = torch.Generator().manual_seed(config.seed + 1)
-        self.refiner.train()
-        for epoch in range(config.refine_epochs):
-            order = torch.randperm(len(pixels), generator=generator)
-            total = 0.0
-            for start in range(0, len(pixels), REFINE_BATCH):
-                rows_b = order[start : start + REFINE_BATCH]
-                pb, cb, tb = pixels[rows_b], coarse_crops[rows_b], truth[rows_b]
-                for dim in (-1, -2):
-                    if torch.rand((), generator=generator) < 0.5:
-                        pb, cb, tb = pb.flip(dim), cb.flip(dim), tb.flip(dim)
-                loss = F.binary_cross_entropy_with_logits(self.refiner(pb, cb), tb)
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-                schedule.step()
-                total += loss.item() * len(rows_b)
-            self.summary.history.append({"refine_epoch": epoch + 1, "loss": total / len(pixels)})
-            progress(
-                "refine", (epoch + 1) / config.refine_epochs, f"outline epoch {epoch + 1} of {config.refine_epochs}"
-            )
-        self.refiner.eval()
+        self._train_outline_net(
+            self.refiner, pixels, coarse_crops, truth, epochs=config.refine_epochs, seed=config.seed + 1,
+            stage="refine", label="outline", progress=progress,
+        )  # fmt: skip
 
     def _train_fine(self, coarse, outlines, rng: np.random.Generator, progress: ProgressCallback) -> None:
         """Fits the FineOutline on crops (FINE_CROP cells) of the outlined rows' stride-4 maps (drawn, pasted and
@@ -546,54 +574,22 @@ class HybridSegmenter(nn.Module):
             up = F.interpolate(coarse[part], size=(fine, fine), mode="bilinear", align_corners=False)
             masks = torch.from_numpy(np.stack([outlines[i][1] for i in part]).astype(np.float32))
             truth = F.interpolate(masks[:, None], size=(fine, fine), mode="area").to(features.device)
-            for k in range(len(part)):
-                defect_cells = torch.nonzero(truth[k, 0] >= 0.5)
-                centres = [divmod(int(up[k, 0].argmax()), fine), tuple(rng.integers(0, fine, 2))]
-                for _ in range(2 if len(defect_cells) else 0):
-                    centres.append(tuple(defect_cells[int(rng.integers(len(defect_cells)))].tolist()))
-                for cy, cx in centres:
-                    y0 = int(np.clip(cy - crop // 2, 0, fine - crop))
-                    x0 = int(np.clip(cx - crop // 2, 0, fine - crop))
-                    window = (k, slice(None), slice(y0, y0 + crop), slice(x0, x0 + crop))
-                    crops_features.append(features[window])
-                    crops_coarse.append(up[window])
-                    crops_truth.append(truth[window])
+            for window in outline_crop_windows(up, truth, crop, rng):
+                crops_features.append(features[window])
+                crops_coarse.append(up[window])
+                crops_truth.append(truth[window])
         features, coarse_crops = torch.stack(crops_features), torch.stack(crops_coarse)
         truth = torch.stack(crops_truth)
         self.fine = FineOutline(features.shape[1], config.fine_hidden_channels).to(self.device)
         self.fine.feature_mean.copy_(features.mean(dim=(0, 2, 3)))
         self.fine.feature_std.copy_(features.std(dim=(0, 2, 3)).clamp_min(1e-3))
-        optimiser = torch.optim.AdamW(self.fine.parameters(), lr=3e-3, weight_decay=config.weight_decay)
-        steps = config.fine_epochs * max(1, -(-len(features) // REFINE_BATCH))
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=3e-3, total_steps=steps)
         # Defect cells weighted as the head's defect patches are, so a thin defect's few cells are not outvoted.
         positive_weight = torch.tensor(config.positive_weight, device=features.device)
-        generator = torch.Generator().manual_seed(config.seed + 2)
-        self.fine.train()
-        for epoch in range(config.fine_epochs):
-            order = torch.randperm(len(features), generator=generator)
-            total = 0.0
-            for start in range(0, len(features), REFINE_BATCH):
-                rows_b = order[start : start + REFINE_BATCH].to(features.device)
-                fb, cb, tb = features[rows_b], coarse_crops[rows_b], truth[rows_b]
-                for dim in (-1, -2):
-                    if torch.rand((), generator=generator) < 0.5:
-                        fb, cb, tb = fb.flip(dim), cb.flip(dim), tb.flip(dim)
-                if config.fine_jitter:  # the head's map on unseen images is less sure than on its training rows
-                    gain = 0.5 + torch.rand((len(cb), 1, 1, 1), generator=generator).to(cb.device)
-                    shift = 4 * torch.rand((len(cb), 1, 1, 1), generator=generator).to(cb.device) - 2
-                    cb = cb.clamp(-COARSE_CLIP, COARSE_CLIP) * gain + shift
-                loss = F.binary_cross_entropy_with_logits(self.fine(fb, cb), tb, pos_weight=positive_weight)
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-                schedule.step()
-                total += loss.item() * len(rows_b)
-            self.summary.history.append({"fine_epoch": epoch + 1, "loss": total / len(features)})
-            progress(
-                "fine", (epoch + 1) / config.fine_epochs, f"stride-4 outline epoch {epoch + 1} of {config.fine_epochs}"
-            )
-        self.fine.eval()
+        self._train_outline_net(
+            self.fine, features, coarse_crops, truth, epochs=config.fine_epochs, seed=config.seed + 2,
+            stage="fine", label="stride-4 outline", progress=progress, jitter=config.fine_jitter,
+            positive_weight=positive_weight,
+        )  # fmt: skip
         self.summary.history.append({"fine_seconds": time.perf_counter() - started, "fine_crops": len(features)})
 
     @torch.no_grad()
