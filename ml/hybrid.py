@@ -86,6 +86,9 @@ class HybridConfig:
     On by default: on magnetic tile (150 good images, seed 0, one fit) mean IoU 0.411 -> 0.464 (validation 0.419 ->
     0.474; 20 epochs 16 wide: 0.446, validation 0.443), AU-PRO 0.924 and image AUROC unchanged; about 85 CPU s more
     per fit and 50 CPU ms more per 320 px image (scripts/bench_hybrid_fine.py, docs/benchmarks.md).
+    fine_dice: train the fine branch on its per-cell loss plus a soft Dice loss per crop (`outline_loss`), which
+    counts a defect's cells against its own size, so a small defect's outline weighs as much as a large one's.
+    Off by default: see docs/benchmarks.md, "Outline IoU per image, and a Dice loss (helper h20d)".
     """
 
     image_size: int = 320
@@ -112,6 +115,7 @@ class HybridConfig:
     fine_hidden_channels: int = 32
     fine_epochs: int = 60
     fine_jitter: bool = True
+    fine_dice: bool = False
     seed: int = 0
     device: str = "auto"
     prior_scale: float = 1.0  # set by fit: the 99th percentile of good patch distances (leave-own-out)
@@ -270,6 +274,25 @@ def outline_crop_windows(
             x0 = int(np.clip(cx - crop // 2, 0, fine - crop))
             windows.append((k, slice(None), slice(y0, y0 + crop), slice(x0, x0 + crop)))
     return windows
+
+
+def soft_dice_loss(logits: torch.Tensor, truth: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Mean over crops (N x 1 x h x w) of 1 - (2 sum(p t) + smooth) / (sum(p) + sum(t) + smooth), p the sigmoid of
+    the logits, t the target share per cell. `smooth` (in cells) keeps a crop without defect from counting a few
+    stray cells as a whole miss."""
+    probability = logits.sigmoid().flatten(1)
+    truth = truth.flatten(1)
+    overlap = (probability * truth).sum(dim=1)
+    return (1 - (2 * overlap + smooth) / (probability.sum(dim=1) + truth.sum(dim=1) + smooth)).mean()
+
+
+def outline_loss(
+    logits: torch.Tensor, truth: torch.Tensor, *, positive_weight: torch.Tensor | None = None, dice: bool = False
+) -> torch.Tensor:
+    """An outline network's training loss on crops: per-cell binary cross-entropy (defect cells weighted
+    `positive_weight`), plus with `dice` the soft Dice loss per crop (`soft_dice_loss`)."""
+    loss = F.binary_cross_entropy_with_logits(logits, truth, pos_weight=positive_weight)
+    return loss + soft_dice_loss(logits, truth) if dice else loss
 
 
 def guide_image(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
@@ -497,12 +520,13 @@ class HybridSegmenter(nn.Module):
     def _train_outline_net(
         self, net: nn.Module, inputs: torch.Tensor, coarse: torch.Tensor, truth: torch.Tensor, *, epochs: int,
         seed: int, stage: str, label: str, progress: ProgressCallback, jitter: bool = False,
-        positive_weight: torch.Tensor | None = None,
+        positive_weight: torch.Tensor | None = None, dice: bool = False,
     ) -> None:  # fmt: skip
         """Trains an outline network (the MaskRefiner or the FineOutline) net(inputs, coarse log-odds) -> log-odds on
         crops against `truth`: AdamW with a one-cycle schedule, random flips; with `jitter`, the coarse log-odds
         scaled by U(0.5, 1.5) and shifted by U(-2, 2) per crop (the head's map on unseen images is less sure than on
-        its training rows). Left in eval mode."""
+        its training rows). The loss: `outline_loss` (with `dice`, plus the soft Dice loss per crop). Left in eval
+        mode."""
         optimiser = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=self.config.weight_decay)
         steps = epochs * max(1, -(-len(inputs) // REFINE_BATCH))
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=3e-3, total_steps=steps)
@@ -521,7 +545,7 @@ class HybridSegmenter(nn.Module):
                     gain = 0.5 + torch.rand((len(cb), 1, 1, 1), generator=generator).to(cb.device)
                     shift = 4 * torch.rand((len(cb), 1, 1, 1), generator=generator).to(cb.device) - 2
                     cb = cb.clamp(-COARSE_CLIP, COARSE_CLIP) * gain + shift
-                loss = F.binary_cross_entropy_with_logits(net(ib, cb), tb, pos_weight=positive_weight)
+                loss = outline_loss(net(ib, cb), tb, positive_weight=positive_weight, dice=dice)
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
@@ -588,7 +612,7 @@ class HybridSegmenter(nn.Module):
         self._train_outline_net(
             self.fine, features, coarse_crops, truth, epochs=config.fine_epochs, seed=config.seed + 2,
             stage="fine", label="stride-4 outline", progress=progress, jitter=config.fine_jitter,
-            positive_weight=positive_weight,
+            positive_weight=positive_weight, dice=config.fine_dice,
         )  # fmt: skip
         self.summary.history.append({"fine_seconds": time.perf_counter() - started, "fine_crops": len(features)})
 

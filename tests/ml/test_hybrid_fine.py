@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ml.hybrid import HybridSegmenter, stride4_features
+from ml.hybrid import HybridSegmenter, outline_loss, soft_dice_loss, stride4_features
 from ml.registry import create_model
 from ml.segmentation_scores import mean_defect_iou
 from ml.types import DEFECT, Sample
@@ -105,3 +105,59 @@ def test_the_stride_4_outline_fits_thin_defects_better_than_the_stride_8_grid_an
     del document["config"]["fine_outline"]
     (tmp_path / "model" / "config.json").write_text(json.dumps(document))
     assert not create_model("hybrid", **CONFIG).load(tmp_path / "model").config.fine_outline
+
+
+def test_the_soft_dice_loss_counts_a_defect_against_its_own_size():
+    truth = torch.zeros(2, 1, 8, 8)
+    truth[0, 0, 2:4, 2:4] = 1.0  # a small defect in the first crop, none in the second
+    exact = torch.where(truth > 0, 20.0, -20.0)
+    assert soft_dice_loss(exact, truth).item() < 1e-3
+    missed = torch.full_like(truth, -20.0)
+    # Missing the 4-cell defect costs its whole crop (4 / 5 with smooth 1), however few cells it has.
+    assert soft_dice_loss(missed[:1], truth[:1]).item() == pytest.approx(0.8, abs=1e-3)
+    bce = outline_loss(missed, truth)
+    assert outline_loss(missed, truth, dice=True).item() == pytest.approx(
+        bce.item() + soft_dice_loss(missed, truth).item(), rel=1e-6
+    )
+
+
+def test_fine_dice_trains_changes_the_loss_and_is_saved(tmp_path, monkeypatch):
+    rng = np.random.default_rng(5)
+    train = [Sample(_good(rng)) for _ in range(10)] + [_scratch(rng) for _ in range(8)]
+    captured = {}
+    train_fine = HybridSegmenter._train_fine
+
+    def keep_inputs(self, coarse, outlines, rng, progress):
+        captured["inputs"] = (coarse, outlines)
+        return train_fine(self, coarse, outlines, rng, progress)
+
+    monkeypatch.setattr(HybridSegmenter, "_train_fine", keep_inputs)
+    model = create_model("hybrid", **{**CONFIG, "epochs": 5}, fine_epochs=4, fine_dice=True, device="cpu")
+    model.fit(train)
+    assert model.fine is not None and model.config.fine_dice
+    assert len([h for h in model.summary.history if "fine_epoch" in h]) == 4
+
+    model.save(tmp_path / "model")
+    loaded = create_model("hybrid", **CONFIG).load(tmp_path / "model")
+    assert loaded.config.fine_dice and loaded.fine is not None
+    images = [s.image for s in train[-3:]]
+    for before, after in zip(model.predict(images), loaded.predict(images), strict=True):
+        np.testing.assert_array_equal(before.mask, after.mask)
+
+    # The same crops and starting weights with and without the Dice term: Dice (never negative, and large where
+    # the untrained branch draws a thin scratch) raises the first epoch's loss, and the branch learns otherwise.
+    losses, weights = {}, {}
+    for dice in (True, False):
+        model.config.fine_dice = dice
+        torch.manual_seed(1)
+        train_fine(model, *captured["inputs"], np.random.default_rng(0), lambda *a: None)
+        losses[dice] = [h["loss"] for h in model.summary.history if "fine_epoch" in h][-4:]
+        weights[dice] = model.fine.body[-1].weight.detach().clone()
+    assert losses[True][0] > losses[False][0] + 0.05, losses
+    assert not torch.equal(weights[True], weights[False])
+
+    # A checkpoint saved before the option existed loads with it off.
+    document = json.loads((tmp_path / "model" / "config.json").read_text())
+    del document["config"]["fine_dice"]
+    (tmp_path / "model" / "config.json").write_text(json.dumps(document))
+    assert not create_model("hybrid", **CONFIG).load(tmp_path / "model").config.fine_dice
