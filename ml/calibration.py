@@ -16,33 +16,17 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ml.nearest import nearest_entries
 from ml.types import Sample
 
 # A bank entry is a copy of one of the image's patches when they differ by less than this share of the entry's
 # norm: features recomputed in another batch differ by ~1e-6 relative, neighbouring real patches by ~1e-1.
 OWN_PATCH_TOLERANCE = 1e-3
-# The most memory one step of the search may take (its queries x entries distance block), in bytes. In rows of
-# 1,024, the own-entry search of a tiled 2048 px image (a 5,070-entry bank against its 67,600 patches) took 277 MB
-# a step (issue 16).
-SEARCH_BLOCK_BYTES = 16 * 1024 * 1024
-
-
-def _nearest_distances(queries: torch.Tensor, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Queries Q x D, bank B x D -> (exact distance to the nearest entry Q, its index Q); searched in chunks by
-    the expanded product, the winner's distance recomputed directly (the expansion loses precision near zero)."""
-    bank_norms = (bank * bank).sum(1)
-    distances, indices = [], []
-    rows = max(1, SEARCH_BLOCK_BYTES // (4 * max(1, len(bank))))
-    for chunk in queries.split(rows):
-        index = torch.addmm(bank_norms, chunk, bank.T, alpha=-2).min(dim=1).indices
-        distances.append((chunk - bank[index]).norm(dim=1))
-        indices.append(index)
-    return torch.cat(distances), torch.cat(indices)
 
 
 def own_entries(bank: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
     """B bool: the bank entries that are copies of one of `patches` (P x D)."""
-    distances, _ = _nearest_distances(bank, patches)
+    distances, _ = nearest_entries(bank, patches)
     return distances <= OWN_PATCH_TOLERANCE * bank.norm(dim=1).clamp_min(1e-12)
 
 
@@ -55,7 +39,7 @@ def leave_own_out_distances(
     others = bank[~own]
     if len(others) == 0:
         raise ValueError("every bank entry comes from this image: leave-own-out needs at least two good images")
-    return _nearest_distances(patches, others)[0]
+    return nearest_entries(patches, others)[0]
 
 
 @torch.no_grad()
@@ -74,7 +58,7 @@ def patchcore_patch_distances(
             if leave_own_out:
                 distances = leave_own_out_distances(bank, image_patches)
             else:
-                distances = _nearest_distances(image_patches, bank)[0]
+                distances = nearest_entries(image_patches, bank)[0]
             distances_out.append(distances.view(h, w))
         features_out.append(features)
     return torch.cat(features_out), torch.stack(distances_out)

@@ -6,7 +6,7 @@ so fitting is one pass of feature extraction plus the coreset.
 
 Memory stays bounded whatever the number of training images: at most `max_patches` patches are kept for the
 coreset (sampled evenly across images), the bank holds at most `max_bank_size` entries, and nearest-neighbour search
-runs in chunks of `search_chunk` query patches.
+runs in blocks of at most `search_chunk` query patches (ml.nearest).
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ import torch.nn.functional as F
 from ml import adaptive, rotation_check
 from ml.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from ml.coreset import create_sampler
-from ml.devices import free_memory_bytes, resolve_device, resolve_saved_device
+from ml.devices import resolve_device, resolve_saved_device
 from ml.features import PatchFeatureConfig, patch_features_for
 from ml.filters import blur_maps, gaussian_kernel
 from ml.images import resize_map, to_tensor
+from ml.nearest import nearest_entries
 from ml.runtime import GraphOwner, RuntimeGraph, forward_with
 from ml.tiling import (
     POSITION_IMAGES,
@@ -47,11 +48,6 @@ FAMILY = "patchcore"
 GRAPH_SEARCH_BYTES = 64 * 1024 * 1024
 # The int8 search's nearest candidates per patch, re-ranked by their float32 distance (see _nearest_of_candidates).
 INT8_CANDIDATES = 16
-# The eager search's distance block per chunk on a CPU, in bytes (query rows x bank entries floats): near the L2
-# cache it is swept by the reduction while still there. 16,900 patches of a 1,040 px tile, Intel Xeon, one thread:
-# bank 2,048: 137 CPU ms in 128-row chunks (1 MB), 184 in 2,048-row chunks; bank 5,120: 368 vs 559 (issue 16, h16).
-CPU_SEARCH_BYTES = 1 << 20
-CPU_SEARCH_MIN_ROWS = 64
 
 
 @dataclass
@@ -183,30 +179,18 @@ class PatchCore(GraphOwner):
         return (patches - self.pca_mean) @ self.pca_components
 
     def nearest(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Patches P x C -> (Euclidean distance to the nearest bank entry P, its bank index P), in chunks."""
+        """Patches P x C -> (Euclidean distance to the nearest bank entry P, its bank index P)."""
         bank = self.memory_bank
-        bank_norms = (bank * bank).sum(1)
-        distances, indices = [], []
-        # Exported graphs run one batch at a time, so they search in one piece (a traced split would fix its sizes).
-        chunks = [patches] if torch.onnx.is_in_onnx_export() else patches.split(self._search_rows(len(bank)))
-        for chunk in chunks:
-            # |q - b|^2 = |b|^2 - 2 q.b + |q|^2 finds the nearest entry with one fused matmul (|q|^2 is constant per
-            # row, so it is left out). That expansion loses precision for near-zero distances (float32 cancellation,
-            # amplified by the square root), so the winner's distance is recomputed directly.
-            if torch.onnx.is_in_onnx_export():
-                # A MatMul with a constant (folded) right operand, the form onnxruntime's int8 rewrite recognises.
-                approximate = bank_norms + chunk @ self._bank_operand()
-                if self.config.search_precision == "int8":
-                    index = self._nearest_of_candidates(chunk, approximate)
-                else:
-                    index = approximate.argmin(dim=1)
-            else:
-                # min(dim) gives the same first-minimum index as argmin in about half the time on a CPU (38,416
-                # patches x 2,048 entries, one thread: 118 against 209 ms).
-                index = torch.addmm(bank_norms, chunk, bank.T, alpha=-2).min(dim=1).indices
-            distances.append((chunk - bank[index]).norm(dim=1))
-            indices.append(index)
-        return torch.cat(distances), torch.cat(indices)
+        if not torch.onnx.is_in_onnx_export():
+            return nearest_entries(patches, bank, chunk=self.config.search_chunk)
+        # Exported graphs run one batch at a time, so they search in one piece (a traced split would fix its sizes),
+        # through a MatMul with a constant (folded) right operand, the form onnxruntime's int8 rewrite recognises.
+        approximate = (bank * bank).sum(1) + patches @ self._bank_operand()
+        if self.config.search_precision == "int8":
+            index = self._nearest_of_candidates(patches, approximate)
+        else:
+            index = approximate.argmin(dim=1)
+        return (patches - bank[index]).norm(dim=1), index
 
     def _nearest_of_candidates(self, chunk: torch.Tensor, approximate: torch.Tensor) -> torch.Tensor:
         """The bank index nearest each patch among the INT8_CANDIDATES nearest by the int8 product, by their
@@ -216,16 +200,6 @@ class PatchCore(GraphOwner):
         candidates = approximate.topk(count, dim=1, largest=False).indices
         squared = (chunk[:, None, :] - self.memory_bank[candidates]).pow(2).sum(dim=2)
         return candidates.gather(1, squared.argmin(dim=1, keepdim=True))[:, 0]
-
-    def _search_rows(self, bank_size: int) -> int:
-        """Query patches per search chunk: on the CPU at most `search_chunk`, fewer when the chunk's distances would
-        outgrow CPU_SEARCH_BYTES; on a GPU as many as a quarter of its free memory holds (the chunk's distance
-        matrix, plus as much again for the argmin's temporaries)."""
-        free = free_memory_bytes(self.memory_bank.device)
-        if free is None:
-            cached = max(CPU_SEARCH_MIN_ROWS, CPU_SEARCH_BYTES // max(1, 4 * bank_size))
-            return min(self.config.search_chunk, cached)
-        return max(self.config.search_chunk, free // 4 // max(1, 2 * bank_size * 4))
 
     def _bank_operand(self) -> torch.Tensor:
         """-2 x bank^T: the constant the exported search multiplies by, and what the int8 rewrite looks for."""

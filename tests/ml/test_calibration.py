@@ -50,9 +50,10 @@ def test_training_images_score_like_unseen_ones_instead_of_near_zero():
 
 def test_the_search_steps_stay_within_their_memory_block_and_find_the_exact_nearest(monkeypatch):
     # given: a block that holds 16 distances per query row's step, so 1,000 patches against 300 entries take many
-    import ml.calibration as calibration
+    import ml.nearest
 
-    monkeypatch.setattr(calibration, "SEARCH_BLOCK_BYTES", 4 * 16 * 300)
+    monkeypatch.setattr(ml.nearest, "CPU_SEARCH_BYTES", 4 * 16 * 300)
+    monkeypatch.setattr(ml.nearest, "CPU_SEARCH_MIN_ROWS", 1)
     generator = torch.Generator().manual_seed(0)
     bank = torch.randn(300, 8, generator=generator)
     patches = torch.randn(1000, 8, generator=generator)

@@ -193,7 +193,7 @@ def test_tiled_patchcore_finds_a_small_defect_that_a_resize_loses(tmp_path):
 
 def test_tiles_are_searched_eagerly_in_cache_sized_chunks_with_the_one_piece_result(monkeypatch):
     # given: a tiled model (9 tiles of 64 px per 160 px image, 256 patches each) with a 100-entry bank
-    import ml.patchcore
+    import ml.nearest
 
     train = [Sample(image=make_image(seed, size=160, color=False).image) for seed in range(3)]
     model = _tiny_patchcore(tile_working_size=160, tile_overlap=16, max_bank_size=100, tile_standardise=False)
@@ -201,20 +201,18 @@ def test_tiles_are_searched_eagerly_in_cache_sized_chunks_with_the_one_piece_res
     batch = model._batch([make_image(99, size=160).image])
     # the whole-model graph searches a tile in one piece: tiles must not go through it
     monkeypatch.setattr(model.runtime, "run", lambda *args, **kwargs: pytest.fail("tiles went through the graph"))
-    monkeypatch.setattr(ml.patchcore, "CPU_SEARCH_BYTES", 4 * len(model.memory_bank) * 70)
-    searched = []
-    original = model.nearest
-    monkeypatch.setattr(
-        model,
-        "nearest",
-        lambda patches: searched.append(model._search_rows(len(model.memory_bank))) or original(patches),
-    )
+    monkeypatch.setattr(ml.nearest, "CPU_SEARCH_BYTES", 4 * len(model.memory_bank) * 70)
+    steps = []
+    addmm = torch.addmm
+    monkeypatch.setattr(torch, "addmm", lambda *a, **k: steps.append(a[1].shape[0]) or addmm(*a, **k))
     # when
     scores, maps = model._scores_and_maps(batch)
-    # then: 70-row chunks, and the same scores and maps as searching in one piece
-    assert searched and set(searched) == {70}
-    monkeypatch.setattr(ml.patchcore, "CPU_SEARCH_BYTES", 1 << 40)
-    assert model._search_rows(len(model.memory_bank)) == model.config.search_chunk
+    # then: blocks of at most 70 query rows, and the same scores and maps as searching in one piece
+    monkeypatch.setattr(torch, "addmm", addmm)
+    assert steps and max(steps) == 70
+    monkeypatch.setattr(ml.nearest, "CPU_SEARCH_BYTES", 1 << 40)
+    bank = model.memory_bank
+    assert ml.nearest.search_rows(len(bank), bank.device, chunk=model.config.search_chunk) == model.config.search_chunk
     whole_scores, whole_maps = model(batch)
     torch.testing.assert_close(scores, whole_scores)
     torch.testing.assert_close(maps, whole_maps)
