@@ -109,12 +109,10 @@ def alternative_size(chosen: int) -> int | None:
 
 
 def typical_short_side_of(samples: Sequence[Sample]) -> int | None:
-    """The good images' typical shorter side (ml.adaptive's, from its spread probe of them), as PatchCore's fit
-    reads it: what candidates_for needs to plan the data-chosen size and its alternative before fitting."""
+    """The good images' typical shorter side (ml.adaptive.short_side_of), as PatchCore's fit reads it: what
+    candidates_for needs to plan the data-chosen size and its alternative before fitting."""
     labels = _labels(samples)
-    good = [index for index, label in enumerate(labels) if label != DEFECT]
-    shapes = (samples[index].image.shape[:2] for index in adaptive.size_probe(good))
-    return adaptive.typical_short_side((width, height) for height, width in shapes)
+    return adaptive.short_side_of(samples, [index for index, label in enumerate(labels) if label != DEFECT])
 
 
 def patchcore_candidates(

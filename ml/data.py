@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ml.images import read_image, read_mask
 from ml.types import DEFECT, GOOD, Sample
@@ -54,6 +55,14 @@ class LazySamples(Sequence[Sample]):
     def __iter__(self) -> Iterator[Sample]:
         for index in range(len(self)):
             yield self[index]
+
+    def image_sizes(self, indices: Sequence[int]) -> list[tuple[int, int]]:
+        """(width, height) of the images at `indices`, from their files' headers (nothing decoded)."""
+        sizes = []
+        for index in indices:
+            with Image.open(self.records[index].image_path) as picture:
+                sizes.append(picture.size)
+        return sizes
 
     @property
     def labels(self) -> np.ndarray:

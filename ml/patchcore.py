@@ -382,7 +382,7 @@ class PatchCore(GraphOwner):
 
     def _choose_settings(self, samples: Sequence[Sample], indices: list[int]) -> None:
         """Fills the settings left at None from the data (ml.adaptive), and records the choice in the config.
-        Reads up to SIZE_PROBE_IMAGES good images for their sizes (when the working size is the rule's) and, when
+        Reads the good images' sizes (ml.adaptive.short_side_of, when the working size is the rule's) and, when
         rotations are the rule's to choose for few images, checks on PROBE_IMAGES of them whether the parts appear at
         any angle (ml.rotation_check)."""
         config = self.config
@@ -396,8 +396,7 @@ class PatchCore(GraphOwner):
             asked["image_size"] = config.image_size = adaptive.DEFAULT_SIZE
         short_side = None
         if config.image_size is None:
-            sized = (samples[i].image.shape[:2] for i in adaptive.size_probe(indices))
-            short_side = adaptive.typical_short_side((width, height) for height, width in sized)
+            short_side = adaptive.short_side_of(samples, indices)
         invariant, facts = None, {}
         if config.rotations is None and len(indices) <= adaptive.FEW_IMAGES:
             probe = [samples[i].image for i in indices[: rotation_check.PROBE_IMAGES]]

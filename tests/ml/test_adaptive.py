@@ -175,3 +175,40 @@ def test_patchcore_caps_its_working_size_by_the_smaller_good_images():
     assert model.config.image_size == 160
     assert model.config.chosen["facts"]["short_side"] == 160
     assert "sized to the resolution of the images" in model.config.chosen["sentence"]
+
+
+class _SizedSamples:
+    """Samples that tell their sizes without decoding: reading a pixel fails the test."""
+
+    def __init__(self, sizes):
+        self.sizes = list(sizes)
+
+    def __len__(self):
+        return len(self.sizes)
+
+    def __getitem__(self, index):
+        pytest.fail("an image was decoded to learn its size")
+
+    def image_sizes(self, indices):
+        return [self.sizes[i] for i in indices]
+
+
+def test_the_short_side_comes_from_every_good_image_where_sizes_are_cheap_so_order_does_not_change_it():
+    # given: 700 images, 11 % of them with a 130 px shorter side and the rest 180-219 px (magnetic tile's jump at
+    # the rule's 10 % share), the small ones where a 64-image probe does not look
+    probe = set(adaptive.size_probe(range(700)))
+    small = [k for k in range(700) if k not in probe][::8][:77]
+    sizes = [(200, 130) if k in small else (200, 180 + k % 40) for k in range(700)]
+    samples, reordered = _SizedSamples(sizes), _SizedSamples(sizes[::-1])
+    probed = adaptive.typical_short_side(sizes[i] for i in adaptive.size_probe(range(len(sizes))))
+
+    # when
+    short_side = adaptive.short_side_of(samples, range(len(sizes)))
+
+    # then: every image counts, in any order, and nothing is decoded; a probe would have said otherwise
+    assert short_side == adaptive.typical_short_side(sizes) == 130
+    assert adaptive.short_side_of(reordered, range(len(sizes))) == short_side
+    assert probed != short_side
+    # samples that cannot tell sizes are probed by decoding (a plain list of Samples)
+    plain = [Sample(image=np.zeros((h, w, 3), np.uint8)) for w, h in sizes[:5]]
+    assert adaptive.short_side_of(plain, range(5)) == adaptive.typical_short_side(sizes[:5])

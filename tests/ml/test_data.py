@@ -61,3 +61,13 @@ def test_supervised_split_never_tests_on_trained_images(mvtec_folder):
 def test_stratified_halves_keep_the_mix(mvtec_folder):
     first, second = stratified_halves(load_mvtec(mvtec_folder).test, seed=0)
     assert sorted(first.kinds) == sorted(second.kinds)
+
+
+def test_image_sizes_come_from_the_file_headers_as_width_and_height(tmp_path):
+    # given: two images of different shapes in an MVTec folder
+    for folder, name, shape in (("train", "a.png", (30, 50)), ("train", "b.png", (70, 20)), ("test", "c.png", (8, 8))):
+        (tmp_path / folder / "good").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros(shape, np.uint8)).save(tmp_path / folder / "good" / name)
+    train = load_mvtec(tmp_path).train
+    # then: (width, height) of each, as a decoded image's shape says
+    assert train.image_sizes([0, 1]) == [(s.image.shape[1], s.image.shape[0]) for s in train] == [(50, 30), (20, 70)]

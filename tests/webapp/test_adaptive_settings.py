@@ -63,3 +63,28 @@ def test_an_override_wins_and_the_version_stores_and_shows_the_choice(transactio
     assert "adds no rotated copies (your setting)" in chosen["sentence"]
     page = client.get(reverse("version_detail", args=[project.public_id, version.public_id])).content.decode()
     assert f"Settings chosen from the data: {chosen['sentence']}" in page
+
+
+@pytest.mark.django_db
+def test_the_plan_and_the_fit_read_the_same_short_side_from_every_good_image(owner, monkeypatch):
+    # given: good training images whose stored shorter sides jump from 130 to 180 px near the rule's 10 % share,
+    # where a probe of some of them and the whole set can plan different working sizes (magnetic tile's shape)
+    from ml.adaptive import short_side_of, typical_short_side
+    from webapp.training.datasets import ProjectSamples
+    from webapp.training.settings_plan import good_image_facts
+
+    project = sample_project_create(owner=owner, n_good=40, n_defect=2, size=64)
+    goods = list(Image.objects.filter(project=project, split=Split.TRAIN, label=Label.GOOD).order_by("sha256"))
+    for k, image in enumerate(goods):
+        Image.objects.filter(id=image.id).update(width=200, height=130 if k % 10 == 0 else 180 + k % 20)
+    samples = ProjectSamples(Image.objects.filter(id__in=[i.id for i in goods]).order_by("sha256"))
+    monkeypatch.setattr(ProjectSamples, "__getitem__", lambda *a: pytest.fail("an image was read for its size"))
+
+    # when
+    planned = good_image_facts(project).short_side
+    fitted = short_side_of(samples, range(len(samples)))
+
+    # then: the Train page's plan and the fit agree, from the database alone
+    sizes = samples.image_sizes(range(len(samples)))
+    assert planned == fitted == typical_short_side(sizes)
+    assert len(sizes) == len(goods) and fitted == 130

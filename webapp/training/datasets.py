@@ -118,6 +118,10 @@ class ProjectSamples(Sequence[Sample]):
             classes=self.classes if class_mask is not None else (),
         )
 
+    def image_sizes(self, indices: Sequence[int]) -> list[tuple[int, int]]:
+        """(width, height) of the images at `indices`, from the database (nothing read from storage)."""
+        return [(self.images[i].width, self.images[i].height) for i in indices]
+
     def has_mask(self, index: int) -> bool:
         annotations = self._annotations.get(self.images[index].id, [])
         return any(a.mask or a.boxes for a in annotations)

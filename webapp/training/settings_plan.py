@@ -11,8 +11,6 @@ from webapp.images.models import Image, Label, Split
 from webapp.projects.models import Project
 
 ADAPTIVE_FAMILIES = frozenset({"patchcore"})
-# Enough image sizes for the rule's percentile of shorter sides; a project of 100,000 images need not send them all.
-SIZE_SAMPLE = 2000
 
 
 @dataclass(frozen=True)
@@ -25,7 +23,9 @@ class GoodImageFacts:
 
 def good_image_facts(project: Project) -> GoodImageFacts:
     goods = Image.objects.filter(project=project, split=Split.TRAIN, label=Label.GOOD)
-    sizes = goods.order_by("id").values_list("width", "height")[:SIZE_SAMPLE]
+    # Every good image's size (two numbers a row), as the fit reads them (ml.adaptive.short_side_of): a sample's
+    # percentile could plan another working size than the one trained.
+    sizes = goods.values_list("width", "height")
     return GoodImageFacts(n_good=goods.count(), short_side=typical_short_side(sizes))
 
 
