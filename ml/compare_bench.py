@@ -41,12 +41,21 @@ VARIANTS: dict[str, tuple[tuple[str, float], ...]] = {
 class PreparedSamples(Sequence[Sample]):
     """LazySamples seen through a variant (every image perturbed, seeded per image) and, for the images in
     `boxed`, with their outlines replaced by boxes (Sample.boxes; the mask becomes the filled boxes), as a user
-    who only draws boxes would give them. Keeps LazySamples' records / labels / kinds / subset for bench."""
+    who only draws boxes would give them; with `classes` (several defect types), each defect's drawing also comes as
+    a class map of its type, as the app gives an MVTec upload's folders. Keeps LazySamples' records / labels / kinds
+    / subset for bench."""
 
-    def __init__(self, base: LazySamples, *, variant: str = "original", boxed: frozenset[Path] = frozenset()):
+    def __init__(
+        self,
+        base: LazySamples,
+        *,
+        variant: str = "original",
+        boxed: frozenset[Path] = frozenset(),
+        classes: tuple[str, ...] = (),
+    ):
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
-        self.base, self.variant, self.boxed = base, variant, boxed
+        self.base, self.variant, self.boxed, self.classes = base, variant, boxed, classes
 
     @property
     def records(self):
@@ -63,8 +72,11 @@ class PreparedSamples(Sequence[Sample]):
     def __len__(self) -> int:
         return len(self.base)
 
+    def image_sizes(self, indices) -> list[tuple[int, int]]:
+        return self.base.image_sizes(indices)  # every variant keeps the image's size
+
     def subset(self, indices) -> PreparedSamples:
-        return PreparedSamples(self.base.subset(indices), variant=self.variant, boxed=self.boxed)
+        return PreparedSamples(self.base.subset(indices), variant=self.variant, boxed=self.boxed, classes=self.classes)
 
     def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
         sample = self.base[index]
@@ -73,11 +85,16 @@ class PreparedSamples(Sequence[Sample]):
         seed = zlib.crc32(str(record.image_path).encode())
         for step, (name, strength) in enumerate(VARIANTS[self.variant]):
             image, mask = perturb(image, mask, name, strength, seed=seed + step)
-        sample = Sample(image, sample.label, mask, sample.name)
+        boxes = None
         if record.image_path in self.boxed and mask is not None:
             boxes = boxes_from_mask(mask, label=record.kind)
-            sample = Sample(image, sample.label, box_mask(boxes, mask.shape), sample.name, boxes=boxes)
-        return sample
+            mask = box_mask(boxes, mask.shape)
+        if self.classes and record.kind in self.classes and mask is not None and mask.any():
+            # As the app gives them: each defect type a class, its drawing a class map (webapp.training.datasets).
+            class_mask = mask.astype(np.int32) * (self.classes.index(record.kind) + 1)
+            return Sample(image, sample.label, mask, sample.name, boxes=boxes, class_mask=class_mask,
+                          classes=self.classes)  # fmt: skip
+        return Sample(image, sample.label, mask, sample.name, boxes=boxes)
 
 
 def boxed_split(dataset, *, n_boxed: int, seed: int) -> tuple[LazySamples, LazySamples, frozenset[Path]]:
@@ -128,8 +145,12 @@ def run_compare_bench(options: BenchOptions) -> dict:
     else:
         pool, test = supervised_split(dataset, fraction=options.supervised_fraction, seed=options.seed)
     train, validation = validation_split(pool, seed=options.seed)
+    # Several defect types are several classes, as the app makes them of an MVTec upload (one per folder).
+    kinds = tuple(sorted({kind for kind in dataset.test.kinds if kind != "good"}))
+    classes = kinds if len(kinds) > 1 else ()
     train, validation, test = (
-        PreparedSamples(part, variant=options.variant, boxed=boxed) for part in (train, validation, test)
+        PreparedSamples(part, variant=options.variant, boxed=boxed, classes=classes)
+        for part in (train, validation, test)
     )
     labels = train.labels
     n_defect = int(np.sum(labels == DEFECT))
