@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--boxed-defects", type=int, default=None, help="compare: train from N defects given boxes (seeded, all types)"
     )
     bench.add_argument("--variant", default="original", help="compare: original, shift, lighting or clutter images")
+    bench.add_argument(
+        "--order",
+        choices=("name", "content"),
+        default="name",
+        help="compare: images in file-name order, or in the app's (training goods then defects, each by SHA-256)",
+    )
     bench.add_argument("--quiet", action="store_true", help="no progress on stderr")
     bench.add_argument(
         "--robustness", action="store_true", help="how the model holds up under perturbations (ml/robustness.py)"
@@ -84,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         draws=draws_for(args.train_limit, args.draws),
         boxed_defects=args.boxed_defects,
         variant=args.variant,
+        order=args.order,
     )
     if args.robustness:  # issue 19: the robustness table instead of the accuracy one
         from ml.robustness import format_robustness_table

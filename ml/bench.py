@@ -47,6 +47,7 @@ class BenchOptions:
     draws: int = 1  # seeded draws of the training subset, summarised by ml.bench_draws when above 1
     boxed_defects: int | None = None  # --model compare: train from this many boxed defects instead of outlines
     variant: str = "original"  # --model compare: every image changed as ml.compare_bench.VARIANTS says
+    order: str = "name"  # --model compare: "content" feeds the images in the app's order (ml.compare_bench.app_order)
 
 
 def cpu_seconds() -> float:

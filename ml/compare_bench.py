@@ -11,6 +11,7 @@ and the test keeps all the others; `variant` changes every image (VARIANTS) to m
 from __future__ import annotations
 
 import copy
+import hashlib
 import time
 import zlib
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from ml.bench import BenchOptions, _log, cpu_seconds, evaluate_fitted
 from ml.compare import Comparison, candidates_for, compare_candidates, format_leaderboard, typical_short_side_of
 from ml.data import LazySamples, load_mvtec, supervised_split
 from ml.detections import box_mask, boxes_from_mask
+from ml.images import read_mask
 from ml.perturbations import perturb
 from ml.types import DEFECT, Sample
 
@@ -135,6 +137,26 @@ def validation_split(pool: LazySamples, *, seed: int) -> tuple[LazySamples, Lazy
     return pool.subset(sorted(fit)), pool.subset(sorted(validation))
 
 
+def app_order(part: LazySamples, *, goods_first: bool) -> LazySamples:
+    """`part` in the order the app reads a split (webapp.training.execution.training_data): by the files' SHA-256,
+    and for training the good images before the outlined defects (defects without drawn pixels left out).
+    PatchCore's fit draws its patches and coreset per batch, so the order alone moves its figures by about a draw's
+    spread: this order lets the bench repeat the app's run."""
+    digests = [hashlib.sha256(record.image_path.read_bytes()).hexdigest() for record in part.records]
+    labels = part.labels
+
+    def key(index: int) -> tuple:
+        return (int(labels[index] == DEFECT) if goods_first else 0, digests[index])
+
+    def kept(index: int) -> bool:  # the app trains on outlined defects only, and an empty mask outlines nothing
+        record = part.records[index]
+        if not goods_first or labels[index] != DEFECT:
+            return True
+        return bool(record.mask_path and read_mask(record.mask_path).any())
+
+    return part.subset(sorted(filter(kept, range(len(part))), key=key))
+
+
 def run_compare_bench(options: BenchOptions) -> dict:
     """The winner's report (bench's keys at the top level) plus `winner`, `candidates` (one report per candidate,
     each with its `validation` metrics and `label`), `rule`, `why` and `leaderboard`."""
@@ -145,6 +167,11 @@ def run_compare_bench(options: BenchOptions) -> dict:
     else:
         pool, test = supervised_split(dataset, fraction=options.supervised_fraction, seed=options.seed)
     train, validation = validation_split(pool, seed=options.seed)
+    if options.order == "content":
+        train = app_order(train, goods_first=True)
+        validation, test = app_order(validation, goods_first=False), app_order(test, goods_first=False)
+    elif options.order != "name":
+        raise ValueError(f"unknown order {options.order!r}; expected name or content")
     # Several defect types are several classes, as the app makes them of an MVTec upload (one per folder).
     kinds = tuple(sorted({kind for kind in dataset.test.kinds if kind != "good"}))
     classes = kinds if len(kinds) > 1 else ()

@@ -66,3 +66,29 @@ def test_without_classes_outlines_stay_plain_masks(folder):
     samples = PreparedSamples(pool)
     defect = samples[int(np.flatnonzero(pool.labels == DEFECT)[0])]
     assert defect.boxes is None and defect.class_mask is None and defect.mask.any()
+
+
+def test_the_app_order_puts_training_goods_first_each_by_content_and_leaves_out_undrawn_defects(folder):
+    # given: a training pool whose first defect's mask is emptied (the app keeps no annotation for it)
+    import hashlib
+
+    from ml.compare_bench import app_order
+
+    pool, _ = supervised_split(load_mvtec(folder), fraction=0.5, seed=0)
+    empty = next(r for r in pool.records if r.label == DEFECT)
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(empty.mask_path)
+
+    def digest(record):
+        return hashlib.sha256(record.image_path.read_bytes()).hexdigest()
+
+    # when
+    ordered = app_order(pool, goods_first=True)
+    plain = app_order(pool, goods_first=False)
+
+    # then
+    labels = list(ordered.labels)
+    assert labels == sorted(labels) and empty not in ordered.records and len(ordered) == len(pool) - 1
+    for label in (0, DEFECT):
+        part = [digest(r) for r in ordered.records if r.label == label]
+        assert part == sorted(part)
+    assert [digest(r) for r in plain.records] == sorted(digest(r) for r in pool.records)
