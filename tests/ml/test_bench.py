@@ -77,3 +77,33 @@ def test_bench_reports_mask_iou_for_the_segmenter(synthetic_mvtec, tmp_path):
     report = json.loads(out.read_text())
     assert report["n_iou_images"] == 3
     assert 0 <= report["mean_iou"] <= 1
+
+
+def test_a_defect_image_without_drawn_pixels_is_left_out_of_the_pixel_metrics():
+    # given: a map that finds the drawn defect exactly, and a defect image whose mask is empty, where the map lights
+    # up a region the person did not draw (the defect is somewhere, nobody said where)
+    from ml.bench import predict_test_set
+    from ml.types import DEFECT, GOOD, Prediction, Sample
+
+    drawn = np.zeros((16, 16), bool)
+    drawn[4:8, 4:8] = True
+    lit = np.zeros((16, 16), np.float32)
+    lit[10:14, 10:14] = 5.0
+    image = np.zeros((16, 16, 3), np.uint8)
+    samples = [
+        Sample(image, GOOD, np.zeros((16, 16), bool)),
+        Sample(image, DEFECT, drawn),
+        Sample(image, DEFECT, np.zeros((16, 16), bool)),
+    ]
+    maps = [np.zeros((16, 16), np.float32), drawn.astype(np.float32) * 5.0, lit]
+
+    class Maps:
+        def predict(self, images, *, batch_size):
+            return [Prediction(float(m.max()), m) for m in maps[: len(images)]]
+
+    # when
+    tested = predict_test_set(Maps(), samples, batch_size=8)
+    # then: the drawn defect is found perfectly; the undrawn one's lit pixels count neither way
+    assert tested.pixels.n_regions == 1
+    assert tested.pixels.pixel_auroc() == pytest.approx(1.0)
+    assert tested.pixels.aupro() == pytest.approx(1.0, abs=1e-3)
