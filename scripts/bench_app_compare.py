@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchlib import load_average, machine_line, sandbox_start  # noqa: E402
+from benchlib import automatic_run, machine_line, sandbox_start  # noqa: E402
 
 from ml.bench import BenchOptions, cpu_seconds  # noqa: E402
 from ml.compare_bench import run_compare_bench, validation_split  # noqa: E402
@@ -77,8 +77,7 @@ def run_app(args, split: dict[str, list], report: dict) -> dict:
         from webapp.images.models import Image
         from webapp.projects.services import project_create
         from webapp.training import services
-        from webapp.training.execution import training_run_execute
-        from webapp.training.models import ModelVersion, TrainingRun
+        from webapp.training.models import ModelVersion
 
         owner = User.objects.create_user("bench", password="bench-password-1")
         project = project_create(name=args.data.name, owner=owner)
@@ -106,20 +105,14 @@ def run_app(args, split: dict[str, list], report: dict) -> dict:
         report["app_moved"], report["app_missing"] = moved, missing  # missing: byte-identical files taken once
         plan = services.training_plan(project=project)
         report["app_splits"] = {row.split: {"good": row.good, "defect": row.defect} for row in plan.splits}
-        report["load_at_click"] = load_average()
         try:
-            run = services.training_run_request(project=project, requested_by=owner, budget_minutes=args.budget_minutes)
+            run, timings = automatic_run(project, owner, budget_minutes=args.budget_minutes)
         except ValidationError as exc:  # what the Train page would say instead of training
             report["app_status"], report["app_error"] = "refused", " ".join(exc.messages)
             return {"rows": []}
         report["app_run_family"], report["app_run_reason"] = run.family, run.reason
-        assert services.training_run_claim(run_id=run.id)
-        started, cpu_started = time.perf_counter(), cpu_seconds()
-        training_run_execute(run_id=run.id)
-        report["app_seconds"] = round(time.perf_counter() - started, 1)
-        report["app_cpu_seconds"] = round(cpu_seconds() - cpu_started, 1)
-        report["load_at_end"] = load_average()
-        run = TrainingRun.objects.get(id=run.id)
+        report["app_seconds"], report["app_cpu_seconds"] = timings["seconds"], timings["cpu_seconds"]
+        report["load_at_click"], report["load_at_end"] = timings["load_at_click"], timings["load_at_end"]
         report["app_status"], report["app_error"] = run.status, run.error
         versions = {str(v.public_id): v for v in ModelVersion.objects.filter(project=project)}
         active = next((v for v in versions.values() if v.is_active), None)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 import zipfile
@@ -20,14 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from benchlib import load_average, machine_line, sandbox_start  # noqa: E402
+from benchlib import automatic_run, machine_line, sandbox_start  # noqa: E402
 
 REPORTED = ("image_auroc", "image_ap", "f1", "precision", "recall", "precision_at_recall1", "pixel_auroc", "aupro")
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def zip_dataset(root: Path, target: Path) -> Path:
@@ -51,8 +45,7 @@ def main() -> int:
         from webapp.images.intake.ingest import archive_ingest
         from webapp.projects.services import project_create
         from webapp.training import services
-        from webapp.training.execution import training_run_execute
-        from webapp.training.models import ModelVersion, TrainingRun
+        from webapp.training.models import ModelVersion
 
         report: dict = {"machine": machine_line()}
         owner = User.objects.create_user("bench", password="bench-password-1")
@@ -65,17 +58,11 @@ def main() -> int:
         report["uploaded"] = sum(1 for r in intake.results if r.status == "added")
         plan = services.training_plan(project=project)
         report["splits"] = {row.split: {"good": row.good, "defect": row.defect} for row in plan.splits}
-        report["load_at_click"] = load_average()
         # The click: an automatic request, nothing set.
-        run = services.training_run_request(project=project, requested_by=owner)
+        run, timings = automatic_run(project, owner)
         report["run_family"], report["run_reason"] = run.family, run.reason
-        assert services.training_run_claim(run_id=run.id)
-        started, cpu_started = time.perf_counter(), cpu_seconds()
-        training_run_execute(run_id=run.id)
-        report["click_to_metrics_seconds"] = round(time.perf_counter() - started, 1)
-        report["train_cpu_seconds"] = round(cpu_seconds() - cpu_started, 1)
-        report["load_at_end"] = load_average()
-        run = TrainingRun.objects.get(id=run.id)
+        report["click_to_metrics_seconds"], report["train_cpu_seconds"] = timings["seconds"], timings["cpu_seconds"]
+        report["load_at_click"], report["load_at_end"] = timings["load_at_click"], timings["load_at_end"]
         report["status"], report["error"] = run.status, run.error
         version = ModelVersion.objects.filter(project=project, is_active=True).first()
         if version is not None:

@@ -7,6 +7,7 @@ Nothing here touches real data or a shared broker: every path and port is the be
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -216,3 +217,28 @@ def process_stop(process: subprocess.Popen | None, timeout: float = 30) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def process_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def automatic_run(project, owner, **request):
+    """One automatic training request (what the Train button sends, plus `request`'s settings) run to its end by
+    the worker's own code in this process, inside a sandbox_start Kensa: (the finished TrainingRun, timings: wall
+    and CPU seconds from claim to metrics, load average at the click and at the end). Raises ValidationError where
+    the Train page would refuse the request."""
+    from webapp.training import services
+    from webapp.training.execution import training_run_execute
+    from webapp.training.models import TrainingRun
+
+    timings = {"load_at_click": load_average()}
+    run = services.training_run_request(project=project, requested_by=owner, **request)
+    assert services.training_run_claim(run_id=run.id)
+    started, cpu_started = time.perf_counter(), process_cpu_seconds()
+    training_run_execute(run_id=run.id)
+    timings["seconds"] = round(time.perf_counter() - started, 1)
+    timings["cpu_seconds"] = round(process_cpu_seconds() - cpu_started, 1)
+    timings["load_at_end"] = load_average()
+    return TrainingRun.objects.get(id=run.id), timings

@@ -130,3 +130,39 @@ def test_bench_retention_simulates_a_few_steps_within_the_bound():  # ~10 s
     out = _run("bench_retention.py", "--days", "0.1", "--scale", "0.001", "--review-share", "0.05")
     assert "| day | made | deleted | routine kept (before cleanup) |" in out
     assert "# bound: (newest 100,000 + one step's 15,000) routine" in out
+
+
+def test_bench_app_compare_gets_the_same_candidates_winner_and_figures_from_the_app_and_the_bench(tmp_path):
+    # given: a small MVTec-layout folder of synthetic parts with three defect types and exact masks (~30 s)
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from ml.synthetic import make_dataset
+
+    def save(path: Path, array) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).save(path)
+
+    root = tmp_path / "parts"
+    for i, part in enumerate(make_dataset(n_good=20, n_defect=0, size=64, seed=11)):
+        save(root / "train" / "good" / f"{i:03d}.png", part.image)
+    for i, part in enumerate(make_dataset(n_good=6, n_defect=24, size=64, seed=12)):
+        save(root / "test" / (part.defect or "good") / f"{i:03d}.png", part.image)
+        if part.defect:
+            save(root / "ground_truth" / part.defect / f"{i:03d}_mask.png", (part.mask * 255).astype(np.uint8))
+
+    # when
+    _run("bench_app_compare.py", "--data", str(root), "--json", str(tmp_path / "out.json"))
+
+    # then: both sides trained the same candidates on the same split, picked the same winner, and (reading the
+    # images in the same order) scored each candidate alike on validation and test
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert report["app_status"] == "succeeded" and report["app_in_two_splits"] == report["app_missing"] == 0
+    assert report["same_winner"] and len(report["bench"]) >= 2
+    assert [r["label"] for r in report["bench"]] == [r["label"] for r in report["app"]]
+    for bench, app in zip(report["bench"], report["app"], strict=True):
+        for key in ("validation_ap", "image_auroc", "image_ap", "precision_at_recall1"):
+            assert bench[key] == pytest.approx(app[key], abs=1e-6), (bench["label"], key)
+        assert bench["aupro"] == pytest.approx(app["aupro"], abs=0.01)
