@@ -166,3 +166,46 @@ def test_the_guided_outline_fits_drawn_defects_better_than_the_patch_grid_and_is
     del document["config"]["guided_outline"]
     (tmp_path / "model" / "config.json").write_text(json.dumps(document))
     assert not create_model("hybrid", **CONFIG).load(tmp_path / "model").config.guided_outline
+
+
+def test_the_namer_alone_learns_the_class_and_the_body_alone_whether_a_patch_is_a_defect():
+    # given: a head for three classes, a batch with defect patches of class 2 and good patches
+    from ml.hybrid import DefectHead, _head_loss, defect_log_probability
+
+    torch.manual_seed(0)
+    head = DefectHead(4, 8, 3, namer=True)
+    features, prior = torch.randn(2, 4, 5, 5), torch.rand(2, 5, 5)
+    target = torch.zeros(2, 5, 5, dtype=torch.long)
+    target[:, 1:3, 1:3] = 2
+    weight = torch.ones(2, 5, 5)
+    logits = head(features, prior)
+
+    def grads(loss):
+        head.zero_grad()
+        loss.backward(retain_graph=True)
+        return [p.grad.abs().sum().item() for p in head.body.parameters()], [
+            p.grad.abs().sum().item() for p in head.namer.parameters()
+        ]
+
+    # when: the defect-or-good term alone, then the rest of the loss (the class term)
+    is_defect = target > 0
+    log_good = torch.log_softmax(logits, dim=1)[:, 0]
+    defect_term = torch.where(is_defect, -4.0 * defect_log_probability(logits), -log_good).mean()
+    body_from_defect, namer_from_defect = grads(defect_term)
+    class_term = _head_loss(logits, target, weight, positive_weight=4.0) - defect_term
+    body_from_class, namer_from_class = grads(class_term)
+
+    # then: each term trains its own part only, and P(defect) is the body's alone
+    assert sum(body_from_defect) > 0 and max(namer_from_defect) < 1e-6
+    assert sum(namer_from_class) > 0 and max(body_from_class) < 1e-6
+    head.eval()  # no dropout: the same body output twice
+    with torch.no_grad():
+        before = defect_log_probability(head(features, prior))
+        for parameter in head.namer.parameters():
+            parameter.add_(torch.randn_like(parameter))
+        assert torch.allclose(defect_log_probability(head(features, prior)), before, atol=1e-5)
+    # a head of the older layout (one body names the class too) still loads as it was saved
+    old = DefectHead(4, 8, 3)
+    again = DefectHead(4, 8, 3, namer=any(k.startswith("namer.") for k in old.state_dict()))
+    again.load_state_dict(old.state_dict())
+    assert again.namer is None
