@@ -102,7 +102,7 @@ def run_app(args, split: dict[str, list], report: dict) -> dict:
             missing += sum(1 for i in ids if i is None)
             ids = [i for i in ids if i is not None]
             moved[name] = images_split_change(project=project, images=ids, split=name, user=owner).changed
-        report["app_moved"], report["app_missing"] = moved, missing  # missing: byte-identical files taken once
+        report["app_moved"], report["app_missing"] = moved, missing  # missing: files the upload refused
         plan = services.training_plan(project=project)
         report["app_splits"] = {row.split: {"good": row.good, "defect": row.defect} for row in plan.splits}
         try:
