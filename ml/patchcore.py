@@ -28,7 +28,7 @@ from ml.devices import resolve_device, resolve_saved_device
 from ml.features import PatchFeatureConfig, patch_features_for
 from ml.filters import blur_maps, gaussian_kernel
 from ml.images import resize_map, to_tensor
-from ml.nearest import nearest_entries
+from ml.nearest import DEFAULT_CHUNK, nearest_entries
 from ml.runtime import GraphOwner, RuntimeGraph, forward_with
 from ml.tiling import (
     POSITION_IMAGES,
@@ -101,7 +101,7 @@ class PatchCoreConfig(PatchFeatureConfig):
     score: str | None = None
     top_patches: int = 10
     reweight_neighbours: int = 9
-    search_chunk: int = 2048
+    search_chunk: int = DEFAULT_CHUNK
     search_precision: str = "float32"
     tile_working_size: int = 0
     tile_overlap: int = 32
